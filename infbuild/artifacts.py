@@ -1,0 +1,140 @@
+"""Artifact folders, atomic staging and stamps (DESIGN.md §2-§3; the stamp is a contract).
+
+A stage builds into a hidden staging folder beside its final folder; ``commit`` hashes the outputs,
+writes stamp.json last, then swaps the folder in with renames. A killed build leaves only hidden
+staging/trash folders, which never look complete and are removed by ``clean_leftovers``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .hashing import sha256_file
+
+STAMP = "stamp.json"
+LOG = "worker.log"
+UNSTAMPED = {STAMP, LOG}
+
+
+def stage_dir(artifacts: Path, recipe: str, target: str, stage: str) -> Path:
+    return artifacts / recipe / target / stage
+
+
+def read_stamp(folder: Path) -> dict[str, Any] | None:
+    """The stamp of a stage folder, or None when absent or unreadable (then the stage is stale)."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("files"), dict) or not isinstance(stamp.get("key"), str):
+        return None
+    return stamp
+
+
+def missing_or_resized(folder: Path, stamp: dict[str, Any]) -> str | None:
+    """Cheap completeness check: every stamped file exists with its size. Returns a reason or None."""
+    for name, meta in stamp["files"].items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"file {name} is missing"
+        if not isinstance(meta, dict) or size != meta.get("size"):
+            return f"file {name} changed size ({size} bytes, stamped {meta.get('size') if isinstance(meta, dict) else '?'})"
+    return None
+
+
+def rehash_problems(folder: Path, stamp: dict[str, Any]) -> list[str]:
+    """Full check: every stamped file exists and has the stamped sha256."""
+    problems = []
+    for name, meta in stamp["files"].items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif sha256_file(path) != meta.get("sha256"):
+            problems.append(f"{name}: sha256 differs from the stamp (tampered or corrupted)")
+    return problems
+
+
+def new_staging(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def list_files(folder: Path) -> dict[str, dict[str, Any]]:
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        name = path.relative_to(folder).as_posix()
+        if name in UNSTAMPED:
+            continue
+        files[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return files
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def commit(staging: Path, final: Path, stamp: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the staging folder (stamp written last) and move it into place; return the stamp."""
+    stamp = {**stamp, "files": list_files(staging), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json_atomic(staging / STAMP, stamp)
+    trash = final.parent / f".{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        os.replace(final, trash)
+    os.replace(staging, final)
+    shutil.rmtree(trash, ignore_errors=True)
+    return stamp
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(artifacts: Path) -> list[Path]:
+    """Remove staging/trash folders left by killed builds (those whose process is gone)."""
+    removed = []
+    if not artifacts.is_dir():
+        return removed
+    for folder in artifacts.glob("*/*/.*"):
+        name = folder.name
+        marker = ".staging-" if ".staging-" in name else ".trash-" if ".trash-" in name else None
+        if marker is None or not folder.is_dir():
+            continue
+        try:
+            pid = int(name.split(marker, 1)[1].split("-", 1)[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def remove_stage(folder: Path) -> None:
+    """`doit clean`: remove a stage's outputs (stamp first, so a half-removed folder is stale)."""
+    (folder / STAMP).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)

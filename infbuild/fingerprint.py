@@ -1,0 +1,216 @@
+"""The host's hardware fingerprint and the target slugs artifacts are keyed by (DESIGN.md §2, §5).
+
+Read from /proc/cpuinfo, uname, g++ and nvidia-smi without importing torch; no GPU is a normal answer.
+``INFBUILD_FINGERPRINT`` (a JSON object, or @path to one) is merged over what is detected: it lets tests
+and cross-builds simulate another host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+TOOLS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt", "doit", "infbuild")
+# CPU flags that change what a compiler emits with -march=native; part of the cpu-scope key.
+_ISA_FLAG = re.compile(r"^(sse\S*|ssse3|avx\S*|fma\S*|f16c|bmi\d|amx\S*|popcnt|lzcnt|abm|movbe|adx|sha_ni|vaes|"
+                       r"vpclmulqdq|gfni|asimd\S*|sve\S*|sme\S*|neon|fp16|bf16|i8mm|dotprod)$")
+# x86 ISA levels, most capable first: (slug, flags that must all be present).
+_X86_LEVELS = (
+    ("avx512", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+    ("avx2", {"avx2", "fma", "bmi1", "bmi2", "f16c"}),
+    ("avx", {"avx"}),
+    ("sse4", {"sse4_2"}),
+)
+
+
+def slug(text: str) -> str:
+    """Lowercase, non-alphanumerics folded to single dashes: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _cpuinfo() -> tuple[str, list[str]]:
+    model, flags = "", []
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or "unknown", []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "cpu model") and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = value.split()
+        if model and flags:
+            break
+    return model or "unknown", flags
+
+
+def isa_level(arch: str, flags: set[str]) -> str:
+    if arch in ("x86_64", "amd64"):
+        for name, needed in _X86_LEVELS:
+            if needed <= flags:
+                return name
+        return "baseline"
+    if arch in ("aarch64", "arm64"):
+        return "sve" if "sve" in flags else "neon"
+    return "generic"
+
+
+def _run(argv: list[str], timeout: float = 5.0) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _visible_index() -> str | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    first = visible.split(",")[0].strip()
+    return first or "none"
+
+
+def detect_gpus() -> tuple[list[dict[str, Any]], str | None]:
+    """GPUs from nvidia-smi (empty when there is none) and the CUDA version the driver supports."""
+    out = _run(["nvidia-smi", "--query-gpu=index,uuid,name,compute_cap,driver_version,memory.total",
+                "--format=csv,noheader,nounits"])
+    if not out:
+        return [], None
+    gpus = []
+    for row in out.strip().splitlines():
+        cells = [c.strip() for c in row.split(",")]
+        if len(cells) < 6:
+            continue
+        index, uuid, name, cap, driver, memory = cells[:6]
+        major, _, minor = cap.partition(".")
+        gpus.append({
+            "index": index, "uuid": uuid, "name": name, "compute_capability": cap, "driver": driver,
+            "memory_mib": int(float(memory)) if memory.replace(".", "").isdigit() else None,
+            "target": f"cuda-sm{major}{minor}-{slug(name)}",
+        })
+    header = _run(["nvidia-smi"]) or ""
+    match = re.search(r"CUDA Version:\s*([\d.]+)", header)
+    return gpus, match.group(1) if match else None
+
+
+def tool_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for tool in TOOLS:
+        try:
+            versions[tool] = metadata.version(tool)
+        except metadata.PackageNotFoundError:
+            versions[tool] = None
+    return versions
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _override() -> dict[str, Any]:
+    raw = os.environ.get("INFBUILD_FINGERPRINT")
+    if not raw:
+        return {}
+    try:
+        text = Path(raw[1:]).read_text(encoding="utf-8") if raw.startswith("@") else raw
+        value = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"INFBUILD_FINGERPRINT: not a JSON object ({exc})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("INFBUILD_FINGERPRINT: not a JSON object")
+    return value
+
+
+@lru_cache(maxsize=1)
+def host_fingerprint() -> dict[str, Any]:
+    """Everything about this host that artifacts depend on, with derived target slugs."""
+    arch = platform.machine()
+    model, flags = _cpuinfo()
+    gpus, cuda_version = detect_gpus()
+    gxx = _run(["g++", "-dumpfullversion"])
+    libc = " ".join(platform.libc_ver()).strip() or None
+    fp: dict[str, Any] = {
+        "cpu": {"arch": arch, "model": model, "isa": isa_level(arch, set(flags)),
+                "flags": sorted(f for f in set(flags) if _ISA_FLAG.match(f)), "count": os.cpu_count()},
+        "os": {"system": platform.system(), "release": platform.release(), "libc": libc},
+        "compiler": {"gxx": gxx.strip() if gxx else None},
+        "gpus": gpus,
+        "cuda": {"version": cuda_version, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
+        "tools": tool_versions(),
+    }
+    fp = _merge(fp, _override())
+    fp["targets"] = {"cpu": cpu_target(fp), "cuda": cuda_target(fp)}
+    return fp
+
+
+def cpu_target(fp: dict[str, Any]) -> str:
+    return f"cpu-{fp['cpu']['arch']}-{fp['cpu']['isa']}"
+
+
+def selected_gpu(fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The GPU builds run on: the first one CUDA_VISIBLE_DEVICES selects (index or UUID), else the first."""
+    gpus = fp.get("gpus") or []
+    wanted = _visible_index()
+    if wanted is None:
+        return gpus[0] if gpus else None
+    for gpu in gpus:
+        if wanted in (str(gpu.get("index")), gpu.get("uuid")):
+            return gpu
+    return None
+
+
+def cuda_target(fp: dict[str, Any]) -> str | None:
+    gpu = selected_gpu(fp)
+    return gpu["target"] if gpu else None
+
+
+def torch_has_cuda(fp: dict[str, Any]) -> bool:
+    """Whether the installed torch is a CUDA build (judged from its version, without importing it)."""
+    version = fp["tools"].get("torch") or ""
+    return bool(version) and "+cpu" not in version
+
+
+def scope_fields(fp: dict[str, Any], scope: str) -> dict[str, Any]:
+    """The part of the fingerprint a stage of this scope depends on (goes into its key)."""
+    if scope == "portable":
+        return {}
+    cpu = {"arch": fp["cpu"]["arch"], "isa": fp["cpu"]["isa"], "flags": fp["cpu"]["flags"],
+           "gxx": fp["compiler"]["gxx"], "libc": fp["os"]["libc"]}
+    if scope == "cpu":
+        return cpu
+    gpu = selected_gpu(fp) or {}
+    return {**cpu, "gpu": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
+            "driver": gpu.get("driver"), "cuda": fp["cuda"].get("version")}
+
+
+def render(fp: dict[str, Any]) -> str:
+    """Human summary for `infbuild fingerprint`."""
+    lines = [
+        f"cpu      {fp['cpu']['model']} ({fp['cpu']['arch']}, {fp['cpu']['count']} cores, ISA {fp['cpu']['isa']})",
+        f"os       {fp['os']['system']} {fp['os']['release']}, {fp['os']['libc'] or 'libc unknown'}",
+        f"compiler g++ {fp['compiler']['gxx'] or 'not found'}",
+    ]
+    if fp["gpus"]:
+        for gpu in fp["gpus"]:
+            lines.append(f"gpu {gpu['index']}    {gpu['name']} (sm {gpu['compute_capability']}, "
+                         f"{gpu['memory_mib']} MiB, driver {gpu['driver']}, CUDA {fp['cuda']['version']})")
+    else:
+        lines.append("gpu      none (no nvidia-smi or no NVIDIA GPU): CUDA stages are not buildable here")
+    tools = ", ".join(f"{k} {v}" for k, v in fp["tools"].items() if v)
+    lines.append(f"tools    {tools}")
+    lines.append(f"targets  cpu: {fp['targets']['cpu']}   cuda: {fp['targets']['cuda'] or '-'}")
+    return "\n".join(lines)

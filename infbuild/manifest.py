@@ -1,0 +1,84 @@
+"""artifacts/manifest.json (DESIGN.md §4, a contract), rebuilt from the stamps on disk.
+
+Deriving the manifest from stamps means it can never disagree with what is stamped: a manifest edited by
+hand or lost is simply rewritten. Writers hold an flock so parallel builds don't interleave.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from .artifacts import read_stamp, write_json_atomic
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+@contextmanager
+def locked(artifacts: Path, name: str = ".manifest.lock") -> Iterator[None]:
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with open(artifacts / name, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _version() -> str | None:
+    try:
+        return metadata.version("infbuild")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def build_manifest(artifacts: Path) -> dict[str, Any]:
+    recipes: dict[str, Any] = {}
+    for stamp_path in sorted(artifacts.glob("*/*/*/stamp.json")):
+        folder = stamp_path.parent
+        stamp = read_stamp(folder)
+        if stamp is None:
+            continue
+        recipe, target, stage = folder.parent.parent.name, folder.parent.name, folder.name
+        entry = recipes.setdefault(recipe, {"targets": {}})["targets"].setdefault(target, {"stages": {}})
+        entry["stages"][stage] = {k: v for k, v in stamp.items() if k != "inputs"}
+        if stamp.get("fingerprint") and stamp.get("created", "") >= entry.get("_created", ""):
+            entry["fingerprint"], entry["_created"] = stamp["fingerprint"], stamp.get("created", "")
+        if stage == "verify":
+            report = _read_json(folder / "report.json") or {}
+            entry["verify"] = report.get("results", {})
+            entry["verify_order"] = report.get("backends", [])
+    for recipe in recipes.values():
+        for entry in recipe["targets"].values():
+            entry.pop("_created", None)
+            order = entry.pop("verify_order", [])
+            verify = entry.get("verify", {})
+            passed = [b for b in order if verify.get(b, {}).get("passed")]
+            # Until a bench stage has measured, prefer the first verified backend in the recipe's order.
+            entry["preferred"] = passed[0] if passed else None
+    return {"schema": SCHEMA_VERSION, "infbuild": _version(), "recipes": recipes}
+
+
+def update_manifest(artifacts: Path) -> bool:
+    """Rewrite the manifest if it differs from the stamps; True when it was written."""
+    with locked(artifacts):
+        fresh = build_manifest(artifacts)
+        if _read_json(artifacts / MANIFEST) == fresh:
+            return False
+        write_json_atomic(artifacts / MANIFEST, fresh)
+        return True
+
+
+def manifest_current(artifacts: Path) -> bool:
+    return _read_json(artifacts / MANIFEST) == build_manifest(artifacts)

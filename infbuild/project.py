@@ -1,0 +1,60 @@
+"""Where a project's recipes and artifacts live: pyproject.toml [tool.infbuild] plus environment overrides."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_RECIPES = ("recipes/*.yaml", "recipes/*.yml", "recipes/*.json")
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    recipe_globs: tuple[str, ...]
+    artifacts: Path
+
+    def recipe_files(self) -> list[Path]:
+        found: set[Path] = set()
+        for pattern in self.recipe_globs:
+            found.update(p for p in self.root.glob(pattern) if p.is_file())
+        return sorted(found)
+
+    def display(self, path: Path) -> str:
+        """Path as shown in messages: relative to the project root when inside it."""
+        try:
+            return str(path.resolve().relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` holding dodo.py or a pyproject.toml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dodo.py").is_file() or (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def load_project(root: Path | None = None) -> Project:
+    root = (root or Path(os.environ.get("INFBUILD_ROOT") or find_root())).resolve()
+    config: dict = {}
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            config = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("infbuild", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{pyproject}: {exc}") from None
+    recipes = config.get("recipes", list(DEFAULT_RECIPES))
+    if isinstance(recipes, str):
+        recipes = [recipes]
+    if not isinstance(recipes, list) or not all(isinstance(r, str) for r in recipes):
+        raise ConfigError(f"{pyproject}: tool.infbuild.recipes: expected a list of globs")
+    artifacts = os.environ.get("INFBUILD_ARTIFACTS") or config.get("artifacts", "artifacts")
+    if not isinstance(artifacts, str):
+        raise ConfigError(f"{pyproject}: tool.infbuild.artifacts: expected a path")
+    return Project(root=root, recipe_globs=tuple(recipes), artifacts=(root / artifacts).resolve())

@@ -1,0 +1,356 @@
+"""Recipes: load, validate against the JSON Schema, check meaning, apply defaults.
+
+Every problem of every file is collected and raised at once as a RecipeError whose lines read
+``FILE:LINE: field.path: message``. Nothing here imports torch: planning a no-op build must stay cheap.
+"""
+from __future__ import annotations
+
+import difflib
+import glob
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import Problem, RecipeError
+from .project import Project
+from .recipe_file import FieldPath, field_name, line_of, parse
+
+SCHEMA_PATH = Path(__file__).with_name("schema") / "recipe.schema.json"
+BACKENDS = ("onnxruntime", "aoti")
+RESERVED_NAMES = {"manifest.json", "readme.md"}
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+# Tolerances by model dtype: |actual - reference| <= atol + rtol * |reference| elementwise.
+DEFAULT_TOLERANCES = {
+    "float32": {"rtol": 1e-3, "atol": 1e-4},
+    "float16": {"rtol": 1e-2, "atol": 1e-3},
+    "bfloat16": {"rtol": 5e-2, "atol": 1e-2},
+}
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "onnx": {"opset": 18, "external_data": False, "graph_only": False},
+    "reference": {"seed": 0},
+    "aoti": {"device": "auto", "max_autotune": False, "inductor_configs": {}},
+}
+
+
+@dataclass(frozen=True)
+class Dim:
+    name: str
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    low: float
+    high: float
+
+    def concrete(self, dims: dict[str, Dim], which: str) -> tuple[int, ...]:
+        """Shape with every named dim set to its ``min``, ``opt`` or ``max``."""
+        return tuple(s if isinstance(s, int) else getattr(dims[s], which) for s in self.shape)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: str
+    kwargs: dict[str, Any]
+    weights: str | None
+    dtype: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe with defaults applied. ``file`` is relative to the project root."""
+
+    name: str
+    file: str
+    model: ModelSpec
+    inputs: tuple[InputSpec, ...]
+    dims: dict[str, Dim]
+    outputs: tuple[str, ...]
+    backends: tuple[str, ...]
+    stages: dict[str, dict[str, Any]]
+    verify: dict[str, float]
+    lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line(self, field_path: str) -> int:
+        """Line of a dotted field path in the recipe file (nearest ancestor present)."""
+        parts = field_path.replace("[", ".").replace("]", "").split(".")
+        for cut in range(len(parts), 0, -1):
+            key = ".".join(parts[:cut])
+            if key in self.lines:
+                return self.lines[key]
+        return 1
+
+    def locate(self, field_path: str, message: str) -> Problem:
+        return Problem(self.file, self.line(field_path), field_path, message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for stage workers and keys); ``from_dict`` reverses it."""
+        return {
+            "name": self.name,
+            "file": self.file,
+            "model": {
+                "factory": self.model.factory,
+                "kwargs": self.model.kwargs,
+                "weights": self.model.weights,
+                "dtype": self.model.dtype,
+                "sources": list(self.model.sources),
+            },
+            "inputs": {
+                i.name: {"shape": list(i.shape), "dtype": i.dtype, "low": i.low, "high": i.high} for i in self.inputs
+            },
+            "dims": {d.name: {"min": d.min, "opt": d.opt, "max": d.max} for d in self.dims.values()},
+            "outputs": list(self.outputs),
+            "backends": list(self.backends),
+            "stages": self.stages,
+            "verify": self.verify,
+            "lines": self.lines,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        m = d["model"]
+        return cls(
+            name=d["name"],
+            file=d["file"],
+            model=ModelSpec(m["factory"], m["kwargs"], m["weights"], m["dtype"], tuple(m["sources"])),
+            inputs=tuple(
+                InputSpec(n, tuple(i["shape"]), i["dtype"], i["low"], i["high"]) for n, i in d["inputs"].items()
+            ),
+            dims={n: Dim(n, v["min"], v["opt"], v["max"]) for n, v in d["dims"].items()},
+            outputs=tuple(d["outputs"]),
+            backends=tuple(d["backends"]),
+            stages=d["stages"],
+            verify=d["verify"],
+            lines=d.get("lines", {}),
+        )
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema  # deferred: only needed when a recipe is (re)validated
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+    kind = "null" if value is None else kinds.get(type(value), type(value).__name__)
+    shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, (dict, list)) else kind
+    return f"{kind} {shown[:40]}" if kind not in ("array", "object", "null") else kind
+
+
+def _schema_problems(data: Any, display: str, lines: dict[FieldPath, int]) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(data):
+        path: FieldPath = tuple(error.absolute_path)
+        kind = error.validator
+        if kind == "additionalProperties" and isinstance(error.instance, dict):
+            known = list(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(known)):
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
+                problems.append(Problem(display, line_of(lines, path + (key,)), field_name(path + (key,)),
+                                        f"unknown field{hint}"))
+            continue
+        if kind == "required":
+            missing = [r for r in error.validator_value if r not in error.instance]
+            for key in missing:
+                problems.append(Problem(display, line_of(lines, path), field_name(path + (key,)),
+                                        "missing required field"))
+            continue
+        if kind == "type":
+            expected = error.validator_value
+            expected = " or ".join(expected) if isinstance(expected, list) else expected
+            message = f"expected {expected}, got {_describe(error.instance)}"
+        elif kind == "enum":
+            options = ", ".join(str(o) for o in error.validator_value)
+            message = f"must be one of: {options} (got {json.dumps(error.instance)})"
+        elif kind == "pattern":
+            message = _pattern_message(path, error.instance)
+        elif kind == "propertyNames":
+            message = f"invalid name {json.dumps(error.instance)}: use letters, digits and '_' (not starting with a digit)"
+        elif kind in ("minimum", "maximum"):
+            word = "at least" if kind == "minimum" else "at most"
+            message = f"must be {word} {error.validator_value} (got {error.instance})"
+        elif kind in ("minItems", "minProperties"):
+            message = "must not be empty"
+        elif kind == "uniqueItems":
+            message = "entries must be unique"
+        else:
+            message = error.message
+        problems.append(Problem(display, line_of(lines, path), field_name(path), message))
+    return problems
+
+
+def _pattern_message(path: FieldPath, value: Any) -> str:
+    if path == ("name",):
+        return (f"{json.dumps(value)} is not a valid recipe name: it becomes a folder under artifacts/, so use "
+                "1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', no '..')")
+    if path == ("model", "factory"):
+        return f"{json.dumps(value)} is not of the form 'package.module:callable'"
+    if len(path) >= 3 and path[-2] == "shape":
+        return f"{json.dumps(value)} is not a dim name (letters, digits, '_')"
+    return f"{json.dumps(value)} does not match the expected form"
+
+
+def resolve_module_file(module: str, root: Path) -> Path | None:
+    """Find a module's source file without importing it (nor any parent package)."""
+    parts = module.split(".")
+    for base in (root / Path(*parts[:-1]) / parts[-1],):
+        if base.with_suffix(".py").is_file():
+            return base.with_suffix(".py")
+        if (base / "__init__.py").is_file():
+            return base / "__init__.py"
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if len(parts) == 1:
+        return Path(spec.origin) if spec.origin and spec.origin not in ("built-in", "frozen") else None
+    for location in spec.submodule_search_locations or []:
+        base = Path(location, *parts[1:-1], parts[-1])
+        if base.with_suffix(".py").is_file():
+            return base.with_suffix(".py")
+        if (base / "__init__.py").is_file():
+            return base / "__init__.py"
+    return None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], project: Project) -> tuple[Recipe | None, list[Problem]]:
+    """Semantic checks and defaults on schema-valid data."""
+    problems: list[Problem] = []
+
+    def add(path: FieldPath, message: str) -> None:
+        problems.append(Problem(display, line_of(lines, path), field_name(path), message))
+
+    name = data["name"]
+    if name in RESERVED_NAMES or name.startswith("."):
+        add(("name",), f"'{name}' is reserved under artifacts/; choose another name")
+
+    model = data["model"]
+    module, _, attr = model["factory"].partition(":")
+    module_file = resolve_module_file(module, project.root)
+    if module_file is None:
+        add(("model", "factory"), f"module '{module}' not found under the project root ({project.root}) "
+            "or among installed packages")
+    weights = model.get("weights")
+    if weights is not None:
+        weights_path = project.root / weights
+        if not weights_path.is_file():
+            add(("model", "weights"), f"weights file '{weights}' not found (relative to {project.root})")
+        elif not weights_path.resolve().is_relative_to(project.root):
+            add(("model", "weights"), f"weights file '{weights}' is outside the project root")
+    sources: list[str] = []
+    for index, pattern in enumerate(model.get("sources") or []):
+        matches = sorted(glob.glob(str(project.root / pattern), recursive=True))
+        files = [m for m in matches if Path(m).is_file()]
+        if not files:
+            add(("model", "sources", index), f"glob '{pattern}' matches no file")
+        sources.extend(_relative(Path(m), project.root) for m in files)
+    if not model.get("sources") and module_file is not None:
+        sources = [_relative(module_file, project.root)]
+    dtype = model.get("dtype", "float32")
+
+    dims: dict[str, Dim] = {}
+    for dim_name, spec in (data.get("dims") or {}).items():
+        lo, hi = spec["min"], spec["max"]
+        opt = spec.get("opt", hi)
+        if lo > hi:
+            add(("dims", dim_name), f"min ({lo}) > max ({hi})")
+        elif not lo <= opt <= hi:
+            add(("dims", dim_name, "opt"), f"opt ({opt}) must lie within min..max ({lo}..{hi})")
+        dims[dim_name] = Dim(dim_name, lo, opt, hi)
+
+    used: set[str] = set()
+    inputs: list[InputSpec] = []
+    for input_name, spec in data["inputs"].items():
+        for index, size in enumerate(spec["shape"]):
+            if isinstance(size, str):
+                used.add(size)
+                if size not in dims:
+                    close = difflib.get_close_matches(size, list(dims), n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else " (declare it under dims)"
+                    add(("inputs", input_name, "shape", index), f"dim '{size}' is not declared{hint}")
+        in_dtype = spec.get("dtype", dtype)
+        is_float = in_dtype in FLOAT_DTYPES
+        low = spec.get("low", -1.0 if is_float else 0)
+        high = spec.get("high", 1.0 if is_float else (2 if in_dtype == "bool" else 100))
+        if low >= high:
+            add(("inputs", input_name, "high"), f"high ({high}) must be greater than low ({low})")
+        inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high))
+    for dim_name in sorted(set(dims) - used):
+        add(("dims", dim_name), "declared but used by no input shape")
+
+    stages = {
+        stage: {**defaults, **((data.get("stages") or {}).get(stage) or {})} for stage, defaults in STAGE_DEFAULTS.items()
+    }
+    verify = {**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})}
+    if problems:
+        return None, problems
+    recipe = Recipe(
+        name=name,
+        file=display,
+        model=ModelSpec(model["factory"], model.get("kwargs") or {}, weights, dtype, tuple(sources)),
+        inputs=tuple(inputs),
+        dims=dims,
+        outputs=tuple(data["outputs"]),
+        backends=tuple(data.get("backends") or BACKENDS),
+        stages=stages,
+        verify=verify,
+        lines={field_name(p): line for p, line in lines.items() if p},
+    )
+    return recipe, []
+
+
+def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem]]:
+    display = project.display(path)
+    data, lines, problems = parse(path, display)
+    if data is None and problems:
+        return None, problems
+    if not isinstance(data, dict):
+        return None, problems + [Problem(display, 1, "", f"a recipe is a mapping of fields, got {_describe(data)}")]
+    schema_problems = _schema_problems(data, display, lines)
+    if schema_problems or problems:
+        return None, problems + schema_problems
+    return _build(data, display, lines, project)
+
+
+def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Recipe]:
+    """Load and check every recipe (default: the project's globs); raise RecipeError listing all problems."""
+    files = paths if paths is not None else project.recipe_files()
+    recipes: list[Recipe] = []
+    problems: list[Problem] = []
+    for path in files:
+        recipe, found = load_file(path, project)
+        problems.extend(found)
+        if recipe is not None:
+            recipes.append(recipe)
+    first_seen: dict[str, Recipe] = {}
+    for recipe in recipes:
+        other = first_seen.setdefault(recipe.name, recipe)
+        if other is not recipe:
+            problems.append(recipe.locate("name", f"duplicate recipe name '{recipe.name}' "
+                                          f"(also in {other.file}:{other.line('name')})"))
+    if problems:
+        raise RecipeError(problems)
+    return sorted(recipes, key=lambda r: r.name)

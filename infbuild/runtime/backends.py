@@ -1,0 +1,95 @@
+"""Backend runners: call with a dict of numpy arrays named after the recipe's inputs, get a dict of
+numpy arrays named after its outputs. Heavy imports happen only when a backend is loaded."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from ..errors import ArtifactError
+
+
+class Runner(Protocol):
+    backend: str
+    detail: str  # e.g. the execution provider or device actually used
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OnnxRuntimeRunner:
+    backend = "onnxruntime"
+
+    def __init__(self, folder: Path, outputs: tuple[str, ...], device: str, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ArtifactError(f"onnxruntime cannot load {folder / 'model.onnx'}: {str(exc).strip()[:500]}") from None
+        self.outputs = outputs
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self.detail = self.session.get_providers()[0]
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {name: np.ascontiguousarray(value) for name, value in inputs.items() if name in self.input_types}
+        results = self.session.run(list(self.outputs), feeds)
+        return dict(zip(self.outputs, results))
+
+
+class AotiRunner:
+    backend = "aoti"
+
+    def __init__(self, folder: Path, outputs: tuple[str, ...], device: str, input_dtypes: Mapping[str, str],
+                 threads: int | None) -> None:
+        import torch
+        import torch._inductor
+
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.model = torch._inductor.aoti_load_package(str(folder / "model.pt2"))
+        except Exception as exc:  # noqa: BLE001
+            raise ArtifactError(f"cannot load AOTInductor package {folder / 'model.pt2'}: "
+                                f"{type(exc).__name__}: {str(exc).strip()[:500]}") from None
+        self.torch = torch
+        self.device = device
+        self.outputs = outputs
+        self.dtypes = {name: getattr(torch, dtype) for name, dtype in input_dtypes.items()}
+        self.detail = device
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)).to(self.device, self.dtypes[name])
+                   for name, value in inputs.items()}
+        with torch.inference_mode():
+            result = self.model(**tensors)
+        values = [result] if isinstance(result, torch.Tensor) else list(result)
+        return {name: _numpy(t) for name, t in zip(self.outputs, values)}
+
+
+def _numpy(t: Any) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def load_backend(backend: str, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str],
+                 device: str = "cpu", threads: int | None = None) -> Runner:
+    """Load one built artifact from its stage folder."""
+    loaders: dict[str, Callable[[], Runner]] = {
+        "onnxruntime": lambda: OnnxRuntimeRunner(folder, outputs, device, threads),
+        "aoti": lambda: AotiRunner(folder, outputs, device, input_dtypes, threads),
+    }
+    if backend not in loaders:
+        raise ArtifactError(f"unknown backend '{backend}' (known: {', '.join(loaders)})")
+    return loaders[backend]()

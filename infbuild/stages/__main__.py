@@ -1,0 +1,37 @@
+"""Worker entry: ``python -m infbuild.stages REQUEST.json``.
+
+Exit 0: outputs written. Exit 3: verify finished with failures (report written). Exit 1: a user-facing
+error, written as JSON to the request's ``error_file``. Anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from ..errors import FieldError, InfbuildError
+from ..recipe import Recipe
+
+STAGE_MODULES = {"onnx": "onnx", "reference": "reference", "aoti": "aoti", "verify": "verify"}
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    error_file = Path(request["error_file"])
+    try:
+        recipe = Recipe.from_dict(request["recipe"])
+        module = importlib.import_module(f"infbuild.stages.{STAGE_MODULES[request['stage']]}")
+        upstream = {k: Path(v) for k, v in request["upstream"].items()}
+        code = module.run(recipe, Path(request["root"]), Path(request["out"]), upstream, request["device"])
+        return int(code or 0)
+    except FieldError as exc:
+        error_file.write_text(json.dumps({"field": exc.field, "message": exc.message}), encoding="utf-8")
+        return 1
+    except InfbuildError as exc:
+        error_file.write_text(json.dumps({"field": None, "message": str(exc)}), encoding="utf-8")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,45 @@
+"""aoti stage: torch.export + AOTInductor into a model.pt2 package for this target (cpu or cuda)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import StageFailed
+from ..recipe import Recipe
+from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+
+# Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
+DEFAULT_INDUCTOR_CONFIGS = {"aot_inductor.check_lowerbound": False}
+
+
+def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+    options = recipe.stages["aoti"]
+    model = build_model(recipe, root, device=device)
+    example = to_torch(recipe, sample_inputs(recipe, shape_labels(recipe)["opt"], seed=0), device=device)
+    configs = {**DEFAULT_INDUCTOR_CONFIGS, **({"max_autotune": True} if options["max_autotune"] else {}),
+               **options["inductor_configs"]}
+    print(f"[aoti] exporting {recipe.name} with torch.export", flush=True)
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, (), example, dynamic_shapes=dynamic_shapes(recipe), strict=False)
+    except Exception as exc:  # noqa: BLE001
+        raise StageFailed(f"torch.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
+    print(f"[aoti] compiling with AOTInductor for {device} (this takes a while on a cold cache)", flush=True)
+    path = out / "model.pt2"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+    except Exception as exc:  # noqa: BLE001
+        raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
+    info = {"device": device, "torch": torch.__version__, "inductor_configs": configs,
+            "cpu_isa_env": os.environ.get("AOTI_CPU_ISA")}
+    (out / "aoti.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"[aoti] wrote {path.name} ({path.stat().st_size} bytes) in {time.perf_counter() - started:.1f}s", flush=True)

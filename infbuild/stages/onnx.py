@@ -1,0 +1,68 @@
+"""onnx stage: torch.onnx.export (dynamo) with the recipe's named dims as ONNX dim names."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import StageFailed
+from ..recipe import Recipe
+from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+
+
+def _strip_weights(source: Path, dest: Path) -> None:
+    """Write a weight-free copy of the graph (initializers keep name/shape/dtype, lose data) for Netron."""
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    for init in model.graph.initializer:
+        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "external_data"):
+            init.ClearField(name)
+        init.data_location = onnx.TensorProto.DEFAULT
+    onnx.save(model, str(dest))
+
+
+def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+    import onnx
+
+    options = recipe.stages["onnx"]
+    model = build_model(recipe, root)
+    example = to_torch(recipe, sample_inputs(recipe, shape_labels(recipe)["opt"], seed=0))
+    path = out / "model.onnx"
+    print(f"[onnx] exporting {recipe.name} (opset {options['opset']}, dims: {', '.join(recipe.dims) or 'static'})",
+          flush=True)
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (), str(path), kwargs=example, dynamo=True, dynamic_shapes=dynamic_shapes(recipe),
+                input_names=[i.name for i in recipe.inputs], output_names=list(recipe.outputs),
+                opset_version=options["opset"], external_data=options["external_data"], verbose=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+        raise StageFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
+    onnx.checker.check_model(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset != options["opset"]:
+        print(f"[onnx] note: requested opset {options['opset']}, the exporter wrote opset {opset}", flush=True)
+
+    def dims_of(value: onnx.ValueInfoProto) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    report = {
+        "opset_requested": options["opset"], "opset": opset, "external_data": options["external_data"],
+        "inputs": {v.name: dims_of(v) for v in proto.graph.input},
+        "outputs": {v.name: dims_of(v) for v in proto.graph.output},
+        "nodes": len(proto.graph.node), "initializers": len(proto.graph.initializer),
+        "torch": torch.__version__, "onnx": onnx.__version__,
+    }
+    (out / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if options["graph_only"]:
+        _strip_weights(path, out / "model.graph.onnx")
+    print(f"[onnx] wrote {path.name} ({path.stat().st_size} bytes, opset {opset}, {len(proto.graph.node)} nodes) "
+          f"in {time.perf_counter() - started:.1f}s", flush=True)

@@ -1,0 +1,28 @@
+"""reference stage: deterministic sample inputs and eager PyTorch outputs at each distinct shape."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..recipe import Recipe
+from .model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch
+
+
+def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+    model = build_model(recipe, root)
+    seed = recipe.stages["reference"]["seed"]
+    meta = {"seed": seed, "torch": torch.__version__, "shapes": {}}
+    for label, shapes in shape_labels(recipe).items():
+        arrays = sample_inputs(recipe, shapes, seed)
+        with torch.inference_mode():
+            outputs = output_list(model(**to_torch(recipe, arrays)), recipe)
+        payload = {f"input.{k}": v for k, v in arrays.items()}
+        payload.update({f"output.{n}": to_numpy(t) for n, t in zip(recipe.outputs, outputs)})
+        np.savez(out / f"{label}.npz", **payload)
+        meta["shapes"][label] = {"inputs": {k: list(v) for k, v in shapes.items()},
+                                 "outputs": {n: list(t.shape) for n, t in zip(recipe.outputs, outputs)}}
+        print(f"[reference] {recipe.name} @ {label}: " + ", ".join(f"{k}{list(v)}" for k, v in shapes.items()), flush=True)
+    (out / "reference.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")

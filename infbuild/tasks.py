@@ -1,0 +1,225 @@
+"""doit tasks from recipes: one ``<stage>:<recipe>`` task per planned stage, a ``manifest`` task and the
+``build`` group. Task actions and up-to-date checks take only picklable arguments (root, task name), so
+``doit -n N`` works with processes or threads."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+from doit.exceptions import TaskFailed
+
+from .artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
+from .errors import InfbuildError
+from .fingerprint import host_fingerprint
+from .hashing import DigestCache
+from .keys import UpstreamMissing, key_inputs, stage_key, staleness
+from .manifest import manifest_current, update_manifest
+from .plan import STAGES, PlannedStage, plan
+from .project import Project, load_project
+from .recipe import Recipe, load_recipes
+from .worker import run_worker
+
+FAILED_VERIFY_EXIT = 3
+
+
+@dataclass
+class Context:
+    project: Project
+    recipes: list[Recipe]
+    fingerprint: dict[str, Any]
+    planned: dict[str, PlannedStage]
+    digests: DigestCache
+
+    def siblings(self, p: PlannedStage) -> dict[str, PlannedStage]:
+        return {name: self.planned[f"{name}:{p.recipe.name}"] for name in p.upstream}
+
+    def staleness(self, p: PlannedStage) -> str | None:
+        try:
+            return staleness(p, self.fingerprint, self.project.root, self.digests, self.siblings(p))
+        finally:
+            self.digests.save()
+
+
+@lru_cache(maxsize=4)
+def context(root: str) -> Context:
+    project = load_project(Path(root))
+    recipes = load_recipes(project)
+    fp = host_fingerprint()
+    planned = {p.task_name: p for p in plan(recipes, fp, project.artifacts)}
+    return Context(project, recipes, fp, planned, DigestCache(project.artifacts / ".infbuild" / "digests.json"))
+
+
+def required_stages() -> set[str]:
+    """Stages the user requires (INFBUILD_REQUIRE or `doit build require=a,b`): not buildable -> failure."""
+    names = set(filter(None, os.environ.get("INFBUILD_REQUIRE", "").replace(",", " ").split()))
+    try:
+        from doit import get_var
+
+        names |= set(filter(None, (get_var("require", "") or "").replace(",", " ").split()))
+    except Exception:  # noqa: BLE001 - get_var is only set up when doit runs the dodo
+        pass
+    return names
+
+
+# --- doit callables (module-level, picklable arguments) ---------------------------------------
+
+def check_uptodate(root: str, task_name: str) -> bool:
+    """doit uptodate: stamp key == fresh key and stamped files present. Never raises (an error is 'stale')."""
+    try:
+        ctx = context(root)
+        p = ctx.planned[task_name]
+        return p.not_buildable is None and ctx.staleness(p) is None
+    except Exception:  # noqa: BLE001 - doit aborts the whole run on an exception here
+        return False
+
+
+_leftovers_cleaned: set[str] = set()
+
+
+def run_stage(root: str, task_name: str) -> TaskFailed | None:
+    ctx = context(root)
+    p = ctx.planned[task_name]
+    if p.not_buildable:
+        return TaskFailed(f"{task_name}: not buildable here: {p.not_buildable}")
+    if root not in _leftovers_cleaned:
+        _leftovers_cleaned.add(root)
+        for folder in clean_leftovers(ctx.project.artifacts):
+            print(f"removed leftover {folder.relative_to(ctx.project.artifacts)} from an interrupted build")
+    try:
+        inputs = key_inputs(p, ctx.fingerprint, ctx.project.root, ctx.digests, ctx.siblings(p))
+    except UpstreamMissing as missing:
+        return TaskFailed(f"{task_name}: upstream stage {missing}:{p.recipe.name} has not been built")
+    finally:
+        ctx.digests.save()
+    staging = new_staging(p.folder)
+    failed_log = p.folder.parent / f"{p.stage.name}.failed.log"
+    try:
+        request = {
+            "stage": p.stage.name, "recipe": p.recipe.to_dict(), "root": str(ctx.project.root),
+            "out": str(staging), "device": p.device, "target": p.target,
+            "upstream": {name: str(s.folder) for name, s in ctx.siblings(p).items()},
+            "error_file": str(staging / "error.json.tmp"),
+        }
+        code, tail = run_worker(request, staging / LOG)
+        if code == 0 or (code == FAILED_VERIFY_EXIT and p.stage.name == "verify"):
+            stamp = {"key": stage_key(inputs), "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
+                     "fingerprint": ctx.fingerprint, "inputs": inputs}
+            if p.stage.name == "verify":
+                stamp["passed"] = code == 0
+            failures = (staging / "failures.txt").read_text(encoding="utf-8").splitlines() if code else []
+            commit(staging, p.folder, stamp)
+            failed_log.unlink(missing_ok=True)
+            update_manifest(ctx.project.artifacts)
+            if failures:
+                lines = "\n".join(f"  {f}" for f in failures)
+                return TaskFailed(f"{task_name}: verification failed for recipe '{p.recipe.name}' "
+                                  f"({p.recipe.file}):\n{lines}")
+            return None
+        os.replace(staging / LOG, failed_log)
+        error_path = staging / "error.json.tmp"
+        if code == 1 and error_path.is_file():
+            error = json.loads(error_path.read_text(encoding="utf-8"))
+            if error.get("field"):
+                message = p.recipe.locate(error["field"], error["message"]).render()
+            else:
+                message = f"{task_name}: {error['message']}"
+            return TaskFailed(message)
+        shown = "\n".join(f"  | {line}" for line in tail)
+        return TaskFailed(f"{task_name}: stage worker failed (exit {code}); full log: {failed_log}\n{shown}")
+    finally:
+        discard(staging)
+
+
+def clean_stage(root: str, task_name: str) -> None:
+    p = context(root).planned[task_name]
+    remove_stage(p.folder)
+    (p.folder.parent / f"{p.stage.name}.failed.log").unlink(missing_ok=True)
+
+
+def write_manifest(root: str) -> None:
+    if update_manifest(context(root).project.artifacts):
+        print("manifest.json updated")
+
+
+def manifest_uptodate(root: str) -> bool:
+    try:
+        return manifest_current(context(root).project.artifacts)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# --- task generation ------------------------------------------------------------------------------
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM -> KeyboardInterrupt, so doit saves the record of tasks that finished (DESIGN.md §3)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        pass  # not the main thread
+
+
+def doit_config(root: Path | None = None) -> dict[str, Any]:
+    project = load_project(root)
+    return {
+        "dep_file": str(project.artifacts / ".doit.db"),
+        "backend": "sqlite3",
+        "default_tasks": ["build"],
+        "verbosity": 2,
+    }
+
+
+def generate(root: Path | None = None) -> Iterator[dict[str, Any]]:
+    """All infbuild tasks for the project at ``root`` (default: found from the working directory)."""
+    project = load_project(root)
+    try:
+        ctx = context(str(project.root))
+    except InfbuildError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    project.artifacts.mkdir(parents=True, exist_ok=True)
+    _sigterm_as_interrupt()
+    root_s = str(project.root)
+    required = required_stages()
+    buildable: list[str] = []
+    for name, stage in STAGES.items():
+        yield {"basename": name, "name": None, "doc": stage.doc}
+    for task_name, p in ctx.planned.items():
+        forced = p.stage.name in required or task_name in required
+        doc = f"{p.stage.doc} [{p.recipe.name} -> {p.target}]"
+        if p.not_buildable:
+            doc += f" (not buildable here: {p.not_buildable})"
+        if p.not_buildable is None or forced:
+            buildable.append(task_name)
+        yield {
+            "basename": p.stage.name,
+            "name": p.recipe.name,
+            "doc": doc,
+            "actions": [(run_stage, [root_s, task_name])],
+            "uptodate": [(check_uptodate, [root_s, task_name])],
+            "task_dep": [f"{u}:{p.recipe.name}" for u in p.upstream],
+            "clean": [(clean_stage, [root_s, task_name])],
+            "verbosity": 2,
+        }
+    yield {
+        "basename": "manifest",
+        "doc": "index every stamped artifact in artifacts/manifest.json",
+        "actions": [(write_manifest, [root_s])],
+        "uptodate": [(manifest_uptodate, [root_s])],
+        "task_dep": buildable,
+        "verbosity": 2,
+    }
+    yield {
+        "basename": "build",
+        "doc": "build, verify and index every stage buildable on this host",
+        "actions": None,
+        "task_dep": buildable + ["manifest"],
+    }
