@@ -236,90 +236,108 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.resolve())
 
 
-def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], project: Project) -> tuple[Recipe | None, list[Problem]]:
-    """Semantic checks and defaults on schema-valid data."""
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], project: Project) -> list[Problem]:
+    """Checks beyond the schema. Defensive: runs even on schema-invalid data, so all problems come at once."""
     problems: list[Problem] = []
 
     def add(path: FieldPath, message: str) -> None:
         problems.append(Problem(display, line_of(lines, path), field_name(path), message))
 
-    name = data["name"]
-    if name in RESERVED_NAMES or name.startswith("."):
+    name = data.get("name")
+    if isinstance(name, str) and name.lower() in RESERVED_NAMES:
         add(("name",), f"'{name}' is reserved under artifacts/; choose another name")
-
-    model = data["model"]
-    module, _, attr = model["factory"].partition(":")
-    module_file = resolve_module_file(module, project.root)
-    if module_file is None:
-        add(("model", "factory"), f"module '{module}' not found under the project root ({project.root}) "
-            "or among installed packages")
+    model = _obj(data.get("model"))
+    factory = model.get("factory")
+    if isinstance(factory, str) and ":" in factory:
+        module = factory.partition(":")[0]
+        if resolve_module_file(module, project.root) is None:
+            add(("model", "factory"), f"module '{module}' not found under the project root ({project.root}) "
+                "or among installed packages")
     weights = model.get("weights")
-    if weights is not None:
+    if isinstance(weights, str) and weights:
         weights_path = project.root / weights
-        if not weights_path.is_file():
-            add(("model", "weights"), f"weights file '{weights}' not found (relative to {project.root})")
-        elif not weights_path.resolve().is_relative_to(project.root):
+        if not weights_path.resolve().is_relative_to(project.root):
             add(("model", "weights"), f"weights file '{weights}' is outside the project root")
-    sources: list[str] = []
-    for index, pattern in enumerate(model.get("sources") or []):
-        matches = sorted(glob.glob(str(project.root / pattern), recursive=True))
-        files = [m for m in matches if Path(m).is_file()]
-        if not files:
+        elif not weights_path.is_file():
+            add(("model", "weights"), f"weights file '{weights}' not found (relative to {project.root})")
+    sources = model.get("sources")
+    for index, pattern in enumerate(sources if isinstance(sources, list) else []):
+        if isinstance(pattern, str) and not _glob_files(pattern, project.root):
             add(("model", "sources", index), f"glob '{pattern}' matches no file")
-        sources.extend(_relative(Path(m), project.root) for m in files)
-    if not model.get("sources") and module_file is not None:
-        sources = [_relative(module_file, project.root)]
-    dtype = model.get("dtype", "float32")
 
-    dims: dict[str, Dim] = {}
-    for dim_name, spec in (data.get("dims") or {}).items():
-        lo, hi = spec["min"], spec["max"]
-        opt = spec.get("opt", hi)
+    dims = _obj(data.get("dims"))
+    for dim_name, spec in dims.items():
+        spec = _obj(spec)
+        lo, hi, opt = spec.get("min"), spec.get("max"), spec.get("opt", spec.get("max"))
+        if not all(isinstance(v, int) for v in (lo, hi, opt)):
+            continue
         if lo > hi:
             add(("dims", dim_name), f"min ({lo}) > max ({hi})")
         elif not lo <= opt <= hi:
             add(("dims", dim_name, "opt"), f"opt ({opt}) must lie within min..max ({lo}..{hi})")
-        dims[dim_name] = Dim(dim_name, lo, opt, hi)
-
     used: set[str] = set()
-    inputs: list[InputSpec] = []
-    for input_name, spec in data["inputs"].items():
-        for index, size in enumerate(spec["shape"]):
+    for input_name, spec in _obj(data.get("inputs")).items():
+        spec = _obj(spec)
+        shape = spec.get("shape")
+        for index, size in enumerate(shape if isinstance(shape, list) else []):
             if isinstance(size, str):
                 used.add(size)
                 if size not in dims:
                     close = difflib.get_close_matches(size, list(dims), n=1)
                     hint = f"; did you mean '{close[0]}'?" if close else " (declare it under dims)"
                     add(("inputs", input_name, "shape", index), f"dim '{size}' is not declared{hint}")
+        low, high = spec.get("low"), spec.get("high")
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low >= high:
+            add(("inputs", input_name, "high"), f"high ({high}) must be greater than low ({low})")
+    if isinstance(data.get("inputs"), dict):
+        for dim_name in sorted(set(dims) - used):
+            add(("dims", dim_name), "declared but used by no input shape")
+    return problems
+
+
+def _glob_files(pattern: str, root: Path) -> list[Path]:
+    return sorted(Path(m) for m in glob.glob(str(root / pattern), recursive=True) if Path(m).is_file())
+
+
+def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], project: Project) -> Recipe:
+    """Apply defaults to valid data."""
+    model = data["model"]
+    module = model["factory"].partition(":")[0]
+    if model.get("sources"):
+        sources = [_relative(f, project.root) for pattern in model["sources"] for f in _glob_files(pattern, project.root)]
+    else:
+        module_file = resolve_module_file(module, project.root)
+        sources = [_relative(module_file, project.root)] if module_file else []
+    dtype = model.get("dtype", "float32")
+    dims = {}
+    for dim_name, spec in (data.get("dims") or {}).items():
+        dims[dim_name] = Dim(dim_name, spec["min"], spec.get("opt", spec["max"]), spec["max"])
+    inputs = []
+    for input_name, spec in data["inputs"].items():
         in_dtype = spec.get("dtype", dtype)
         is_float = in_dtype in FLOAT_DTYPES
         low = spec.get("low", -1.0 if is_float else 0)
         high = spec.get("high", 1.0 if is_float else (2 if in_dtype == "bool" else 100))
-        if low >= high:
-            add(("inputs", input_name, "high"), f"high ({high}) must be greater than low ({low})")
         inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high))
-    for dim_name in sorted(set(dims) - used):
-        add(("dims", dim_name), "declared but used by no input shape")
-
     stages = {
         stage: {**defaults, **((data.get("stages") or {}).get(stage) or {})} for stage, defaults in STAGE_DEFAULTS.items()
     }
-    verify = {**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})}
-    if problems:
-        return None, problems
-    recipe = Recipe(
-        name=name,
+    return Recipe(
+        name=data["name"],
         file=display,
-        model=ModelSpec(model["factory"], model.get("kwargs") or {}, weights, dtype, tuple(sources)),
+        model=ModelSpec(model["factory"], model.get("kwargs") or {}, model.get("weights"), dtype, tuple(sorted(set(sources)))),
         inputs=tuple(inputs),
         dims=dims,
         outputs=tuple(data["outputs"]),
         backends=tuple(data.get("backends") or BACKENDS),
         stages=stages,
-        verify=verify,
+        verify={**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})},
         lines={field_name(p): line for p, line in lines.items() if p},
     )
-    return recipe, []
 
 
 def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem]]:
@@ -329,10 +347,10 @@ def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem
         return None, problems
     if not isinstance(data, dict):
         return None, problems + [Problem(display, 1, "", f"a recipe is a mapping of fields, got {_describe(data)}")]
-    schema_problems = _schema_problems(data, display, lines)
-    if schema_problems or problems:
-        return None, problems + schema_problems
-    return _build(data, display, lines, project)
+    problems += _schema_problems(data, display, lines) + _semantic(data, display, lines, project)
+    if problems:
+        return None, problems
+    return _build(data, display, lines, project), []
 
 
 def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Recipe]:

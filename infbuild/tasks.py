@@ -168,7 +168,14 @@ def _sigterm_as_interrupt() -> None:
 
 
 def doit_config(root: Path | None = None) -> dict[str, Any]:
-    project = load_project(root)
+    """DOIT_CONFIG for dodo.py. Recipes are checked here, before doit opens its DB: a bad recipe touches nothing."""
+    try:
+        project = load_project(root)
+        context(str(project.root))
+    except InfbuildError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    project.artifacts.mkdir(parents=True, exist_ok=True)
     return {
         "dep_file": str(project.artifacts / ".doit.db"),
         "backend": "sqlite3",
@@ -180,12 +187,7 @@ def doit_config(root: Path | None = None) -> dict[str, Any]:
 def generate(root: Path | None = None) -> Iterator[dict[str, Any]]:
     """All infbuild tasks for the project at ``root`` (default: found from the working directory)."""
     project = load_project(root)
-    try:
-        ctx = context(str(project.root))
-    except InfbuildError as exc:
-        print(str(exc), file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    project.artifacts.mkdir(parents=True, exist_ok=True)
+    ctx = context(str(project.root))
     _sigterm_as_interrupt()
     root_s = str(project.root)
     required = required_stages()

@@ -1,0 +1,1 @@
+"""infbuild: verified, hardware-keyed inference artifacts from PyTorch recipes, built with doit."""

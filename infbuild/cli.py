@@ -1,0 +1,111 @@
+"""The `infbuild` command: validate, fingerprint, status, build. Errors are rendered here, once."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import InfbuildError, Problem, RecipeError
+from .project import load_project
+from .recipe import load_recipes
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    project = load_project()
+    paths = [Path(p) for p in args.paths] if args.paths else None
+    if paths:
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise InfbuildError(f"no such recipe file: {missing[0]}")
+    recipes = load_recipes(project, [p.resolve() for p in paths] if paths else None)
+    if not args.no_import and recipes:
+        request = {"root": str(project.root), "recipes": [r.to_dict() for r in recipes]}
+        done = subprocess.run([sys.executable, "-m", "infbuild.stages.check"], input=json.dumps(request),
+                              capture_output=True, text=True, cwd=project.root, check=False)
+        if done.returncode != 0:
+            raise InfbuildError(f"model check crashed:\n{done.stderr.strip()[-2000:]}")
+        by_name = {r.name: r for r in recipes}
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        problems: list[Problem] = [by_name[p["recipe"]].locate(p["field"], p["message"]) for p in found]
+        if problems:
+            raise RecipeError(problems)
+    print(f"{len(recipes)} recipe(s) valid: {', '.join(r.name for r in recipes)}")
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from .fingerprint import host_fingerprint, render
+
+    fp = host_fingerprint()
+    print(json.dumps(fp, indent=2, sort_keys=True) if args.json else render(fp))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import render, stage_states
+    from .tasks import context
+
+    states = stage_states(context(str(load_project().root)))
+    if args.json:
+        print(json.dumps([s.__dict__ for s in states], indent=2))
+    else:
+        print(render(states))
+    return 1 if any(s.state == "stale" for s in states) else 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from doit.cmd_base import DodoTaskLoader2
+    from doit.doit_cmd import DoitMain
+
+    project = load_project()
+    if args.require:
+        os.environ["INFBUILD_REQUIRE"] = ",".join(args.require)
+    argv = ["run", "-f", str(project.root / "dodo.py"), "-d", str(project.root)]
+    if args.jobs > 1:
+        argv += ["-n", str(args.jobs), "-P", "thread"]
+    if args.keep_going:
+        argv.append("--continue")
+    argv += args.tasks or ["build"]
+    return int(DoitMain(DodoTaskLoader2(), config_filenames=[str(project.root / "pyproject.toml")]).run(argv))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="infbuild", description="Verified, hardware-keyed inference artifacts from PyTorch recipes.")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate", help="check recipe files (schema, meaning, and that each model builds)")
+    v.add_argument("paths", nargs="*", help="recipe files (default: the project's recipes)")
+    v.add_argument("--no-import", action="store_true", help="skip importing factories (no torch needed)")
+    v.set_defaults(func=cmd_validate)
+    f = sub.add_parser("fingerprint", help="show this host's hardware fingerprint and targets")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_fingerprint)
+    s = sub.add_parser("status", help="list stale stages with the reason; exit 1 if any (a CI gate)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    b = sub.add_parser("build", help="run `doit build` (or the named tasks)")
+    b.add_argument("tasks", nargs="*")
+    b.add_argument("-j", "--jobs", type=int, default=1, help="build independent stages in parallel")
+    b.add_argument("--require", action="append", default=[], metavar="STAGE",
+                   help="fail instead of skipping STAGE when this host cannot build it (repeatable)")
+    b.add_argument("-k", "--keep-going", action="store_true", help="go on with other tasks after a failure")
+    b.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InfbuildError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

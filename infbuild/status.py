@@ -1,0 +1,41 @@
+"""What is stale and why: the CI gate behind `infbuild status` and `doit status`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .tasks import Context
+
+
+@dataclass(frozen=True)
+class StageState:
+    task: str
+    target: str
+    state: str  # "up to date" | "stale" | "not buildable here"
+    reason: str
+
+
+def stage_states(ctx: Context) -> list[StageState]:
+    states: dict[str, StageState] = {}
+    for name, p in ctx.planned.items():
+        if p.not_buildable:
+            states[name] = StageState(name, p.target, "not buildable here", p.not_buildable)
+            continue
+        reason = ctx.staleness(p)
+        stale_upstream = [u for u in p.upstream if states[f"{u}:{p.recipe.name}"].state != "up to date"]
+        if reason is None and stale_upstream:
+            reason = f"upstream {', '.join(stale_upstream)} will be rebuilt"
+        states[name] = StageState(name, p.target, "stale" if reason else "up to date", reason or "")
+    return list(states.values())
+
+
+def render(states: list[StageState]) -> str:
+    width = max((len(s.task) for s in states), default=10)
+    lines = []
+    for s in states:
+        extra = f": {s.reason}" if s.reason else ""
+        lines.append(f"{s.task:<{width}}  {s.target:<24}  {s.state}{extra}")
+    stale = sum(s.state == "stale" for s in states)
+    blocked = sum(s.state == "not buildable here" for s in states)
+    lines.append(f"{len(states)} stages: {len(states) - stale - blocked} up to date, {stale} stale, "
+                 f"{blocked} not buildable here")
+    return "\n".join(lines)
