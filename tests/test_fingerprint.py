@@ -1,0 +1,75 @@
+"""Hardware fingerprint: fast, torch-free, no GPU is a normal answer; target slugs as DESIGN.md §2."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from infbuild.fingerprint import isa_level, slug
+
+# A stand-in for nvidia-smi (no GPU on these machines): answers the two queries infbuild makes.
+FAKE_NVIDIA_SMI = """#!/bin/sh
+case "$1" in
+  --query-gpu=*) printf '0, GPU-aaaa, NVIDIA H100 80GB HBM3, 9.0, 550.54.15, 81559\\n1, GPU-bbbb, NVIDIA A10G, 8.6, 550.54.15, 23028\\n' ;;
+  *) printf '| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4 |\\n' ;;
+esac
+"""
+
+
+def fingerprint_json(env: dict[str, str]) -> dict:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "infbuild.cli", "fingerprint", "--json"],
+                          capture_output=True, text=True, env=env, check=True)
+    assert "| torch" not in done.stderr, "fingerprinting must not import torch"
+    return json.loads(done.stdout)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFBUILD_") and k != "CUDA_VISIBLE_DEVICES"}
+    env.update(extra)
+    return env
+
+
+def test_fingerprint_is_fast_and_torch_free_without_gpu(tmp_path: Path) -> None:
+    env = clean_env(PATH=f"{tmp_path}:/usr/bin:/bin")  # no nvidia-smi on this PATH
+    started = time.perf_counter()
+    fp = fingerprint_json(env)
+    assert time.perf_counter() - started < 5  # includes the Python start-up; the probe itself is ~30 ms
+    assert fp["gpus"] == [] and fp["targets"]["cuda"] is None
+    assert fp["targets"]["cpu"] == f"cpu-{fp['cpu']['arch']}-{fp['cpu']['isa']}"
+    assert fp["tools"]["torch"] and fp["tools"]["onnxruntime"]
+
+
+def test_gpu_targets_from_nvidia_smi(tmp_path: Path) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(FAKE_NVIDIA_SMI)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    fp = fingerprint_json(clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}"))
+    assert [g["target"] for g in fp["gpus"]] == ["cuda-sm90-nvidia-h100-80gb-hbm3", "cuda-sm86-nvidia-a10g"]
+    assert fp["targets"]["cuda"] == "cuda-sm90-nvidia-h100-80gb-hbm3"
+    assert fp["cuda"]["version"] == "12.4" and fp["gpus"][0]["memory_mib"] == 81559
+    selected = fingerprint_json(clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="1"))
+    assert selected["targets"]["cuda"] == "cuda-sm86-nvidia-a10g"
+
+
+def test_override_simulates_another_host() -> None:
+    fp = fingerprint_json(clean_env(INFBUILD_FINGERPRINT='{"cpu": {"isa": "avx2"}}'))
+    assert fp["targets"]["cpu"].endswith("-avx2")
+
+
+def test_isa_levels_and_slugs() -> None:
+    v3 = {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "sse4_2"}
+    assert isa_level("x86_64", v3) == "avx2"
+    assert isa_level("x86_64", v3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}) == "avx512"
+    assert isa_level("x86_64", {"sse4_2"}) == "sse4"
+    assert isa_level("aarch64", {"asimd"}) == "neon"
+    assert slug("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
+
+
+def test_human_output_says_no_gpu() -> None:
+    done = subprocess.run([sys.executable, "-m", "infbuild.cli", "fingerprint"], capture_output=True, text=True,
+                          env=clean_env(PATH="/usr/bin:/bin"), check=True)
+    assert "gpu      none" in done.stdout and "targets  cpu: cpu-" in done.stdout

@@ -1,0 +1,146 @@
+"""Staleness users can predict: each test edits one thing and counts which stages ran.
+
+The tests share one project (two small MLP recipes) and run in file order; each leaves it fully built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import Project, mlp_recipe
+
+OTHER = mlp_recipe(name="other", seed=1, extra_model="  sources: [examples/models.py, examples/extra.py]\n")
+CHAIN = {"onnx", "reference", "aoti", "verify"}
+
+
+def chain(recipe: str, stages: set[str] = CHAIN) -> set[str]:
+    return {f"{s}:{recipe}" for s in stages}
+
+
+def save_weights(path: Path, seed: int) -> None:
+    from examples.models import mlp
+
+    path.parent.mkdir(exist_ok=True)
+    torch.save(mlp(seed=seed).state_dict(), path)
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    p = Project(tmp_path_factory.mktemp("staleness") / "proj")
+    (p.root / "examples" / "extra.py").write_text("SCALE = 1\n")
+    import sys
+
+    sys.path.insert(0, str(p.root))
+    save_weights(p.root / "weights" / "mlp.pt", seed=5)
+    p.add_recipe("mlp.yaml", mlp_recipe(extra_model="  weights: weights/mlp.pt\n"))
+    p.add_recipe("other.yaml", OTHER)
+    first = p.doit()
+    assert first.returncode == 0, first.output[-3000:]
+    assert first.stages_ran() == chain("mlp") | chain("other")
+    return p
+
+
+def build(proj: Project, **env: str) -> set[str]:
+    result = proj.doit("build", env=proj.env(**env) if env else None)
+    assert result.returncode == 0, result.output[-3000:]
+    return result.stages_ran()
+
+
+def test_verify_tolerance_edit_reruns_only_that_verify(proj: Project) -> None:
+    proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, extra_model="  weights: weights/mlp.pt\n"))
+    assert build(proj) == {"verify:mlp"}
+    assert build(proj) == set()
+
+
+def test_dims_edit_reruns_that_recipes_chain_only(proj: Project) -> None:
+    proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, max=128, extra_model="  weights: weights/mlp.pt\n"))
+    assert build(proj) == chain("mlp")
+
+
+def test_weights_change_reruns_model_stages(proj: Project) -> None:
+    save_weights(proj.root / "weights" / "mlp.pt", seed=6)
+    assert build(proj) == chain("mlp")
+    status = proj.infbuild("status")
+    assert status.returncode == 0
+
+
+def test_declared_source_change_reruns_that_recipe(proj: Project) -> None:
+    (proj.root / "examples" / "extra.py").write_text("SCALE = 2\n")
+    status = proj.infbuild("status")
+    assert status.returncode == 1
+    assert "onnx:other" in status.stdout and "key changed: sources (examples/extra.py)" in status.stdout
+    assert build(proj) == chain("other")
+
+
+def test_deleting_the_doit_db_or_touching_files_rebuilds_nothing(proj: Project) -> None:
+    for db in proj.artifacts.glob(".doit.db*"):
+        db.unlink()
+    assert build(proj) == set()
+    later = time.time() + 100
+    for path in proj.root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (later, later))
+    assert build(proj) == set()
+
+
+def test_deleted_or_truncated_artifact_rebuilds_that_stage(proj: Project, cpu_target: str) -> None:
+    (proj.stage("mlp", "portable", "onnx") / "model.onnx").unlink()
+    # ONNX export is byte-identical, so verify's key (upstream digests) is unchanged: only onnx reruns.
+    assert build(proj) == {"onnx:mlp"}
+    package = proj.stage("other", cpu_target, "aoti") / "model.pt2"
+    package.write_bytes(package.read_bytes()[:1000])
+    # An AOTI package is not bit-reproducible: the new one is verified again.
+    assert build(proj) == {"aoti:other", "verify:other"}
+
+
+def test_other_host_target_builds_beside_and_coming_back_rebuilds_nothing(proj: Project, cpu_target: str) -> None:
+    other_isa = "avx2" if not cpu_target.endswith("-avx2") else "avx512"
+    simulated = json.dumps({"cpu": {"isa": other_isa}})
+    assert build(proj, INFBUILD_FINGERPRINT=simulated) == chain("mlp", {"aoti", "verify"}) | chain("other", {"aoti", "verify"})
+    new_target = f"cpu-{cpu_target.split('-')[1]}-{other_isa}"
+    assert (proj.stage("mlp", new_target, "aoti") / "model.pt2").is_file()
+    assert (proj.stage("mlp", cpu_target, "aoti") / "model.pt2").is_file()
+    manifest = json.loads((proj.artifacts / "manifest.json").read_text())
+    assert sorted(manifest["recipes"]["mlp"]["targets"]) == sorted(["portable", cpu_target, new_target])
+    assert build(proj) == set()
+    assert build(proj, INFBUILD_FINGERPRINT=simulated) == set()
+
+
+def test_failed_verification_fails_the_build_and_is_recorded(proj: Project, cpu_target: str) -> None:
+    proj.add_recipe("mlp.yaml", mlp_recipe(rtol=0, max=128, extra_model="  weights: weights/mlp.pt\n")
+                    .replace("atol: 1.0e-4", "atol: 0"))
+    result = proj.doit("build")
+    assert result.returncode != 0 and "verify:mlp" in result.ran
+    assert "verification failed for recipe 'mlp' (recipes/mlp.yaml)" in result.output
+    assert "onnxruntime at max shape (x[128, 10]): max abs err" in result.output
+    target = json.loads((proj.artifacts / "manifest.json").read_text())["recipes"]["mlp"]["targets"][cpu_target]
+    assert target["verify"]["onnxruntime"]["passed"] is False
+    assert target["preferred"] != "onnxruntime"
+    again = proj.doit("build")  # a failed verification is never up to date
+    assert again.returncode != 0 and again.stages_ran() == {"verify:mlp"}
+    proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, max=128, extra_model="  weights: weights/mlp.pt\n"))
+    assert build(proj) == {"verify:mlp"}
+
+
+def test_cuda_recipe_is_not_buildable_here_unless_required(proj: Project) -> None:
+    proj.add_recipe("gpu.yaml", mlp_recipe(name="gpu").replace("outputs: [y]", "outputs: [y]\nstages: {aoti: {device: cuda}}"))
+    listing = proj.run("python", "-m", "doit", "list", "--all").stdout
+    assert "aoti:gpu" in listing and "not buildable here: no CUDA GPU" in listing
+    assert build(proj) == chain("gpu", {"onnx", "reference"})
+    status = proj.infbuild("status")
+    assert status.returncode == 0 and "aoti:gpu" in status.stdout and "not buildable here" in status.stdout
+    required = proj.doit("build", env=proj.env(INFBUILD_REQUIRE="aoti"))
+    assert required.returncode != 0
+    assert "aoti:gpu: not buildable here: no CUDA GPU" in required.output
+
+
+def test_doit_clean_removes_outputs(proj: Project, cpu_target: str) -> None:
+    result = proj.doit("clean", "aoti:mlp")
+    assert result.returncode == 0
+    assert not proj.stage("mlp", cpu_target, "aoti").exists()
+    assert build(proj) == {"aoti:mlp", "verify:mlp"}
