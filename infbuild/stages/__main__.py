@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from ..errors import FieldError, InfbuildError
@@ -16,7 +19,20 @@ from ..recipe import Recipe
 STAGE_MODULES = {"onnx": "onnx", "reference": "reference", "aoti": "aoti", "verify": "verify"}
 
 
+def _exit_with_parent() -> None:
+    """A worker whose build process died (SIGKILL) stops too, instead of writing into a folder nobody owns."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 def main(argv: list[str]) -> int:
+    _exit_with_parent()
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     error_file = Path(request["error_file"])
     try:
