@@ -113,3 +113,10 @@ def test_verify_report_names_every_shape(examples_built: tuple[Project, DoitRun]
     proj, _ = examples_built
     report = json.loads((proj.stage(recipe, cpu_target, "verify") / "report.json").read_text())
     assert report["failures"] == [] and report["backends"] == ["onnxruntime", "aoti"]
+
+
+def test_infbuild_build_is_doit_build(examples_built: tuple[Project, DoitRun]) -> None:
+    proj, _ = examples_built
+    done = proj.infbuild("build", "-j", "2")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "\n.  " not in "\n" + done.stdout and "-- verify:mlp" in done.stdout

@@ -77,6 +77,13 @@ def test_declared_source_change_reruns_that_recipe(proj: Project) -> None:
     assert build(proj) == chain("other")
 
 
+def test_onnx_external_data_option(proj: Project) -> None:
+    proj.add_recipe("other.yaml", OTHER + "stages: {onnx: {external_data: true}}\n")
+    assert build(proj) == {"onnx:other", "verify:other"}
+    stamp = json.loads((proj.stage("other", "portable", "onnx") / "stamp.json").read_text())
+    assert {"model.onnx", "model.onnx.data"} <= set(stamp["files"])
+
+
 def test_deleting_the_doit_db_or_touching_files_rebuilds_nothing(proj: Project) -> None:
     for db in proj.artifacts.glob(".doit.db*"):
         db.unlink()
