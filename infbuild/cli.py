@@ -57,19 +57,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from doit.cmd_base import DodoTaskLoader2
-    from doit.doit_cmd import DoitMain
-
     project = load_project()
+    env = dict(os.environ)
     if args.require:
-        os.environ["INFBUILD_REQUIRE"] = ",".join(args.require)
-    argv = ["run", "-f", str(project.root / "dodo.py"), "-d", str(project.root)]
+        env["INFBUILD_REQUIRE"] = ",".join(filter(None, [env.get("INFBUILD_REQUIRE", ""), *args.require]))
+    argv = [sys.executable, "-m", "doit", "run"]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "-P", "thread"]
     if args.keep_going:
         argv.append("--continue")
     argv += args.tasks or ["build"]
-    return int(DoitMain(DodoTaskLoader2(), config_filenames=[str(project.root / "pyproject.toml")]).run(argv))
+    return subprocess.call(argv, cwd=project.root, env=env)
 
 
 def parser() -> argparse.ArgumentParser:
