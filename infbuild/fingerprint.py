@@ -114,6 +114,14 @@ def tool_versions() -> dict[str, str | None]:
     return versions
 
 
+def tensorrt_info(explicit: str | None, root: Path | None = None) -> dict[str, Any]:
+    """Where trtexec is and which TensorRT it is (from its banner, cached by file stat)."""
+    from . import trtexec
+
+    path = trtexec.locate(explicit, root)
+    return {"trtexec": str(path) if path else None, "version": trtexec.version(path) if path else None}
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -152,6 +160,7 @@ def host_fingerprint() -> dict[str, Any]:
         "cuda": {"version": cuda_version, "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
         "tools": tool_versions(),
     }
+    fp["tensorrt"] = tensorrt_info(None)
     fp = _merge(fp, _override())
     fp["targets"] = {"cpu": cpu_target(fp), "cuda": cuda_target(fp)}
     return fp
@@ -210,6 +219,8 @@ def render(fp: dict[str, Any]) -> str:
                          f"{gpu['memory_mib']} MiB, driver {gpu['driver']}, CUDA {fp['cuda']['version']})")
     else:
         lines.append("gpu      none (no nvidia-smi or no NVIDIA GPU): CUDA stages are not buildable here")
+    trt = fp.get("tensorrt") or {}
+    lines.append(f"tensorrt {trt.get('version') or '-'} (trtexec: {trt.get('trtexec') or 'not found'})")
     tools = ", ".join(f"{k} {v}" for k, v in fp["tools"].items() if v)
     lines.append(f"tools    {tools}")
     lines.append(f"targets  cpu: {fp['targets']['cpu']}   cuda: {fp['targets']['cuda'] or '-'}")

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def key_inputs(p: PlannedStage, fp: dict[str, Any], root: Path, digests: DigestC
         "version": stage.version,
         "recipe": stage.fields(recipe),
         "fingerprint": scope_fields(fp, "portable" if stage.scope == "portable" else p.device),
-        "tools": {t: fp["tools"].get(t) for t in stage.tools},
+        "tools": {t: p.tools.get("version") if t == "trtexec" else fp["tools"].get(t) for t in stage.tools},
     }
     if stage.reads_model:
         inputs["sources"] = {src: digests.sha256(root / src) for src in recipe.model.sources}
@@ -36,13 +37,24 @@ def key_inputs(p: PlannedStage, fp: dict[str, Any], root: Path, digests: DigestC
         inputs["weights"] = {weights: digests.sha256(root / weights)} if weights else {}
     upstream = {}
     for name in p.upstream:
-        stamp = read_stamp(siblings[name].folder)
+        folder = siblings[name].folder
+        stamp = read_stamp(folder)
         if stamp is None:
             raise UpstreamMissing(name)
-        upstream[name] = {"key": stamp["key"], "files": {f: m.get("sha256") for f, m in stamp["files"].items()}}
+        if stage.graph_only_upstream:  # the ONNX graph without its weights: weights-only edits keep this key
+            upstream[name] = {"graph": _graph_digest(folder)}
+        else:
+            upstream[name] = {"key": stamp["key"], "files": {f: m.get("sha256") for f, m in stamp["files"].items()}}
     if upstream:
         inputs["upstream"] = upstream
     return inputs
+
+
+def _graph_digest(onnx_folder: Path) -> str:
+    try:
+        return str(json.loads((onnx_folder / "export.json").read_text(encoding="utf-8"))["graph_sha256"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UpstreamMissing(f"onnx (no graph digest in export.json: {exc})") from None
 
 
 def stage_key(inputs: Inputs) -> str:

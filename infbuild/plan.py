@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .artifacts import stage_dir
-from .fingerprint import cuda_target, torch_has_cuda
+from .fingerprint import cuda_target, tensorrt_info, torch_has_cuda
 from .recipe import Recipe
 
 
@@ -19,21 +19,27 @@ def _model_fields(r: Recipe) -> dict[str, Any]:
             "dims": d["dims"], "outputs": d["outputs"]}
 
 
+def _trt_fields(r: Recipe) -> dict[str, Any]:
+    options = {k: v for k, v in r.stages["tensorrt"].items() if k not in ("trtexec", "required")}
+    return {"inputs": r.to_dict()["inputs"], "dims": r.to_dict()["dims"], "options": options}
+
+
 @dataclass(frozen=True)
 class StageDef:
     """What a stage reads (for its key) and where it lives."""
 
     name: str
     version: int  # bump when the stage's implementation changes what it produces
-    scope: str  # "portable" or "device" (the recipe's device target: cpu-… or cuda-…)
+    scope: str  # "portable", "device" (the recipe's device target) or "cuda" (the GPU's target)
     tools: tuple[str, ...]
     reads_model: bool  # its key includes the model's sources and weights
     fields: Callable[[Recipe], dict[str, Any]]
     doc: str
+    graph_only_upstream: bool = False  # key on the upstream ONNX graph without its weights
 
 
 STAGES: dict[str, StageDef] = {
-    "onnx": StageDef("onnx", 1, "portable", ("torch", "onnx", "onnxscript"), True,
+    "onnx": StageDef("onnx", 2, "portable", ("torch", "onnx", "onnxscript"), True,
                      lambda r: {**_model_fields(r), "options": r.stages["onnx"]},
                      "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims"),
     "reference": StageDef("reference", 1, "portable", ("torch",), True,
@@ -42,11 +48,16 @@ STAGES: dict[str, StageDef] = {
     "aoti": StageDef("aoti", 1, "device", ("torch",), True,
                      lambda r: {**_model_fields(r), "options": r.stages["aoti"]},
                      "compile an AOTInductor package (model.pt2) for this target"),
-    "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu"), False,
+    "trt_timing_cache": StageDef("trt_timing_cache", 1, "cuda", ("trtexec",), False, _trt_fields,
+                                 "build a TensorRT timing cache with trtexec for this GPU", graph_only_upstream=True),
+    "trt_engine": StageDef("trt_engine", 1, "cuda", ("trtexec",), False, _trt_fields,
+                           "build a TensorRT engine with trtexec (layer info, profile, times, build log)"),
+    "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
                        lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": list(r.outputs)},
                        "run every artifact on the reference inputs and compare with eager PyTorch"),
 }
-ARTIFACT_STAGE = {"onnxruntime": "onnx", "aoti": "aoti"}  # backend -> the stage that builds its artifact
+ARTIFACT_STAGE = {"onnxruntime": "onnx", "aoti": "aoti", "tensorrt": "trt_engine"}  # backend -> its artifact
+NO_GPU = "no CUDA GPU on this host (nvidia-smi finds none)"
 
 
 @dataclass(frozen=True)
@@ -58,43 +69,82 @@ class PlannedStage:
     upstream: tuple[str, ...]
     device: str  # "cpu" or "cuda": where the stage runs
     not_buildable: str | None  # reason this host cannot build it, or None
+    tools: dict[str, Any]  # extra tool facts for this recipe (trtexec path and version)
 
     @property
     def task_name(self) -> str:
         return f"{self.stage.name}:{self.recipe.name}"
 
+    @property
+    def required(self) -> bool:
+        return self.stage.name.startswith("trt_") and bool(self.recipe.stages["tensorrt"]["required"])
 
-def device_target(recipe: Recipe, fp: dict[str, Any]) -> tuple[str, str, str | None]:
-    """(target, device, reason-not-buildable) for the recipe's device-scoped stages on this host."""
+
+def aoti_placement(recipe: Recipe, fp: dict[str, Any]) -> tuple[str, str | None]:
+    """(device, reason-not-buildable) for the recipe's AOTI package on this host."""
     wanted = recipe.stages["aoti"]["device"]
     gpu_target = cuda_target(fp)
     if wanted == "cpu" or (wanted == "auto" and not (gpu_target and torch_has_cuda(fp))):
-        return fp["targets"]["cpu"], "cpu", None
+        return "cpu", None
     if gpu_target is None:
-        return "cuda-unavailable", "cuda", "no CUDA GPU on this host (nvidia-smi finds none)"
+        return "cuda", NO_GPU
     if not torch_has_cuda(fp):
-        return gpu_target, "cuda", f"the installed torch ({fp['tools'].get('torch')}) is a CPU build"
-    return gpu_target, "cuda", None
+        return "cuda", f"the installed torch ({fp['tools'].get('torch')}) is a CPU build"
+    return "cuda", None
 
 
-def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path) -> list[PlannedStage]:
-    target, device, reason = device_target(recipe, fp)
-    artifact_stages = [ARTIFACT_STAGE[b] for b in recipe.backends]
-    order = ["onnx"] if "onnx" in artifact_stages else []
-    order += ["reference"] + (["aoti"] if "aoti" in artifact_stages else []) + ["verify"]
+def trt_placement(recipe: Recipe, fp: dict[str, Any], root: Path) -> tuple[dict[str, Any], str | None]:
+    info = tensorrt_info(recipe.stages["tensorrt"]["trtexec"], root)
+    if recipe.stages["tensorrt"]["trtexec"] is None:
+        info = fp.get("tensorrt") or info  # the host's (or a simulated host's) trtexec
+    if cuda_target(fp) is None:
+        return info, NO_GPU
+    if not info.get("trtexec"):
+        return info, ("trtexec not found (set $TRTEXEC or stages.tensorrt.trtexec, put it on PATH, or install "
+                      "TensorRT: /usr/src/tensorrt/bin/trtexec)")
+    if not info.get("version"):
+        return info, f"cannot read the TensorRT version from {info['trtexec']} (no banner in `trtexec --help`)"
+    return info, None
+
+
+def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
+                required: set[str] = frozenset()) -> list[PlannedStage]:
+    """The recipe's stages in build order. Required stages that cannot be built stay in (and fail)."""
+    aoti_device, aoti_reason = aoti_placement(recipe, fp)
+    gpu_target = cuda_target(fp) or "cuda-unavailable"
+    wants_trt = "tensorrt" in recipe.backends
+    trt_info, trt_reason = trt_placement(recipe, fp, root) if wants_trt else ({}, None)
+    on_gpu = aoti_device == "cuda" or (wants_trt and cuda_target(fp) is not None)
+    device_target = gpu_target if on_gpu else fp["targets"]["cpu"]
+    targets = {"portable": "portable", "device": device_target, "cuda": gpu_target}
+
+    order = (["onnx"] if {"onnxruntime", "tensorrt"} & set(recipe.backends) else []) + ["reference"]
+    order += ["aoti"] if "aoti" in recipe.backends else []
+    order += ["trt_timing_cache", "trt_engine"] if wants_trt else []
     planned: dict[str, PlannedStage] = {}
-    for name in order:
+    for name in order + ["verify"]:
         stage = STAGES[name]
-        stage_target = "portable" if stage.scope == "portable" else target
-        upstream: tuple[str, ...] = ()
+        reason = {"aoti": aoti_reason, "trt_timing_cache": trt_reason, "trt_engine": trt_reason}.get(name)
+        upstream: tuple[str, ...] = {"trt_timing_cache": ("onnx",), "trt_engine": ("onnx", "trt_timing_cache")}.get(name, ())
         if name == "verify":
-            upstream = ("reference", *artifact_stages)
-        blocked = None if stage.scope == "portable" else reason
-        blocked = blocked or next((planned[u].not_buildable for u in upstream if planned[u].not_buildable), None)
-        planned[name] = PlannedStage(recipe, stage, stage_target, stage_dir(artifacts, recipe.name, stage_target, name),
-                                     upstream, "cpu" if stage.scope == "portable" else device, blocked)
+            # Verify what this host can build; an unbuildable required artifact blocks (fails) verify.
+            artifacts_here = [ARTIFACT_STAGE[b] for b in recipe.backends]
+            upstream = ("reference", *[a for a in artifacts_here
+                                       if planned[a].not_buildable is None or is_required(planned[a], required)])
+        reason = reason or next((planned[u].not_buildable for u in upstream if planned[u].not_buildable), None)
+        device = {"portable": "cpu", "cuda": "cuda"}.get(stage.scope, "cuda" if on_gpu else "cpu")
+        if name == "aoti":
+            device = aoti_device
+        target = targets[stage.scope]
+        planned[name] = PlannedStage(recipe, stage, target, stage_dir(artifacts, recipe.name, target, name),
+                                     upstream, device, reason, trt_info if name.startswith("trt_") else {})
     return list(planned.values())
 
 
-def plan(recipes: list[Recipe], fp: dict[str, Any], artifacts: Path) -> list[PlannedStage]:
-    return [p for r in recipes for p in plan_recipe(r, fp, artifacts)]
+def is_required(p: PlannedStage, required: set[str]) -> bool:
+    return p.required or p.stage.name in required or p.task_name in required
+
+
+def plan(recipes: list[Recipe], fp: dict[str, Any], artifacts: Path, root: Path,
+         required: set[str] = frozenset()) -> list[PlannedStage]:
+    return [p for r in recipes for p in plan_recipe(r, fp, artifacts, root, required)]

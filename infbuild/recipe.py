@@ -19,7 +19,7 @@ from .project import Project
 from .recipe_file import FieldPath, field_name, line_of, parse
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "recipe.schema.json"
-BACKENDS = ("onnxruntime", "aoti")
+BACKENDS = ("onnxruntime", "aoti")  # the default; "tensorrt" is opt-in
 RESERVED_NAMES = {"manifest.json", "readme.md"}
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -33,6 +33,9 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnx": {"opset": 18, "external_data": False, "graph_only": False},
     "reference": {"seed": 0},
     "aoti": {"device": "auto", "max_autotune": False, "inductor_configs": {}},
+    "tensorrt": {"builder_optimization_level": None, "workspace_mib": None, "hardware_compatibility_level": "none",
+                 "version_compatible": False, "sparsity": "disable", "precision": [], "strongly_typed": False,
+                 "extra_args": [], "trtexec": None, "required": False},
 }
 
 

@@ -3,10 +3,12 @@
 ``doit -n N`` works with processes or threads."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +22,7 @@ from .fingerprint import host_fingerprint
 from .hashing import DigestCache
 from .keys import UpstreamMissing, key_inputs, stage_key, staleness
 from .manifest import manifest_current, update_manifest
-from .plan import STAGES, PlannedStage, plan
+from .plan import STAGES, PlannedStage, is_required, plan
 from .project import Project, load_project
 from .recipe import Recipe, load_recipes
 from .worker import run_worker
@@ -51,7 +53,7 @@ def context(root: str) -> Context:
     project = load_project(Path(root))
     recipes = load_recipes(project)
     fp = host_fingerprint()
-    planned = {p.task_name: p for p in plan(recipes, fp, project.artifacts)}
+    planned = {p.task_name: p for p in plan(recipes, fp, project.artifacts, project.root, required_stages())}
     return Context(project, recipes, fp, planned, DigestCache(project.artifacts / ".infbuild" / "digests.json"))
 
 
@@ -104,9 +106,10 @@ def run_stage(root: str, task_name: str) -> TaskFailed | None:
             "stage": p.stage.name, "recipe": p.recipe.to_dict(), "root": str(ctx.project.root),
             "out": str(staging), "device": p.device, "target": p.target,
             "upstream": {name: str(s.folder) for name, s in ctx.siblings(p).items()},
-            "error_file": str(staging / "error.json.tmp"),
+            "error_file": str(staging / "error.json.tmp"), "tools": p.tools,
         }
-        code, tail = run_worker(request, staging / LOG)
+        with gpu_lock(ctx.project.artifacts, p.device == "cuda"):
+            code, tail = run_worker(request, staging / LOG)
         if code == 0 or (code == FAILED_VERIFY_EXIT and p.stage.name == "verify"):
             stamp = {"key": stage_key(inputs), "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                      "fingerprint": ctx.fingerprint, "inputs": inputs}
@@ -134,6 +137,26 @@ def run_stage(root: str, task_name: str) -> TaskFailed | None:
         return TaskFailed(f"{task_name}: stage worker failed (exit {code}); full log: {failed_log}\n{shown}")
     finally:
         discard(staging)
+
+
+@contextmanager
+def gpu_lock(artifacts: Path, needed: bool) -> Iterator[None]:
+    """Serialize GPU stages across threads, processes and concurrent builds (even under `doit -n`)."""
+    if not needed:
+        yield
+        return
+    lock_dir = artifacts / ".infbuild"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "gpu.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for the GPU lock: another stage is using the GPU", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def clean_stage(root: str, task_name: str) -> None:
@@ -190,16 +213,14 @@ def generate(root: Path | None = None) -> Iterator[dict[str, Any]]:
     ctx = context(str(project.root))
     _sigterm_as_interrupt()
     root_s = str(project.root)
-    required = required_stages()
     buildable: list[str] = []
     for name, stage in STAGES.items():
         yield {"basename": name, "name": None, "doc": stage.doc}
     for task_name, p in ctx.planned.items():
-        forced = p.stage.name in required or task_name in required
         doc = f"{p.stage.doc} [{p.recipe.name} -> {p.target}]"
         if p.not_buildable:
             doc += f" (not buildable here: {p.not_buildable})"
-        if p.not_buildable is None or forced:
+        if p.not_buildable is None or is_required(p, required_stages()):
             buildable.append(task_name)
         yield {
             "basename": p.stage.name,

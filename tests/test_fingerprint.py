@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 import time
@@ -11,13 +10,7 @@ from pathlib import Path
 
 from infbuild.fingerprint import isa_level, slug
 
-# A stand-in for nvidia-smi (no GPU on these machines): answers the two queries infbuild makes.
-FAKE_NVIDIA_SMI = """#!/bin/sh
-case "$1" in
-  --query-gpu=*) printf '0, GPU-aaaa, NVIDIA H100 80GB HBM3, 9.0, 550.54.15, 81559\\n1, GPU-bbbb, NVIDIA A10G, 8.6, 550.54.15, 23028\\n' ;;
-  *) printf '| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4 |\\n' ;;
-esac
-"""
+STANDINS = Path(__file__).parent / "standins"  # stand-in nvidia-smi: no GPU on these machines
 
 
 def fingerprint_json(env: dict[str, str]) -> dict:
@@ -44,14 +37,11 @@ def test_fingerprint_is_fast_and_torch_free_without_gpu(tmp_path: Path) -> None:
 
 
 def test_gpu_targets_from_nvidia_smi(tmp_path: Path) -> None:
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text(FAKE_NVIDIA_SMI)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    fp = fingerprint_json(clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}"))
+    fp = fingerprint_json(clean_env(PATH=f"{STANDINS}:{os.environ['PATH']}"))
     assert [g["target"] for g in fp["gpus"]] == ["cuda-sm90-nvidia-h100-80gb-hbm3", "cuda-sm86-nvidia-a10g"]
     assert fp["targets"]["cuda"] == "cuda-sm90-nvidia-h100-80gb-hbm3"
     assert fp["cuda"]["version"] == "12.4" and fp["gpus"][0]["memory_mib"] == 81559
-    selected = fingerprint_json(clean_env(PATH=f"{tmp_path}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="1"))
+    selected = fingerprint_json(clean_env(PATH=f"{STANDINS}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="1"))
     assert selected["targets"]["cuda"] == "cuda-sm86-nvidia-a10g"
 
 

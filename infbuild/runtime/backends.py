@@ -2,6 +2,7 @@
 numpy arrays named after its outputs. Heavy imports happen only when a backend is loaded."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
@@ -76,11 +77,75 @@ class AotiRunner:
         return {name: _numpy(t) for name, t in zip(self.outputs, values)}
 
 
+class TensorRTRunner:
+    """A serialized engine run with the TensorRT Python runtime (enqueueV3), I/O buffers as CUDA tensors.
+
+    Not exercised on the machines this was written on (no GPU, no TensorRT): see README."""
+
+    backend = "tensorrt"
+
+    def __init__(self, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str]) -> None:
+        import tensorrt as trt
+        import torch
+
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine((folder / "model.engine").read_bytes())
+        if self.engine is None:
+            raise ArtifactError(f"TensorRT {trt.__version__} cannot deserialize {folder / 'model.engine'} "
+                                "(built by another TensorRT version or for another GPU?)")
+        self.context = self.engine.create_execution_context()
+        self.trt, self.torch = trt, torch
+        self.outputs = outputs
+        self.dtypes = {name: getattr(torch, dtype) for name, dtype in input_dtypes.items()}
+        self.detail = f"TensorRT {trt.__version__}"
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch, trt = self.torch, self.trt
+        keep = []
+        for name, value in inputs.items():
+            tensor = torch.from_numpy(np.ascontiguousarray(value)).to("cuda", self.dtypes[name]).contiguous()
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+            keep.append(tensor)
+        results = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            np_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            out = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, np_dtype)).dtype, device="cuda")
+            self.context.set_tensor_address(name, out.data_ptr())
+            results[name] = out
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise ArtifactError("TensorRT execute_async_v3 failed")
+        stream.synchronize()
+        return {name: _numpy(t) for name, t in results.items()}
+
+
 def _numpy(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def unavailable_reason(backend: str) -> str | None:
+    """Why this host cannot run a backend's artifacts (None when it can)."""
+    import importlib.util
+
+    if backend == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return "the tensorrt Python package is not installed"
+        if importlib.util.find_spec("torch") is None:
+            return "torch is needed for TensorRT I/O buffers"
+    return None
+
+
+def artifact_device(folder: Path, default: str) -> str:
+    """The device an artifact was built for (aoti.json records it), else ``default``."""
+    try:
+        return str(json.loads((folder / "aoti.json").read_text(encoding="utf-8"))["device"])
+    except (OSError, ValueError, KeyError):
+        return default
 
 
 def load_backend(backend: str, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str],
@@ -89,6 +154,7 @@ def load_backend(backend: str, folder: Path, outputs: tuple[str, ...], input_dty
     loaders: dict[str, Callable[[], Runner]] = {
         "onnxruntime": lambda: OnnxRuntimeRunner(folder, outputs, device, threads),
         "aoti": lambda: AotiRunner(folder, outputs, device, input_dtypes, threads),
+        "tensorrt": lambda: TensorRTRunner(folder, outputs, input_dtypes),
     }
     if backend not in loaders:
         raise ArtifactError(f"unknown backend '{backend}' (known: {', '.join(loaders)})")

@@ -16,7 +16,9 @@ from pathlib import Path
 from ..errors import FieldError, InfbuildError
 from ..recipe import Recipe
 
-STAGE_MODULES = {"onnx": "onnx", "reference": "reference", "aoti": "aoti", "verify": "verify"}
+STAGE_MODULES = {"onnx": "onnx", "reference": "reference", "aoti": "aoti", "verify": "verify",
+                 "trt_timing_cache": "trt_timing_cache", "trt_engine": "trt_engine"}
+NEEDS_TOOLS = {"trt_timing_cache", "trt_engine"}
 
 
 def _exit_with_parent() -> None:
@@ -39,7 +41,8 @@ def main(argv: list[str]) -> int:
         recipe = Recipe.from_dict(request["recipe"])
         module = importlib.import_module(f"infbuild.stages.{STAGE_MODULES[request['stage']]}")
         upstream = {k: Path(v) for k, v in request["upstream"].items()}
-        code = module.run(recipe, Path(request["root"]), Path(request["out"]), upstream, request["device"])
+        args = (recipe, Path(request["root"]), Path(request["out"]), upstream, request["device"])
+        code = module.run(*args, request["tools"]) if request["stage"] in NEEDS_TOOLS else module.run(*args)
         return int(code or 0)
     except FieldError as exc:
         error_file.write_text(json.dumps({"field": exc.field, "message": exc.message}), encoding="utf-8")

@@ -1,6 +1,7 @@
 """onnx stage: torch.onnx.export (dynamo) with the recipe's named dims as ONNX dim names."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import warnings
@@ -13,8 +14,9 @@ from ..recipe import Recipe
 from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
 
 
-def _strip_weights(source: Path, dest: Path) -> None:
-    """Write a weight-free copy of the graph (initializers keep name/shape/dtype, lose data) for Netron."""
+def _without_weights(source: Path) -> "onnx.ModelProto":
+    """The graph with initializers that keep name/shape/dtype but lose their data (for Netron, and to key
+    the TensorRT timing cache on structure only)."""
     import onnx
 
     model = onnx.load(str(source), load_external_data=False)
@@ -22,7 +24,7 @@ def _strip_weights(source: Path, dest: Path) -> None:
         for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "external_data"):
             init.ClearField(name)
         init.data_location = onnx.TensorProto.DEFAULT
-    onnx.save(model, str(dest))
+    return model
 
 
 def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
@@ -60,9 +62,10 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
         "outputs": {v.name: dims_of(v) for v in proto.graph.output},
         "nodes": len(proto.graph.node), "initializers": len(proto.graph.initializer),
         "torch": torch.__version__, "onnx": onnx.__version__,
+        "graph_sha256": hashlib.sha256(_without_weights(path).SerializeToString(deterministic=True)).hexdigest(),
     }
     (out / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if options["graph_only"]:
-        _strip_weights(path, out / "model.graph.onnx")
+        onnx.save(_without_weights(path), str(out / "model.graph.onnx"))
     print(f"[onnx] wrote {path.name} ({path.stat().st_size} bytes, opset {opset}, {len(proto.graph.node)} nodes) "
           f"in {time.perf_counter() - started:.1f}s", flush=True)

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ArtifactError
 from ..plan import ARTIFACT_STAGE
 from ..recipe import Recipe
-from ..runtime.backends import load_backend
+from ..runtime.backends import artifact_device, load_backend, unavailable_reason
 
 FAILED_EXIT = 3  # the worker finished, and at least one artifact failed: the stage is stamped, the task fails
 
@@ -37,10 +37,18 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     results: dict[str, Any] = {}
     failures = []
     for backend in recipe.backends:
+        if ARTIFACT_STAGE[backend] not in upstream:
+            results[backend] = {"passed": None, "status": "not buildable here"}
+            continue
         folder = upstream[ARTIFACT_STAGE[backend]]
+        unavailable = unavailable_reason(backend)
+        if unavailable:
+            results[backend] = {"passed": None, "status": f"not verifiable here: {unavailable}"}
+            print(f"[verify] {recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
+            continue
         entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {}}
         try:
-            runner = load_backend(backend, folder, recipe.outputs, dtypes, device=device)
+            runner = load_backend(backend, folder, recipe.outputs, dtypes, device=artifact_device(folder, device))
             entry["runner"] = runner.detail
         except ArtifactError as exc:
             entry.update(passed=False, error=str(exc), max_abs_err=float("inf"), max_rel_err=float("inf"))
