@@ -114,7 +114,7 @@ def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
     gpu_target = cuda_target(fp) or "cuda-unavailable"
     wants_trt = "tensorrt" in recipe.backends
     trt_info, trt_reason = trt_placement(recipe, fp, root) if wants_trt else ({}, None)
-    on_gpu = aoti_device == "cuda" or (wants_trt and cuda_target(fp) is not None)
+    on_gpu = cuda_target(fp) is not None and (aoti_device == "cuda" or wants_trt)
     device_target = gpu_target if on_gpu else fp["targets"]["cpu"]
     targets = {"portable": "portable", "device": device_target, "cuda": gpu_target}
 

@@ -29,6 +29,10 @@ DEFAULT_TOLERANCES = {
     "float16": {"rtol": 1e-2, "atol": 1e-3},
     "bfloat16": {"rtol": 5e-2, "atol": 1e-2},
 }
+BENCH_DEFAULTS: dict[str, Any] = {
+    "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "rounds": 3, "threads": 1,
+    "baselines": ["eager", "torch_compile"], "torch_compile_mode": "default", "enabled": True,
+}
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnx": {"opset": 18, "external_data": False, "graph_only": False},
     "reference": {"seed": 0},
@@ -82,7 +86,20 @@ class Recipe:
     backends: tuple[str, ...]
     stages: dict[str, dict[str, Any]]
     verify: dict[str, float]
+    bench: dict[str, Any] = field(default_factory=lambda: dict(BENCH_DEFAULTS))
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def bench_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """Label -> concrete input shapes for every shape the bench stage times."""
+        out = {}
+        for entry in self.bench["shapes"]:
+            if isinstance(entry, str):
+                out[entry] = {i.name: i.concrete(self.dims, entry) for i in self.inputs}
+            else:
+                label = ",".join(f"{k}={v}" for k, v in entry.items())
+                sizes = {d.name: entry.get(d.name, d.opt) for d in self.dims.values()}
+                out[label] = {i.name: tuple(s if isinstance(s, int) else sizes[s] for s in i.shape) for i in self.inputs}
+        return out
 
     def line(self, field_path: str) -> int:
         """Line of a dotted field path in the recipe file (nearest ancestor present)."""
@@ -116,6 +133,7 @@ class Recipe:
             "backends": list(self.backends),
             "stages": self.stages,
             "verify": self.verify,
+            "bench": self.bench,
             "lines": self.lines,
         }
 
@@ -134,6 +152,7 @@ class Recipe:
             backends=tuple(d["backends"]),
             stages=d["stages"],
             verify=d["verify"],
+            bench=d.get("bench", dict(BENCH_DEFAULTS)),
             lines=d.get("lines", {}),
         )
 
@@ -299,6 +318,26 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
     if isinstance(data.get("inputs"), dict):
         for dim_name in sorted(set(dims) - used):
             add(("dims", dim_name), "declared but used by no input shape")
+    bench = _obj(data.get("bench"))
+    labels = []
+    shapes = bench.get("shapes", BENCH_DEFAULTS["shapes"])
+    for index, entry in enumerate(shapes if isinstance(shapes, list) else []):
+        if isinstance(entry, str):
+            labels.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            continue
+        labels.append(",".join(f"{k}={v}" for k, v in entry.items()))
+        for dim_name, size in entry.items():
+            spec = _obj(dims.get(dim_name))
+            if dim_name not in dims:
+                add(("bench", "shapes", index, dim_name), f"'{dim_name}' is not a declared dim")
+            elif isinstance(size, int) and isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int) \
+                    and not spec["min"] <= size <= spec["max"]:
+                add(("bench", "shapes", index, dim_name), f"{size} is outside {dim_name}'s range {spec['min']}..{spec['max']}")
+    primary = bench.get("primary", "opt")
+    if isinstance(primary, str) and labels and primary not in labels:
+        add(("bench", "primary"), f"'{primary}' is not one of the bench shapes ({', '.join(labels)})")
     return problems
 
 
@@ -339,6 +378,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         backends=tuple(data.get("backends") or BACKENDS),
         stages=stages,
         verify={**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})},
+        bench={**BENCH_DEFAULTS, **(data.get("bench") or {})},
         lines={field_name(p): line for p, line in lines.items() if p},
     )
 

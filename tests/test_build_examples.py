@@ -94,7 +94,8 @@ def test_status_is_clean_after_build(examples_built: tuple[Project, DoitRun]) ->
     proj, _ = examples_built
     done = proj.infbuild("status")
     assert done.returncode == 0, done.stdout
-    assert done.stdout.strip().endswith("12 stages: 12 up to date, 0 stale, 0 not buildable here")
+    assert done.stdout.strip().endswith("14 stages: 12 up to date, 0 stale, 2 not buildable here")
+    assert "trt_engine:convnet" in done.stdout and "not buildable here: no CUDA GPU" in done.stdout
     via_doit = proj.run(sys.executable, "-m", "doit", "status")
     assert via_doit.returncode == 0 and "12 up to date" in via_doit.stdout
 
@@ -112,7 +113,10 @@ def test_doit_list_shows_every_task_with_its_doc(examples_built: tuple[Project, 
 def test_verify_report_names_every_shape(examples_built: tuple[Project, DoitRun], cpu_target: str, recipe: str) -> None:
     proj, _ = examples_built
     report = json.loads((proj.stage(recipe, cpu_target, "verify") / "report.json").read_text())
-    assert report["failures"] == [] and report["backends"] == ["onnxruntime", "aoti"]
+    assert report["failures"] == []
+    assert report["backends"] == (["onnxruntime", "aoti", "tensorrt"] if recipe == "convnet" else ["onnxruntime", "aoti"])
+    if recipe == "convnet":
+        assert report["results"]["tensorrt"] == {"passed": None, "status": "not buildable here"}
 
 
 def test_infbuild_build_is_doit_build(examples_built: tuple[Project, DoitRun]) -> None:

@@ -134,11 +134,13 @@ def test_failed_verification_fails_the_build_and_is_recorded(proj: Project, cpu_
     assert build(proj) == {"verify:mlp"}
 
 
-def test_cuda_recipe_is_not_buildable_here_unless_required(proj: Project) -> None:
+def test_cuda_recipe_is_not_buildable_here_unless_required(proj: Project, cpu_target: str) -> None:
     proj.add_recipe("gpu.yaml", mlp_recipe(name="gpu").replace("outputs: [y]", "outputs: [y]\nstages: {aoti: {device: cuda}}"))
     listing = proj.run("python", "-m", "doit", "list", "--all").stdout
     assert "aoti:gpu" in listing and "not buildable here: no CUDA GPU" in listing
-    assert build(proj) == chain("gpu", {"onnx", "reference"})
+    assert build(proj) == chain("gpu", {"onnx", "reference", "verify"})  # verify what can be built here
+    report = json.loads((proj.stage("gpu", cpu_target, "verify") / "report.json").read_text())
+    assert report["results"]["aoti"] == {"passed": None, "status": "not buildable here"}
     status = proj.infbuild("status")
     assert status.returncode == 0 and "aoti:gpu" in status.stdout and "not buildable here" in status.stdout
     required = proj.doit("build", env=proj.env(INFBUILD_REQUIRE="aoti"))
