@@ -70,6 +70,49 @@ def cmd_build(args: argparse.Namespace) -> int:
     return subprocess.call(argv, cwd=project.root, env=env)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the bench stages (all, or the named recipes'); --force reruns them for fresh numbers."""
+    project = load_project()
+    env = dict(os.environ)
+    if args.force:
+        env["INFBUILD_FORCE"] = ",".join(filter(None, [env.get("INFBUILD_FORCE", ""), "bench"]))
+    tasks = [f"bench:{name}" for name in args.recipes] or ["bench"]
+    code = subprocess.call([sys.executable, "-m", "doit", "run", *tasks, "manifest"], cwd=project.root, env=env)
+    if code == 0:
+        for report in sorted(project.artifacts.glob("*/*/bench/report.md")):
+            if not args.recipes or report.parts[-4] in args.recipes:
+                print(f"\n{report.relative_to(project.root)}:\n" + report.read_text(encoding="utf-8"))
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .runtime import load
+
+    project = load_project()
+    inputs = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise InfbuildError(f"--input {item}: expected NAME=FILE.npy")
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InfbuildError(f"--input {name}: cannot read {path}: {exc}") from None
+    model = load(args.artifacts or project.artifacts, args.recipe, target=args.target, backend=args.backend,
+                 allow_target_mismatch=args.allow_target_mismatch, threads=args.threads)
+    outputs = model(**inputs)
+    print(f"{model.recipe}: {model.backend} on {model.target}")
+    for name, value in outputs.items():
+        flat = value.reshape(-1)[:6]
+        print(f"  {name}: {value.dtype} {list(value.shape)} [{', '.join(f'{v:.6g}' for v in flat)}{', ...' if value.size > 6 else ''}]")
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infbuild", description="Verified, hardware-keyed inference artifacts from PyTorch recipes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -90,6 +133,21 @@ def parser() -> argparse.ArgumentParser:
                    help="fail instead of skipping STAGE when this host cannot build it (repeatable)")
     b.add_argument("-k", "--keep-going", action="store_true", help="go on with other tasks after a failure")
     b.set_defaults(func=cmd_build)
+    be = sub.add_parser("bench", help="benchmark verified artifacts against eager and torch.compile")
+    be.add_argument("recipes", nargs="*")
+    be.add_argument("--force", action="store_true", help="rerun although up to date (fresh numbers)")
+    be.set_defaults(func=cmd_bench)
+    r = sub.add_parser("run", help="run one inference with a built artifact")
+    r.add_argument("recipe")
+    r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    r.add_argument("--backend", choices=["onnxruntime", "aoti", "tensorrt"])
+    r.add_argument("--target", help="target folder (default: this host's)")
+    r.add_argument("--output", help="write the outputs to this .npz")
+    r.add_argument("--artifacts", help="artifacts folder or manifest.json (default: the project's)")
+    r.add_argument("--threads", type=int)
+    r.add_argument("--allow-target-mismatch", action="store_true",
+                   help="load artifacts built for another target anyway (may crash or compute wrong results)")
+    r.set_defaults(func=cmd_run)
     return p
 
 

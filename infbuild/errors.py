@@ -55,3 +55,7 @@ class NotBuildableHere(InfbuildError):
 
 class ArtifactError(InfbuildError):
     """An artifact on disk is missing, tampered with, or does not match the manifest."""
+
+
+class InputError(InfbuildError):
+    """Inputs given to a loaded model do not match the recipe (names, dtype, rank, dims out of range)."""

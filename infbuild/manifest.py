@@ -53,21 +53,41 @@ def build_manifest(artifacts: Path) -> dict[str, Any]:
         recipe, target, stage = folder.parent.parent.name, folder.parent.name, folder.name
         entry = recipes.setdefault(recipe, {"targets": {}})["targets"].setdefault(target, {"stages": {}})
         entry["stages"][stage] = {k: v for k, v in stamp.items() if k != "inputs"}
+        if stage == "reference":  # the I/O contract the runtime validates inputs against
+            fields = (stamp.get("inputs") or {}).get("recipe") or {}
+            recipes[recipe]["io"] = {k: fields.get(k) for k in ("inputs", "dims", "outputs")}
         if stamp.get("fingerprint") and stamp.get("created", "") >= entry.get("_created", ""):
             entry["fingerprint"], entry["_created"] = stamp["fingerprint"], stamp.get("created", "")
         if stage == "verify":
             report = _read_json(folder / "report.json") or {}
             entry["verify"] = report.get("results", {})
             entry["verify_order"] = report.get("backends", [])
+        if stage == "bench":
+            report = _read_json(folder / "report.json") or {}
+            entry["bench"] = {"primary_shape": report.get("primary_shape"), "threads": report.get("threads"),
+                              "results": {b: {label: {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput")}
+                                              for label, r in per.items()}
+                                          for b, per in (report.get("results") or {}).items()}}
     for recipe in recipes.values():
         for entry in recipe["targets"].values():
             entry.pop("_created", None)
-            order = entry.pop("verify_order", [])
-            verify = entry.get("verify", {})
-            passed = [b for b in order if verify.get(b, {}).get("passed")]
-            # Until a bench stage has measured, prefer the first verified backend in the recipe's order.
-            entry["preferred"] = passed[0] if passed else None
+            entry["preferred"] = choose_preferred(entry.get("verify", {}), entry.get("bench"),
+                                                  entry.pop("verify_order", []))
     return {"schema": SCHEMA_VERSION, "infbuild": _version(), "recipes": recipes}
+
+
+def choose_preferred(verify: dict[str, Any], bench: dict[str, Any] | None, order: list[str]) -> str | None:
+    """The artifact the runtime loads: the fastest at the primary shape among those that passed verify
+    (never a failed or unverified one, however fast); before any bench, the first passed in recipe order."""
+    passed = [b for b in order if (verify.get(b) or {}).get("passed") is True]
+    if not passed:
+        return None
+    results = (bench or {}).get("results") or {}
+    primary = (bench or {}).get("primary_shape")
+    timed = [b for b in passed if primary in (results.get(b) or {})]
+    if timed:
+        return min(timed, key=lambda b: results[b][primary]["p50_ms"])
+    return passed[0]
 
 
 def update_manifest(artifacts: Path) -> bool:

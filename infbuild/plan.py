@@ -52,6 +52,9 @@ STAGES: dict[str, StageDef] = {
                                  "build a TensorRT timing cache with trtexec for this GPU", graph_only_upstream=True),
     "trt_engine": StageDef("trt_engine", 1, "cuda", ("trtexec",), False, _trt_fields,
                            "build a TensorRT engine with trtexec (layer info, profile, times, build log)"),
+    "bench": StageDef("bench", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
+                      lambda r: {"bench": r.bench, "backends": list(r.backends), **_model_fields(r)},
+                      "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)"),
     "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
                        lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": list(r.outputs)},
                        "run every artifact on the reference inputs and compare with eager PyTorch"),
@@ -122,7 +125,7 @@ def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
     order += ["aoti"] if "aoti" in recipe.backends else []
     order += ["trt_timing_cache", "trt_engine"] if wants_trt else []
     planned: dict[str, PlannedStage] = {}
-    for name in order + ["verify"]:
+    for name in order + ["verify"] + (["bench"] if recipe.bench["enabled"] else []):
         stage = STAGES[name]
         reason = {"aoti": aoti_reason, "trt_timing_cache": trt_reason, "trt_engine": trt_reason}.get(name)
         upstream: tuple[str, ...] = {"trt_timing_cache": ("onnx",), "trt_engine": ("onnx", "trt_timing_cache")}.get(name, ())
@@ -131,6 +134,8 @@ def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
             artifacts_here = [ARTIFACT_STAGE[b] for b in recipe.backends]
             upstream = ("reference", *[a for a in artifacts_here
                                        if planned[a].not_buildable is None or is_required(planned[a], required)])
+        if name == "bench":
+            upstream = ("verify", *planned["verify"].upstream[1:])
         reason = reason or next((planned[u].not_buildable for u in upstream if planned[u].not_buildable), None)
         device = {"portable": "cpu", "cuda": "cuda"}.get(stage.scope, "cuda" if on_gpu else "cpu")
         if name == "aoti":

@@ -71,11 +71,18 @@ def required_stages() -> set[str]:
 
 # --- doit callables (module-level, picklable arguments) ---------------------------------------
 
+def forced_stages() -> set[str]:
+    """Stages or tasks to rerun although up to date (INFBUILD_FORCE=bench, e.g. for fresh numbers)."""
+    return set(filter(None, os.environ.get("INFBUILD_FORCE", "").replace(",", " ").split()))
+
+
 def check_uptodate(root: str, task_name: str) -> bool:
     """doit uptodate: stamp key == fresh key and stamped files present. Never raises (an error is 'stale')."""
     try:
         ctx = context(root)
         p = ctx.planned[task_name]
+        if {p.stage.name, task_name} & forced_stages():
+            return False
         return p.not_buildable is None and ctx.staleness(p) is None
     except Exception:  # noqa: BLE001 - doit aborts the whole run on an exception here
         return False

@@ -1,4 +1,6 @@
-"""Running built artifacts: one interface over onnxruntime and AOTInductor packages (TensorRT later)."""
+"""Running built artifacts: ``load`` picks and checks the manifest's artifact for this host; runners give
+one interface over onnxruntime, AOTInductor packages and TensorRT engines."""
 from .backends import Runner, load_backend
+from .load import Model, load
 
-__all__ = ["Runner", "load_backend"]
+__all__ = ["Model", "Runner", "load", "load_backend"]

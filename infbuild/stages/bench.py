@@ -1,0 +1,158 @@
+"""bench stage: time every verified artifact and the eager / torch.compile baselines at the recipe's shapes.
+
+Warm-up, then timed single calls; several rounds interleave backends in a rotating order so machine drift
+hits all alike; a fixed thread count; CUDA work is synchronized before each clock read. Results: report.json,
+report.md (a table) and latency.png (latency by shape, a line per backend).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..manifest import choose_preferred
+from ..plan import ARTIFACT_STAGE
+from ..recipe import Recipe
+from ..runtime.backends import artifact_device, load_backend
+from .model import build_model, sample_inputs, to_torch
+
+BASELINES = ("eager", "torch_compile")
+Call = Callable[[], Any]
+
+
+def _torch_callers(module: Any, recipe: Recipe, shapes: dict[str, dict[str, np.ndarray]], device: str) -> dict[str, Call]:
+    callers = {}
+    for label, arrays in shapes.items():
+        tensors = to_torch(recipe, arrays, device)
+
+        def call(tensors: dict[str, torch.Tensor] = tensors) -> Any:
+            with torch.inference_mode():
+                return module(**tensors)
+        callers[label] = call
+    return callers
+
+
+def _stats(samples_ns: list[int], batch: int) -> dict[str, float]:
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    p50 = float(np.percentile(ms, 50))
+    return {"p50_ms": p50, "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "throughput": batch / (p50 / 1e3),
+            "samples": int(ms.size)}
+
+
+def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, float]]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for backend, per_shape in results.items():
+        xs = [i for i, label in enumerate(labels) if label in per_shape]
+        ax.plot(xs, [per_shape[labels[i]]["p50_ms"] for i in xs], marker="o",
+                linestyle="--" if backend in BASELINES else "-", label=backend)
+        ax.fill_between(xs, [per_shape[labels[i]]["p50_ms"] for i in xs], [per_shape[labels[i]]["p90_ms"] for i in xs],
+                        alpha=0.15)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yscale("log")
+    ax.set_xlabel("shape")
+    ax.set_ylabel("latency, ms (p50 line, band to p90)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], preferred: str | None,
+              verify: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [f"# {recipe.name}: latency on {meta['target']}",
+             "",
+             f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs x {meta['rounds']} "
+             f"interleaved rounds per backend and shape; p50/p90/p99 in ms, throughput in items/s.",
+             f"Preferred (fastest verified at `{meta['primary_shape']}`): **{preferred or 'none'}**.",
+             "",
+             "| backend | verified | shape | p50 ms | p90 ms | p99 ms | throughput/s | x eager (p50) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for backend, per_shape in results.items():
+        status = "baseline" if backend in BASELINES else {True: "yes", False: "FAILED"}.get(verify.get(backend, {}).get("passed"), "-")
+        for label in labels:
+            if label not in per_shape:
+                continue
+            r = per_shape[label]
+            eager = results.get("eager", {}).get(label, {}).get("p50_ms")
+            speedup = f"{eager / r['p50_ms']:.2f}" if eager else "-"
+            lines.append(f"| {backend} | {status} | {label} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | "
+                         f"{r['throughput']:.1f} | {speedup} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+    opts = recipe.bench
+    torch.set_num_threads(opts["threads"])
+    verify = json.loads((upstream["verify"] / "report.json").read_text(encoding="utf-8"))["results"]
+    shape_specs = recipe.bench_shapes()
+    labels = list(shape_specs)
+    arrays = {label: sample_inputs(recipe, shapes, seed=1234) for label, shapes in shape_specs.items()}
+    dtypes = {i.name: i.dtype for i in recipe.inputs}
+    callers: dict[str, dict[str, Call]] = {}
+    for backend in recipe.backends:
+        stage = ARTIFACT_STAGE[backend]
+        if stage not in upstream or verify.get(backend, {}).get("passed") is None:
+            print(f"[bench] {recipe.name}: skipping {backend} ({verify.get(backend, {}).get('status', 'not built')})")
+            continue
+        runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
+                              device=artifact_device(upstream[stage], device), threads=opts["threads"])
+        callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
+    if "eager" in opts["baselines"] or "torch_compile" in opts["baselines"]:
+        model = build_model(recipe, root, device=device)
+        if "eager" in opts["baselines"]:
+            callers["eager"] = _torch_callers(model, recipe, arrays, device)
+        if "torch_compile" in opts["baselines"]:
+            print(f"[bench] {recipe.name}: torch.compile(mode={opts['torch_compile_mode']!r}) compiles on first call",
+                  flush=True)
+            compiled = torch.compile(model, mode=None if opts["torch_compile_mode"] == "default" else opts["torch_compile_mode"])
+            callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    samples: dict[str, dict[str, list[int]]] = {b: {label: [] for label in labels} for b in callers}
+    order = list(callers)
+    total = opts["rounds"] * len(labels) * len(order)
+    done = 0
+    started = time.perf_counter()
+    for round_index in range(opts["rounds"]):
+        rotated = order[round_index % len(order):] + order[:round_index % len(order)]
+        for label in labels:
+            for backend in rotated:
+                call = callers[backend][label]
+                for _ in range(opts["warmup"] + (3 if round_index == 0 else 0)):
+                    call()
+                sync()
+                bucket = samples[backend][label]
+                for _ in range(opts["iterations"]):
+                    t0 = time.perf_counter_ns()
+                    call()
+                    sync()
+                    bucket.append(time.perf_counter_ns() - t0)
+                done += 1
+            print(f"[bench] {recipe.name} round {round_index + 1}/{opts['rounds']} {label}: {done}/{total} "
+                  f"({time.perf_counter() - started:.1f}s)", flush=True)
+    results = {b: {label: _stats(samples[b][label], shape_specs[label][recipe.inputs[0].name][0]
+                                  if shape_specs[label][recipe.inputs[0].name] else 1)
+                   for label in labels} for b in order}
+    primary = opts["primary"]
+    preferred = choose_preferred(verify, {"primary_shape": primary, "results": results}, list(recipe.backends))
+    meta = {"target": out.parent.name if not out.name.startswith(".") else out.parent.name, "device": device,
+            "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
+            "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
+    report = {**meta, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
+              "results": results, "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends},
+              "preferred": preferred}
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta), encoding="utf-8")
+    _plot(out / "latency.png", labels, results, f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))")
+    print((out / "report.md").read_text(encoding="utf-8"), flush=True)
