@@ -74,10 +74,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench stages (all, or the named recipes'); --force reruns them for fresh numbers."""
     project = load_project()
     env = dict(os.environ)
-    if args.force:
-        env["INFBUILD_FORCE"] = ",".join(filter(None, [env.get("INFBUILD_FORCE", ""), "bench"]))
     tasks = [f"bench:{name}" for name in args.recipes] or ["bench"]
-    code = subprocess.call([sys.executable, "-m", "doit", "run", *tasks, "manifest"], cwd=project.root, env=env)
+    if args.force:  # each bench stage updates the manifest when it commits
+        env["INFBUILD_FORCE"] = ",".join(filter(None, [env.get("INFBUILD_FORCE", ""), *tasks]))
+    code = subprocess.call([sys.executable, "-m", "doit", "run", *tasks], cwd=project.root, env=env)
     if code == 0:
         for report in sorted(project.artifacts.glob("*/*/bench/report.md")):
             if not args.recipes or report.parts[-4] in args.recipes:

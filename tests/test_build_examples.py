@@ -13,7 +13,7 @@ from conftest import DoitRun, Project
 from infbuild.artifacts import read_stamp, rehash_problems
 
 EXAMPLES = ("convnet", "mlp", "seqblock")
-STAGES = ("onnx", "reference", "aoti", "verify")
+STAGES = ("onnx", "reference", "aoti", "verify", "bench")
 
 
 def test_every_example_is_built_and_verified(examples_built: tuple[Project, DoitRun], cpu_target: str) -> None:
@@ -25,14 +25,18 @@ def test_every_example_is_built_and_verified(examples_built: tuple[Project, Doit
         targets = manifest["recipes"][recipe]["targets"]
         assert sorted(targets) == sorted([cpu_target, "portable"])
         device = targets[cpu_target]
-        assert sorted(device["stages"]) == ["aoti", "verify"]
+        assert sorted(device["stages"]) == ["aoti", "bench", "verify"]
         assert sorted(targets["portable"]["stages"]) == ["onnx", "reference"]
         for backend in ("onnxruntime", "aoti"):
             verdict = device["verify"][backend]
             assert verdict["passed"] is True
             assert 0 <= verdict["max_abs_err"] < 1e-3 and verdict["max_rel_err"] >= 0
             assert set(verdict["shapes"]) == ({"opt", "min", "max"})
-        assert device["preferred"] == "onnxruntime"
+        bench = device["bench"]["results"]
+        primary = device["bench"]["primary_shape"]
+        assert primary == "opt" and set(bench) == {"onnxruntime", "aoti", "eager", "torch_compile"}
+        fastest = min(("onnxruntime", "aoti"), key=lambda b: bench[b][primary]["p50_ms"])
+        assert device["preferred"] == fastest
         assert device["fingerprint"]["targets"]["cpu"] == cpu_target
 
 
@@ -94,10 +98,10 @@ def test_status_is_clean_after_build(examples_built: tuple[Project, DoitRun]) ->
     proj, _ = examples_built
     done = proj.infbuild("status")
     assert done.returncode == 0, done.stdout
-    assert done.stdout.strip().endswith("14 stages: 12 up to date, 0 stale, 2 not buildable here")
+    assert done.stdout.strip().endswith("17 stages: 15 up to date, 0 stale, 2 not buildable here")
     assert "trt_engine:convnet" in done.stdout and "not buildable here: no CUDA GPU" in done.stdout
     via_doit = proj.run(sys.executable, "-m", "doit", "status")
-    assert via_doit.returncode == 0 and "12 up to date" in via_doit.stdout
+    assert via_doit.returncode == 0 and "15 up to date" in via_doit.stdout
 
 
 def test_doit_list_shows_every_task_with_its_doc(examples_built: tuple[Project, DoitRun]) -> None:

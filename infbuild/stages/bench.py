@@ -44,7 +44,8 @@ def _stats(samples_ns: list[int], batch: int) -> dict[str, float]:
             "samples": int(ms.size)}
 
 
-def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, float]]], title: str) -> None:
+def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, float]]], title: str,
+          ticks: dict[str, str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,7 +58,7 @@ def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, 
                 linestyle="--" if backend in BASELINES else "-", label=backend)
         ax.fill_between(xs, [per_shape[labels[i]]["p50_ms"] for i in xs], [per_shape[labels[i]]["p90_ms"] for i in xs],
                         alpha=0.15)
-    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(labels)), [f"{label}\n{ticks.get(label, '')}" for label in labels])
     ax.set_yscale("log")
     ax.set_xlabel("shape")
     ax.set_ylabel("latency, ms (p50 line, band to p90)")
@@ -146,7 +147,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
                    for label in labels} for b in order}
     primary = opts["primary"]
     preferred = choose_preferred(verify, {"primary_shape": primary, "results": results}, list(recipe.backends))
-    meta = {"target": out.parent.name if not out.name.startswith(".") else out.parent.name, "device": device,
+    meta = {"target": out.parent.name, "device": device,
             "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
             "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
     report = {**meta, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
@@ -154,5 +155,6 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
               "preferred": preferred}
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta), encoding="utf-8")
-    _plot(out / "latency.png", labels, results, f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))")
+    ticks = {label: ", ".join("x".join(str(d) for d in s) for s in shapes.values()) for label, shapes in shape_specs.items()}
+    _plot(out / "latency.png", labels, results, f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))", ticks)
     print((out / "report.md").read_text(encoding="utf-8"), flush=True)

@@ -1,0 +1,179 @@
+"""Bench results and preferred selection; the runtime: loading every backend built here, refusing the wrong
+target, digest mismatches, and input validation."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DoitRun, Project
+from infbuild.errors import ArtifactError, InputError
+from infbuild.manifest import choose_preferred
+
+
+@pytest.fixture
+def host_env(monkeypatch: pytest.MonkeyPatch):
+    """Simulate another host in this process (the fingerprint is cached per process)."""
+    from infbuild.fingerprint import host_fingerprint
+
+    def simulate(override: dict | None) -> None:
+        if override is None:
+            monkeypatch.delenv("INFBUILD_FINGERPRINT", raising=False)
+        else:
+            monkeypatch.setenv("INFBUILD_FINGERPRINT", json.dumps(override))
+        host_fingerprint.cache_clear()
+
+    yield simulate
+    monkeypatch.delenv("INFBUILD_FINGERPRINT", raising=False)
+    host_fingerprint.cache_clear()
+
+
+@pytest.fixture
+def artifacts_copy(examples_built: tuple[Project, DoitRun], tmp_path: Path) -> Path:
+    proj, _ = examples_built
+    dest = tmp_path / "artifacts"
+    shutil.copytree(proj.artifacts, dest, ignore=shutil.ignore_patterns(".doit.db*", ".infbuild"))
+    return dest
+
+
+def reference(proj: Project, recipe: str, label: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    data = np.load(proj.stage(recipe, "portable", "reference") / f"{label}.npz")
+    return ({k[6:]: data[k] for k in data.files if k.startswith("input.")},
+            {k[7:]: data[k] for k in data.files if k.startswith("output.")})
+
+
+def test_bench_report_table_and_plot(examples_built: tuple[Project, DoitRun], cpu_target: str) -> None:
+    proj, _ = examples_built
+    folder = proj.stage("convnet", cpu_target, "bench")
+    report = json.loads((folder / "report.json").read_text())
+    assert report["threads"] == 1 and report["rounds"] == 3 and report["iterations"] == 50
+    assert set(report["results"]) == {"onnxruntime", "aoti", "eager", "torch_compile"}
+    for per_shape in report["results"].values():
+        assert set(per_shape) == {"min", "opt", "max"}
+        for r in per_shape.values():
+            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["samples"] == 150 and r["throughput"] > 0
+    assert "| backend | verified | shape | p50 ms |" in (folder / "report.md").read_text()
+    assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preferred_is_never_a_failed_or_unverified_artifact() -> None:
+    bench = {"primary_shape": "opt", "results": {"aoti": {"opt": {"p50_ms": 0.1}}, "onnxruntime": {"opt": {"p50_ms": 0.5}},
+                                                 "tensorrt": {"opt": {"p50_ms": 0.01}}, "eager": {"opt": {"p50_ms": 0.001}}}}
+    verify = {"aoti": {"passed": False}, "onnxruntime": {"passed": True}, "tensorrt": {"passed": None}}
+    assert choose_preferred(verify, bench, ["onnxruntime", "aoti", "tensorrt"]) == "onnxruntime"
+    verify["aoti"]["passed"] = True
+    assert choose_preferred(verify, bench, ["onnxruntime", "aoti", "tensorrt"]) == "aoti"
+    assert choose_preferred({"aoti": {"passed": False}}, bench, ["aoti"]) is None
+    assert choose_preferred({"aoti": {"passed": True}, "onnxruntime": {"passed": True}}, None, ["onnxruntime", "aoti"]) == "onnxruntime"
+
+
+def test_bench_is_not_rerun_by_a_noop_build_but_force_reruns_it(examples_built: tuple[Project, DoitRun]) -> None:
+    proj, _ = examples_built
+    assert "bench:mlp" in proj.doit("build").uptodate
+    done = proj.infbuild("bench", "--force", "mlp")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert ".  bench:mlp" in done.stdout and ".  bench:convnet" not in done.stdout
+    assert "| onnxruntime | yes | opt |" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "aoti"])
+def test_runtime_loads_every_backend_built_here(examples_built: tuple[Project, DoitRun], backend: str) -> None:
+    from infbuild.runtime import load
+
+    proj, _ = examples_built
+    for recipe in ("mlp", "convnet", "seqblock"):
+        model = load(proj.artifacts, recipe, backend=backend)
+        inputs, expected = reference(proj, recipe, "max")
+        outputs = model(**inputs)
+        for name, value in expected.items():
+            np.testing.assert_allclose(outputs[name], value, rtol=1e-3, atol=1e-4)
+
+
+def test_runtime_defaults_to_preferred_and_accepts_torch_tensors(examples_built: tuple[Project, DoitRun]) -> None:
+    import torch
+
+    from infbuild.runtime import load
+
+    proj, _ = examples_built
+    manifest = json.loads((proj.artifacts / "manifest.json").read_text())
+    model = load(proj.artifacts / "manifest.json", "seqblock")
+    assert model.backend == manifest["recipes"]["seqblock"]["targets"][model.target]["preferred"]
+    assert model(x=torch.randn(1, 50, 64))["latents"].shape == (1, 50, 64)
+
+
+def test_runtime_refuses_a_tampered_target_fingerprint(artifacts_copy: Path, cpu_target: str) -> None:
+    from infbuild.runtime import load
+
+    manifest = json.loads((artifacts_copy / "manifest.json").read_text())
+    other = "avx2" if not cpu_target.endswith("avx2") else "avx512"
+    manifest["recipes"]["mlp"]["targets"][cpu_target]["fingerprint"]["cpu"]["isa"] = other
+    (artifacts_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError) as info:
+        load(artifacts_copy, "mlp")
+    message = str(info.value)
+    assert f"refusing artifacts built for {cpu_target}" in message
+    assert f"the manifest's fingerprint for it says cpu-x86_64-{other}" in message and "doit build" in message
+
+
+def test_runtime_refuses_another_host_target_unless_overridden(examples_built: tuple[Project, DoitRun], host_env,
+                                                               cpu_target: str) -> None:
+    from infbuild.runtime import load
+
+    proj, _ = examples_built
+    other = "avx2" if not cpu_target.endswith("avx2") else "avx512"
+    host_env({"cpu": {"isa": other}})
+    with pytest.raises(ArtifactError) as info:
+        load(proj.artifacts, "mlp")
+    assert f"no artifacts for this host (cpu-x86_64-{other}" in str(info.value)
+    assert f"built for: {cpu_target}" in str(info.value) and "doit build" in str(info.value)
+    with pytest.raises(ArtifactError) as info:
+        load(proj.artifacts, "mlp", target=cpu_target)
+    assert f"refusing artifacts built for {cpu_target}" in str(info.value)
+    assert f"this host is cpu-x86_64-{other}" in str(info.value)
+    with pytest.warns(RuntimeWarning, match="MISMATCHED"):
+        model = load(proj.artifacts, "mlp", target=cpu_target, allow_target_mismatch=True)
+    assert model(x=np.ones((2, 10), np.float32))["y"].shape == (2, 1)
+
+
+def test_runtime_refuses_artifacts_whose_digest_differs(artifacts_copy: Path) -> None:
+    from infbuild.runtime import load
+
+    onnx_file = artifacts_copy / "mlp" / "portable" / "onnx" / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-1] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match the manifest's sha256"):
+        load(artifacts_copy, "mlp", backend="onnxruntime")
+
+
+@pytest.mark.parametrize("inputs,message", [
+    ({"x": np.ones((2000, 10), np.float32)}, "axis 0 (batch) is 2000, outside 1..1024"),
+    ({"x": np.ones((2, 10), np.float64)}, "dtype float64, expected float32"),
+    ({"x": np.ones((2, 10, 1), np.float32)}, "rank 3"),
+    ({"x": np.ones((2, 11), np.float32)}, "axis 1 is 11, expected 10"),
+    ({"y": np.ones((2, 10), np.float32)}, "missing x; unknown y"),
+])
+def test_runtime_validates_inputs(examples_built: tuple[Project, DoitRun], inputs: dict, message: str) -> None:
+    from infbuild.runtime import load
+
+    proj, _ = examples_built
+    model = load(proj.artifacts, "mlp", backend="aoti")
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model(**inputs)
+
+
+def test_infbuild_run_cli(examples_built: tuple[Project, DoitRun], tmp_path: Path) -> None:
+    proj, _ = examples_built
+    inputs, expected = reference(proj, "mlp", "opt")
+    np.save(tmp_path / "x.npy", inputs["x"])
+    done = proj.infbuild("run", "mlp", "--input", f"x={tmp_path / 'x.npy'}", "--backend", "aoti",
+                         "--output", str(tmp_path / "out.npz"))
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected["y"], rtol=1e-4, atol=1e-5)
+    np.save(tmp_path / "bad.npy", np.ones((4, 3), np.float32))
+    bad = proj.infbuild("run", "mlp", "--input", f"x={tmp_path / 'bad.npy'}")
+    assert bad.returncode == 1 and bad.stderr.strip() == "mlp: input x axis 1 is 3, expected 10"
