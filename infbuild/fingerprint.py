@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-TOOLS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt", "doit", "infbuild")
+TOOLS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt", "doit", "docker", "infbuild")
 # CPU flags that change what a compiler emits with -march=native; part of the cpu-scope key.
 _ISA_FLAG = re.compile(r"^(sse\S*|ssse3|avx\S*|fma\S*|f16c|bmi\d|amx\S*|popcnt|lzcnt|abm|movbe|adx|sha_ni|vaes|"
                        r"vpclmulqdq|gfni|asimd\S*|sve\S*|sme\S*|neon|fp16|bf16|i8mm|dotprod)$")

@@ -35,16 +35,22 @@ def key_inputs(p: PlannedStage, fp: dict[str, Any], root: Path, digests: DigestC
         inputs["sources"] = {src: digests.sha256(root / src) for src in recipe.model.sources}
         weights = recipe.model.weights
         inputs["weights"] = {weights: digests.sha256(root / weights)} if weights else {}
-    upstream = {}
+    upstream: dict[str, Any] = {}
     for name in p.upstream:
         folder = siblings[name].folder
         stamp = read_stamp(folder)
         if stamp is None:
             raise UpstreamMissing(name)
-        if stage.graph_only_upstream:  # the ONNX graph without its weights: weights-only edits keep this key
+        if stage.upstream_view == "graph":  # the ONNX graph without its weights: weights-only edits keep this key
             upstream[name] = {"graph": _graph_digest(folder)}
-        else:
+        elif stage.upstream_view == "bench" and name == "verify":  # which artifacts passed, not tolerances
+            upstream[name] = {"passed": _verdicts(folder)}
+        elif stage.upstream_view in ("files", "bench"):
             upstream[name] = {"key": stamp["key"], "files": {f: m.get("sha256") for f, m in stamp["files"].items()}}
+    if stage.upstream_view == "package":  # only what goes into the image: the chosen artifacts, not timings
+        from .package.contents import selection
+
+        upstream = selection(recipe.to_dict(), {name: s.folder for name, s in siblings.items()})
     if upstream:
         inputs["upstream"] = upstream
     return inputs
@@ -55,6 +61,14 @@ def _graph_digest(onnx_folder: Path) -> str:
         return str(json.loads((onnx_folder / "export.json").read_text(encoding="utf-8"))["graph_sha256"])
     except (OSError, ValueError, KeyError) as exc:
         raise UpstreamMissing(f"onnx (no graph digest in export.json: {exc})") from None
+
+
+def _verdicts(verify_folder: Path) -> dict[str, Any]:
+    try:
+        results = json.loads((verify_folder / "report.json").read_text(encoding="utf-8"))["results"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UpstreamMissing(f"verify (no report: {exc})") from None
+    return {backend: r.get("passed") for backend, r in results.items()}
 
 
 def stage_key(inputs: Inputs) -> str:

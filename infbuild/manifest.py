@@ -62,6 +62,9 @@ def build_manifest(artifacts: Path) -> dict[str, Any]:
             report = _read_json(folder / "report.json") or {}
             entry["verify"] = report.get("results", {})
             entry["verify_order"] = report.get("backends", [])
+        if stage == "package":
+            image = _read_json(folder / "image.json") or {}
+            entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
         if stage == "bench":
             report = _read_json(folder / "report.json") or {}
             entry["bench"] = {"primary_shape": report.get("primary_shape"), "threads": report.get("threads"),

@@ -35,7 +35,7 @@ class StageDef:
     reads_model: bool  # its key includes the model's sources and weights
     fields: Callable[[Recipe], dict[str, Any]]
     doc: str
-    graph_only_upstream: bool = False  # key on the upstream ONNX graph without its weights
+    upstream_view: str = "files"  # how upstream stages enter the key: files (key + digests), graph, bench, package
 
 
 STAGES: dict[str, StageDef] = {
@@ -49,12 +49,19 @@ STAGES: dict[str, StageDef] = {
                      lambda r: {**_model_fields(r), "options": r.stages["aoti"]},
                      "compile an AOTInductor package (model.pt2) for this target"),
     "trt_timing_cache": StageDef("trt_timing_cache", 1, "cuda", ("trtexec",), False, _trt_fields,
-                                 "build a TensorRT timing cache with trtexec for this GPU", graph_only_upstream=True),
+                                 "build a TensorRT timing cache with trtexec for this GPU", upstream_view="graph"),
     "trt_engine": StageDef("trt_engine", 1, "cuda", ("trtexec",), False, _trt_fields,
                            "build a TensorRT engine with trtexec (layer info, profile, times, build log)"),
     "bench": StageDef("bench", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
                       lambda r: {"bench": r.bench, "backends": list(r.backends), **_model_fields(r)},
-                      "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)"),
+                      "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
+                      upstream_view="bench"),
+    "package": StageDef("package", 1, "device", ("docker",), False,
+                        lambda r: {"package": {k: v for k, v in (r.package or {}).items() if k != "registry"},
+                                   "backends": list(r.backends), "inputs": r.to_dict()["inputs"],
+                                   "dims": r.to_dict()["dims"], "outputs": list(r.outputs)},
+                        "package the target's artifacts into a container image <image>:<version>-<target>",
+                        upstream_view="package"),
     "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
                        lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": list(r.outputs)},
                        "run every artifact on the reference inputs and compare with eager PyTorch"),
@@ -125,7 +132,8 @@ def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
     order += ["aoti"] if "aoti" in recipe.backends else []
     order += ["trt_timing_cache", "trt_engine"] if wants_trt else []
     planned: dict[str, PlannedStage] = {}
-    for name in order + ["verify"] + (["bench"] if recipe.bench["enabled"] else []):
+    tail = ["verify"] + (["bench"] if recipe.bench["enabled"] else []) + (["package"] if recipe.package else [])
+    for name in order + tail:
         stage = STAGES[name]
         reason = {"aoti": aoti_reason, "trt_timing_cache": trt_reason, "trt_engine": trt_reason}.get(name)
         upstream: tuple[str, ...] = {"trt_timing_cache": ("onnx",), "trt_engine": ("onnx", "trt_timing_cache")}.get(name, ())
@@ -136,14 +144,26 @@ def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
                                        if planned[a].not_buildable is None or is_required(planned[a], required)])
         if name == "bench":
             upstream = ("verify", *planned["verify"].upstream[1:])
+        if name == "package":
+            upstream = ("verify", *(("bench",) if "bench" in planned else ()), *planned["verify"].upstream[1:])
+            reason = package_reason(recipe)
         reason = reason or next((planned[u].not_buildable for u in upstream if planned[u].not_buildable), None)
         device = {"portable": "cpu", "cuda": "cuda"}.get(stage.scope, "cuda" if on_gpu else "cpu")
         if name == "aoti":
             device = aoti_device
         target = targets[stage.scope]
         planned[name] = PlannedStage(recipe, stage, target, stage_dir(artifacts, recipe.name, target, name),
-                                     upstream, device, reason, trt_info if name.startswith("trt_") else {})
+                                     upstream, device, reason,
+                                     trt_info if name.startswith("trt_") else {"target": target} if name == "package" else {})
     return list(planned.values())
+
+
+def package_reason(recipe: Recipe) -> str | None:
+    if (recipe.package or {}).get("builder") != "docker":
+        return None
+    from .package.engine import engine_available
+
+    return engine_available()
 
 
 def is_required(p: PlannedStage, required: set[str]) -> bool:

@@ -33,6 +33,11 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "rounds": 3, "threads": 1,
     "baselines": ["eager", "torch_compile"], "torch_compile_mode": "default", "enabled": True,
 }
+PACKAGE_DEFAULTS: dict[str, Any] = {
+    "base": {"cpu": "docker.io/library/python:3.11-slim", "cuda": "nvcr.io/nvidia/tensorrt:24.08-py3"},
+    "include": "preferred", "push": False, "builder": "docker", "oci_layout": False, "registry": {},
+    "dockerfile": [], "source": "",
+}
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "onnx": {"opset": 18, "external_data": False, "graph_only": False},
     "reference": {"seed": 0},
@@ -87,6 +92,7 @@ class Recipe:
     stages: dict[str, dict[str, Any]]
     verify: dict[str, float]
     bench: dict[str, Any] = field(default_factory=lambda: dict(BENCH_DEFAULTS))
+    package: dict[str, Any] | None = None
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def bench_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -134,6 +140,7 @@ class Recipe:
             "stages": self.stages,
             "verify": self.verify,
             "bench": self.bench,
+            "package": self.package,
             "lines": self.lines,
         }
 
@@ -153,6 +160,7 @@ class Recipe:
             stages=d["stages"],
             verify=d["verify"],
             bench=d.get("bench", dict(BENCH_DEFAULTS)),
+            package=d.get("package"),
             lines=d.get("lines", {}),
         )
 
@@ -335,10 +343,36 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
             elif isinstance(size, int) and isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int) \
                     and not spec["min"] <= size <= spec["max"]:
                 add(("bench", "shapes", index, dim_name), f"{size} is outside {dim_name}'s range {spec['min']}..{spec['max']}")
+    package = _obj(data.get("package"))
+    if isinstance(package.get("image"), str) and isinstance(package.get("version"), str):
+        from .package.reference import ReferenceError_, parse
+
+        try:
+            ref = parse(f"{package['image']}:{package['version']}-cpu-x86_64-avx2")
+            if ref.digest:
+                add(("package", "image"), "give the repository without a digest")
+        except ReferenceError_:
+            add(("package", "image"), f"'{package['image']}' is not a valid image repository "
+                "(lowercase registry/path, no tag: the tag is <version>-<target>)")
+    for kind, base in _obj(package.get("base")).items():
+        if isinstance(base, str):
+            from .package.reference import ReferenceError_, parse
+
+            try:
+                parse(base)
+            except ReferenceError_ as exc:
+                add(("package", "base", kind), str(exc))
     primary = bench.get("primary", "opt")
     if isinstance(primary, str) and labels and primary not in labels:
         add(("bench", "primary"), f"'{primary}' is not one of the bench shapes ({', '.join(labels)})")
     return problems
+
+
+def _package(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    if options is None:
+        return None
+    base = {**PACKAGE_DEFAULTS["base"], **(options.get("base") or {})}
+    return {**PACKAGE_DEFAULTS, **options, "base": base}
 
 
 def _glob_files(pattern: str, root: Path) -> list[Path]:
@@ -379,6 +413,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         stages=stages,
         verify={**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})},
         bench={**BENCH_DEFAULTS, **(data.get("bench") or {})},
+        package=_package(data.get("package")),
         lines={field_name(p): line for p, line in lines.items() if p},
     )
 

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +104,35 @@ dims:
   batch: {{min: 1, opt: {opt}, max: {max}}}
 outputs: [y]
 verify: {{rtol: {rtol}, atol: 1.0e-4}}
-"""
+{bench}"""
+
+
+SMALL_BENCH = "bench: {shapes: [opt], warmup: 1, iterations: 5, rounds: 1, baselines: [eager]}\n"
 
 
 def mlp_recipe(name: str = "mlp", seed: int = 0, opt: int = 8, max: int = 64, rtol: float = 1e-3,
-               extra_model: str = "") -> str:
-    return MLP_RECIPE.format(name=name, seed=seed, opt=opt, max=max, rtol=rtol, extra_model=extra_model)
+               extra_model: str = "", bench: str = "bench: {enabled: false}\n") -> str:
+    """A small MLP recipe; bench is off unless asked for (most tests count stages without it)."""
+    return MLP_RECIPE.format(name=name, seed=seed, opt=opt, max=max, rtol=rtol, extra_model=extra_model, bench=bench)
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory):
+    """A real dockerd and a real registry on loopback, plus a busybox base image in both; stopped after."""
+    from services import Dockerd, RegistryServer, busybox_rootfs_tar, require_binaries
+
+    require_binaries()
+    root = tmp_path_factory.mktemp("svc")
+    registry = RegistryServer(root / "registry")
+    dockerd = Dockerd(Path(tempfile.mkdtemp(prefix="dkr", dir="/tmp")))  # short path: unix socket length limit
+    base = f"{registry.address}/base/busybox:1"
+    try:
+        dockerd.client.api.import_image_from_data(busybox_rootfs_tar(), repository=f"{registry.address}/base/busybox",
+                                                  tag="1")
+        for chunk in dockerd.client.api.push(f"{registry.address}/base/busybox", tag="1", stream=True, decode=True):
+            assert "error" not in chunk, chunk
+        yield {"dockerd": dockerd, "registry": registry, "base": base}
+    finally:
+        dockerd.stop()
+        registry.stop()
+        shutil.rmtree(dockerd.root, ignore_errors=True)

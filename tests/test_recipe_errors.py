@@ -85,17 +85,19 @@ def test_json_syntax_error_has_its_line(project: Project) -> None:
 
 def test_duplicate_yaml_key_is_an_error(project: Project) -> None:
     project.add_recipe("a.yaml", mlp_recipe() + "outputs: [z]\n")
-    assert any("duplicate key" in r and ":11: outputs" in r for r in problems_of(project))
+    assert any("duplicate key" in r and ":12: outputs" in r for r in problems_of(project))
 
 
 def test_defaults_are_applied(project: Project) -> None:
-    project.add_recipe("a.yaml", mlp_recipe().replace("verify: {rtol: 0.001, atol: 1.0e-4}\n", ""))
+    project.add_recipe("a.yaml", mlp_recipe(bench="").replace("verify: {rtol: 0.001, atol: 1.0e-4}\n", ""))
     (recipe,) = load_recipes(load_project(project.root))
     assert recipe.backends == ("onnxruntime", "aoti")
     assert recipe.stages["onnx"] == {"opset": 18, "external_data": False, "graph_only": False}
     assert recipe.stages["aoti"]["device"] == "auto"
     assert recipe.verify == {"rtol": 1e-3, "atol": 1e-4}
     assert recipe.model.sources == ("examples/models.py",)
+    assert recipe.bench["shapes"] == ["min", "opt", "max"] and recipe.bench["threads"] == 1
+    assert recipe.package is None
 
 
 def test_validate_cli_exit_1_no_traceback_nothing_touched(project: Project) -> None:

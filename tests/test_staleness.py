@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import Project, mlp_recipe
+from conftest import SMALL_BENCH, Project, mlp_recipe
 
-OTHER = mlp_recipe(name="other", seed=1, extra_model="  sources: [examples/models.py, examples/extra.py]\n")
-CHAIN = {"onnx", "reference", "aoti", "verify"}
+OTHER = mlp_recipe(name="other", seed=1, extra_model="  sources: [examples/models.py, examples/extra.py]\n",
+                   bench=SMALL_BENCH)
+CHAIN = {"onnx", "reference", "aoti", "verify"}  # mlp has no bench stage; other has one
 
 
-def chain(recipe: str, stages: set[str] = CHAIN) -> set[str]:
-    return {f"{s}:{recipe}" for s in stages}
+def chain(recipe: str, stages: set[str] | None = None) -> set[str]:
+    names = stages if stages is not None else CHAIN | ({"bench"} if recipe == "other" else set())
+    return {f"{s}:{recipe}" for s in names}
 
 
 def save_weights(path: Path, seed: int) -> None:
@@ -57,6 +59,15 @@ def test_verify_tolerance_edit_reruns_only_that_verify(proj: Project) -> None:
     assert build(proj) == set()
 
 
+def test_bench_reruns_only_for_its_own_options_not_for_tolerances(proj: Project) -> None:
+    global OTHER
+    proj.add_recipe("other.yaml", OTHER.replace("rtol: 0.001", "rtol: 0.002"))
+    assert build(proj) == {"verify:other"}  # which artifacts passed is unchanged: no new measurement
+    proj.add_recipe("other.yaml", OTHER.replace("rtol: 0.001", "rtol: 0.002").replace("iterations: 5", "iterations: 7"))
+    assert build(proj) == {"bench:other"}
+    OTHER = OTHER.replace("rtol: 0.001", "rtol: 0.002").replace("iterations: 5", "iterations: 7")
+
+
 def test_dims_edit_reruns_that_recipes_chain_only(proj: Project) -> None:
     proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, max=128, extra_model="  weights: weights/mlp.pt\n"))
     assert build(proj) == chain("mlp")
@@ -79,7 +90,7 @@ def test_declared_source_change_reruns_that_recipe(proj: Project) -> None:
 
 def test_onnx_external_data_option(proj: Project) -> None:
     proj.add_recipe("other.yaml", OTHER + "stages: {onnx: {external_data: true}}\n")
-    assert build(proj) == {"onnx:other", "verify:other"}
+    assert build(proj) == {"onnx:other", "verify:other", "bench:other"}
     stamp = json.loads((proj.stage("other", "portable", "onnx") / "stamp.json").read_text())
     assert {"model.onnx", "model.onnx.data"} <= set(stamp["files"])
 
@@ -101,14 +112,14 @@ def test_deleted_or_truncated_artifact_rebuilds_that_stage(proj: Project, cpu_ta
     assert build(proj) == {"onnx:mlp"}
     package = proj.stage("other", cpu_target, "aoti") / "model.pt2"
     package.write_bytes(package.read_bytes()[:1000])
-    # An AOTI package is not bit-reproducible: the new one is verified again.
-    assert build(proj) == {"aoti:other", "verify:other"}
+    # An AOTI package is not bit-reproducible: the new one is verified and measured again.
+    assert build(proj) == {"aoti:other", "verify:other", "bench:other"}
 
 
 def test_other_host_target_builds_beside_and_coming_back_rebuilds_nothing(proj: Project, cpu_target: str) -> None:
     other_isa = "avx2" if not cpu_target.endswith("-avx2") else "avx512"
     simulated = json.dumps({"cpu": {"isa": other_isa}})
-    assert build(proj, INFBUILD_FINGERPRINT=simulated) == chain("mlp", {"aoti", "verify"}) | chain("other", {"aoti", "verify"})
+    assert build(proj, INFBUILD_FINGERPRINT=simulated) == chain("mlp", {"aoti", "verify"}) | chain("other", {"aoti", "verify", "bench"})
     new_target = f"cpu-{cpu_target.split('-')[1]}-{other_isa}"
     assert (proj.stage("mlp", new_target, "aoti") / "model.pt2").is_file()
     assert (proj.stage("mlp", cpu_target, "aoti") / "model.pt2").is_file()

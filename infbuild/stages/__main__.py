@@ -17,8 +17,9 @@ from ..errors import FieldError, InfbuildError
 from ..recipe import Recipe
 
 STAGE_MODULES = {"onnx": "onnx", "reference": "reference", "aoti": "aoti", "verify": "verify",
-                 "trt_timing_cache": "trt_timing_cache", "trt_engine": "trt_engine", "bench": "bench"}
-NEEDS_TOOLS = {"trt_timing_cache", "trt_engine"}
+                 "trt_timing_cache": "trt_timing_cache", "trt_engine": "trt_engine", "bench": "bench",
+                 "package": "package"}
+NEEDS_TOOLS = {"trt_timing_cache", "trt_engine", "package"}
 
 
 def _exit_with_parent() -> None:

@@ -1,0 +1,100 @@
+"""What goes into a recipe's image for one target: the included artifacts' stamped files, a manifest subset,
+and the labels (OCI annotations and infbuild's). Also the stable view of it that the package key uses."""
+from __future__ import annotations
+
+import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import read_stamp
+from ..errors import StageFailed
+from ..manifest import choose_preferred
+from ..plan import ARTIFACT_STAGE
+
+PREFIX = "opt/infbuild"
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def selection(recipe: dict[str, Any], upstream: dict[str, Path]) -> dict[str, Any]:
+    """Which backends go in and the stamped files of each: the part of the image that artifacts decide."""
+    verify = _json(upstream["verify"] / "report.json").get("results", {})
+    bench = _json(upstream["bench"] / "report.json") if "bench" in upstream else {}
+    order = list(recipe["backends"])
+    preferred = choose_preferred(verify, bench or None, order)
+    passed = [b for b in order if (verify.get(b) or {}).get("passed") is True]
+    backends = passed if recipe["package"]["include"] == "all" else ([preferred] if preferred else [])
+    artifacts = {}
+    for backend in backends:
+        folder = upstream[ARTIFACT_STAGE[backend]]
+        stamp = read_stamp(folder) or {}
+        artifacts[backend] = {"stage": ARTIFACT_STAGE[backend], "target": folder.parent.name, "key": stamp.get("key"),
+                              "files": {n: m["sha256"] for n, m in stamp.get("files", {}).items()}}
+    return {"preferred": preferred, "artifacts": artifacts,
+            "verify": {b: (verify.get(b) or {}).get("passed") for b in backends}}
+
+
+def git_revision(root: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
+                              check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], chosen: dict[str, Any],
+                io: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, Path | bytes]:
+    if not chosen["artifacts"]:
+        raise StageFailed(f"{recipe['name']}: no artifact passed verification on {target}: nothing to package")
+    files: dict[str, Path | bytes] = {}
+    stages: dict[str, dict[str, Any]] = {}
+    for backend, art in chosen["artifacts"].items():
+        folder = upstream[art["stage"]]
+        stamp = read_stamp(folder) or {}
+        stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.get(k) for k in ("key", "stage", "recipe", "target", "files")}
+        for name in art["files"]:
+            files[f"{PREFIX}/{recipe['name']}/{art['target']}/{art['stage']}/{name}"] = folder / name
+    manifest = {"schema": 1, "recipes": {recipe["name"]: {"io": io, "targets": {
+        t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"],
+                             "verify": {b: {"passed": p} for b, p in chosen["verify"].items()}} if t == target else {})}
+        for t, s in stages.items()}}}}
+    files[f"{PREFIX}/manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    return files
+
+
+def labels(recipe: dict[str, Any], target: str, chosen: dict[str, Any], fingerprint: dict[str, Any],
+           revision: str | None) -> dict[str, str]:
+    package = recipe["package"]
+    out = {
+        "org.opencontainers.image.title": recipe["name"],
+        "org.opencontainers.image.version": str(package["version"]),
+        "org.opencontainers.image.source": package.get("source") or "",
+        "dev.infbuild.target": target,
+        "dev.infbuild.preferred": chosen["preferred"] or "",
+        "dev.infbuild.version": _version(),
+        "dev.infbuild.fingerprint": json.dumps(fingerprint, sort_keys=True, separators=(",", ":")),
+    }
+    if recipe.get("description"):
+        out["org.opencontainers.image.description"] = recipe["description"]
+    if revision:
+        out["org.opencontainers.image.revision"] = revision
+    for backend, art in chosen["artifacts"].items():
+        out[f"dev.infbuild.artifact.{backend}.key"] = art["key"] or ""
+        for name, digest in sorted(art["files"].items()):
+            out[f"dev.infbuild.artifact.{backend}.sha256.{name}"] = digest
+    return {k: v for k, v in out.items() if v != ""}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("infbuild")
+    except metadata.PackageNotFoundError:
+        return "unknown"

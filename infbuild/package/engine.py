@@ -1,0 +1,74 @@
+"""The Docker engine builder (docker SDK, DOCKER_HOST honoured): a generated Dockerfile and a minimal build
+context holding only the files that go in; build with progress, tag, optionally push."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import InfbuildError
+from .oci import layer_tar
+
+
+class EngineError(InfbuildError):
+    """The Docker engine is unreachable or a build/push failed."""
+
+
+def engine_available() -> str | None:
+    """None when an engine socket looks reachable, else why not (checked without connecting)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):
+        path = host[len("unix://"):]
+        return None if Path(path).exists() else f"no Docker engine (no socket at {path}; set DOCKER_HOST)"
+    return None
+
+
+def dockerfile(base: str, extra: list[str]) -> str:
+    lines = [f"FROM {base}", "COPY opt/ /opt/"]
+    return "\n".join(lines + list(extra)) + "\n"
+
+
+def build(files: dict[str, Path | bytes], labels: dict[str, str], base: str, tag: str, extra: list[str],
+          push: bool, credentials: tuple[str, str] | None, log: Any = print) -> dict[str, Any]:
+    import docker
+    from docker.errors import APIError, DockerException
+
+    text = dockerfile(base, extra)
+    context = layer_tar({**files, "Dockerfile": text.encode()})
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except DockerException as exc:
+        raise EngineError(f"Docker engine unreachable ({os.environ.get('DOCKER_HOST', 'default socket')}): {exc}") from None
+    try:
+        for chunk in client.api.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, labels=labels,
+                                      rm=True, forcerm=True, pull=False, decode=True):
+            if "stream" in chunk and chunk["stream"].strip():
+                log(f"[docker] {chunk['stream'].rstrip()}")
+            if "error" in chunk:
+                raise EngineError(f"docker build failed: {chunk['error'].strip()}")
+        image = client.images.get(tag)
+        result: dict[str, Any] = {"id": image.id, "size": image.attrs.get("Size"), "dockerfile": text}
+        if push:
+            repository, _, tag_name = tag.rpartition(":")
+            auth = {"username": credentials[0], "password": credentials[1]} if credentials else None
+            for chunk in client.api.push(repository, tag=tag_name, stream=True, decode=True, auth_config=auth):
+                if "error" in chunk:
+                    raise EngineError(f"docker push of {tag} failed: {chunk['error'].strip()}")
+                if chunk.get("status") and chunk.get("id") is None:
+                    log(f"[docker] {chunk['status']}")
+            image.reload()
+            result["repo_digests"] = image.attrs.get("RepoDigests", [])
+        return result
+    except APIError as exc:
+        raise EngineError(f"docker: {exc.explanation or exc}") from None
+    finally:
+        client.close()
+
+
+def context_files(tar_bytes: bytes) -> list[str]:
+    """Names in a build context (for tests that check only the needed files went in)."""
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return tar.getnames()

@@ -1,0 +1,153 @@
+"""A small client for the OCI distribution API (pull manifests and blobs, push blobs and manifests), with
+the Bearer-token and Basic auth flows registries use. Credentials come from the environment only."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from ..errors import InfbuildError
+from .reference import Reference
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+INDEX_TYPES = MANIFEST_TYPES[0], MANIFEST_TYPES[2]
+
+
+class RegistryError(InfbuildError):
+    """A registry could not be reached, refused us, or answered something unusable."""
+
+
+class Registry:
+    def __init__(self, ref: Reference, credentials: tuple[str, str] | None = None, timeout: float = 60) -> None:
+        self.ref = ref
+        scheme = "http" if ref.plain_http or os.environ.get("INFBUILD_INSECURE_REGISTRY") == ref.registry else "https"
+        self.base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
+        self.credentials = credentials
+        self.timeout = timeout
+        self.token: str | None = None
+        self.uploaded_bytes = 0
+        self.uploaded_blobs: list[str] = []
+
+    # -- transport ---------------------------------------------------------------------------
+    def _request(self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+                 retry_auth: bool = True) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(headers or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        elif self.credentials:
+            raw = f"{self.credentials[0]}:{self.credentials[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            if exc.code == 401 and retry_auth and self._authenticate(exc.headers.get("WWW-Authenticate", "")):
+                return self._request(method, url, data, headers, retry_auth=False)
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, body
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(f"registry {self.ref.registry} unreachable: {reason}") from None
+
+    def _authenticate(self, challenge: str) -> bool:
+        if not challenge.lower().startswith("bearer "):
+            return False
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", None)
+        if not realm:
+            return False
+        url = realm + "?" + urllib.parse.urlencode(params)
+        headers = {}
+        if self.credentials:
+            raw = f"{self.credentials[0]}:{self.credentials[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=self.timeout) as r:
+                body = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RegistryError(f"registry {self.ref.registry}: token request failed: {exc}") from None
+        self.token = body.get("token") or body.get("access_token")
+        return bool(self.token)
+
+    def _check(self, status: int, body: bytes, what: str, ok: tuple[int, ...]) -> None:
+        if status in ok:
+            return
+        detail = body[:300].decode("utf-8", "replace").strip()
+        if status in (401, 403):
+            raise RegistryError(f"registry {self.ref.registry} refused {what} (HTTP {status}): check the credentials "
+                                f"in the environment; {detail}")
+        raise RegistryError(f"registry {self.ref.registry}: {what} failed (HTTP {status}): {detail}")
+
+    # -- pull --------------------------------------------------------------------------------
+    def manifest(self, reference: str, platform: tuple[str, str] = ("linux", "amd64")) -> tuple[dict[str, Any], str, bytes]:
+        """(manifest, its digest, raw bytes), resolving an index to the platform's manifest."""
+        status, headers, body = self._request("GET", f"{self.base}/manifests/{reference}",
+                                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if status == 404:
+            raise RegistryError(f"image {self.ref.name}:{reference} not found in {self.ref.registry}")
+        self._check(status, body, f"GET manifest {reference}", (200,))
+        document = json.loads(body)
+        media = document.get("mediaType") or headers.get("content-type", "")
+        if media in INDEX_TYPES or "manifests" in document:
+            for entry in document.get("manifests", []):
+                p = entry.get("platform", {})
+                if (p.get("os"), p.get("architecture")) == platform:
+                    return self.manifest(entry["digest"], platform)
+            raise RegistryError(f"image {self.ref.name}:{reference} has no {platform[0]}/{platform[1]} manifest")
+        return document, "sha256:" + hashlib.sha256(body).hexdigest(), body
+
+    def blob(self, digest: str) -> bytes:
+        status, _, body = self._request("GET", f"{self.base}/blobs/{digest}")
+        self._check(status, body, f"GET blob {digest[:19]}", (200,))
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryError(f"registry {self.ref.registry}: blob {digest[:19]} does not match its digest")
+        return body
+
+    # -- push --------------------------------------------------------------------------------
+    def has_blob(self, digest: str) -> bool:
+        status, _, _ = self._request("HEAD", f"{self.base}/blobs/{digest}")
+        return status == 200
+
+    def mount(self, digest: str, source_repository: str) -> bool:
+        query = urllib.parse.urlencode({"mount": digest, "from": source_repository})
+        status, _, _ = self._request("POST", f"{self.base}/blobs/uploads/?{query}", data=b"")
+        return status == 201
+
+    def push_blob(self, digest: str, data: bytes) -> None:
+        if self.has_blob(digest):
+            return
+        status, headers, body = self._request("POST", f"{self.base}/blobs/uploads/", data=b"")
+        self._check(status, body, "start blob upload", (202,))
+        location = urllib.parse.urljoin(self.base, headers.get("location", ""))
+        sep = "&" if "?" in location else "?"
+        status, _, body = self._request("PUT", f"{location}{sep}digest={digest}", data=data,
+                                        headers={"Content-Type": "application/octet-stream"})
+        self._check(status, body, f"upload blob {digest[:19]}", (201,))
+        self.uploaded_bytes += len(data)
+        self.uploaded_blobs.append(digest)
+
+    def push_manifest(self, tag: str, raw: bytes, media_type: str) -> None:
+        status, _, body = self._request("PUT", f"{self.base}/manifests/{tag}", data=raw,
+                                        headers={"Content-Type": media_type})
+        self._check(status, body, f"push manifest {tag}", (201, 200))
+
+
+def credentials_from_env(options: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(user, password) from the environment variables the recipe names; never from the recipe itself."""
+    if not options:
+        return None
+    user = os.environ.get(options.get("username_env") or "", "")
+    password = os.environ.get(options.get("password_env") or "", "")
+    return (user, password) if user or password else None
