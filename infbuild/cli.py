@@ -113,6 +113,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, unit = text.upper().rstrip("IB"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise InfbuildError(f"--max-size {text}: expected a size like 500M or 10G") from None
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .artifacts import new_staging, discard, read_stamp
+    from .cache import store
+    from .keys import UpstreamMissing, key_inputs, stage_key
+    from .tasks import context, restore_stage
+
+    ctx = context(str(load_project().root))
+    if not ctx.caches:
+        raise InfbuildError("no cache configured: set [tool.infbuild] cache = [\"local\"] or INFBUILD_CACHE")
+    if args.action in ("stats", "ls"):
+        for cache in ctx.caches:
+            entries = cache.entries()
+            size = cache.size() if hasattr(cache, "size") else None
+            print(f"{cache.name} ({'writable' if cache.writable else 'read-only'}): {len(entries)} entries"
+                  + (f", {size / 1e6:.1f} MB" if size is not None else ""))
+            if args.action == "ls":
+                for e in entries:
+                    print(f"  {e['key'][:16]}  {e['stage'] or '?':<18} {e['recipe'] or '?':<16} {e['target'] or '?':<26} "
+                          + (f"{e['size'] / 1e6:.2f} MB" if e["size"] is not None else ""))
+        return 0
+    if args.action == "gc":
+        if args.max_size is None:
+            raise InfbuildError("cache gc needs --max-size (e.g. 10G)")
+        for cache in ctx.caches:
+            if hasattr(cache, "gc"):
+                removed, freed = cache.gc(_size(args.max_size))
+                print(f"{cache.name}: evicted {removed} entries, freed {freed / 1e6:.1f} MB")
+        return 0
+    moved = 0
+    for p in ctx.planned.values():
+        if p.not_buildable or not p.stage.cacheable:
+            continue
+        try:
+            inputs = key_inputs(p, ctx.fingerprint, ctx.project.root, ctx.digests, ctx.siblings(p))
+        except UpstreamMissing:
+            continue
+        key, stale = stage_key(inputs), ctx.staleness(p)
+        if args.action == "push" and stale is None:
+            stamp = read_stamp(p.folder) or {}
+            moved += bool(store(ctx.caches, key, {k: v for k, v in stamp.items() if k != "inputs"}, p.folder))
+        elif args.action == "pull" and stale is not None:
+            staging = new_staging(p.folder)
+            try:
+                moved += restore_stage(ctx, p, key, inputs, staging, ctx.caches) is not None
+            finally:
+                discard(staging)
+    print(f"{args.action}: {moved} stage(s)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infbuild", description="Verified, hardware-keyed inference artifacts from PyTorch recipes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -148,6 +209,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-target-mismatch", action="store_true",
                    help="load artifacts built for another target anyway (may crash or compute wrong results)")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("cache", help="the shared artifact caches: stats, ls, pull, push, gc")
+    c.add_argument("action", choices=["stats", "ls", "pull", "push", "gc"])
+    c.add_argument("--max-size", help="gc: evict least recently used entries down to this size (e.g. 10G)")
+    c.set_defaults(func=cmd_cache)
     return p
 
 

@@ -36,6 +36,7 @@ class StageDef:
     fields: Callable[[Recipe], dict[str, Any]]
     doc: str
     upstream_view: str = "files"  # how upstream stages enter the key: files (key + digests), graph, bench, package
+    cacheable: bool = True  # outputs may be shared through caches (not bench timings, not images)
 
 
 STAGES: dict[str, StageDef] = {
@@ -61,7 +62,7 @@ STAGES: dict[str, StageDef] = {
                                    "backends": list(r.backends), "inputs": r.to_dict()["inputs"],
                                    "dims": r.to_dict()["dims"], "outputs": list(r.outputs)},
                         "package the target's artifacts into a container image <image>:<version>-<target>",
-                        upstream_view="package"),
+                        upstream_view="package", cacheable=False),
     "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
                        lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": list(r.outputs)},
                        "run every artifact on the reference inputs and compare with eager PyTorch"),

@@ -16,6 +16,7 @@ class Project:
     root: Path
     recipe_globs: tuple[str, ...]
     artifacts: Path
+    caches: tuple[str, ...] = ()
 
     def recipe_files(self) -> list[Path]:
         found: set[Path] = set()
@@ -57,4 +58,9 @@ def load_project(root: Path | None = None) -> Project:
     artifacts = os.environ.get("INFBUILD_ARTIFACTS") or config.get("artifacts", "artifacts")
     if not isinstance(artifacts, str):
         raise ConfigError(f"{pyproject}: tool.infbuild.artifacts: expected a path")
-    return Project(root=root, recipe_globs=tuple(recipes), artifacts=(root / artifacts).resolve())
+    caches = config.get("cache", [])
+    if isinstance(caches, str):
+        caches = [caches]
+    if not isinstance(caches, list) or not all(isinstance(c, str) for c in caches):
+        raise ConfigError(f"{pyproject}: tool.infbuild.cache: expected a list like [\"local\", \"oci:host/repo#rw\"]")
+    return Project(root=root, recipe_globs=tuple(recipes), artifacts=(root / artifacts).resolve(), caches=tuple(caches))

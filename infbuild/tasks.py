@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from .artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
+from .cache import configured_caches, restore, store
 from .errors import InfbuildError
 from .fingerprint import host_fingerprint
 from .hashing import DigestCache
@@ -25,6 +27,7 @@ from .manifest import manifest_current, update_manifest
 from .plan import STAGES, PlannedStage, is_required, plan
 from .project import Project, load_project
 from .recipe import Recipe, load_recipes
+from .reporter import SummaryReporter
 from .worker import run_worker
 
 FAILED_VERIFY_EXIT = 3
@@ -37,6 +40,7 @@ class Context:
     fingerprint: dict[str, Any]
     planned: dict[str, PlannedStage]
     digests: DigestCache
+    caches: list[Any]
 
     def siblings(self, p: PlannedStage) -> dict[str, PlannedStage]:
         return {name: self.planned[f"{name}:{p.recipe.name}"] for name in p.upstream}
@@ -54,7 +58,8 @@ def context(root: str) -> Context:
     recipes = load_recipes(project)
     fp = host_fingerprint()
     planned = {p.task_name: p for p in plan(recipes, fp, project.artifacts, project.root, required_stages())}
-    return Context(project, recipes, fp, planned, DigestCache(project.artifacts / ".infbuild" / "digests.json"))
+    return Context(project, recipes, fp, planned, DigestCache(project.artifacts / ".infbuild" / "digests.json"),
+                   configured_caches(project.root, list(project.caches)))
 
 
 def required_stages() -> set[str]:
@@ -91,7 +96,7 @@ def check_uptodate(root: str, task_name: str) -> bool:
 _leftovers_cleaned: set[str] = set()
 
 
-def run_stage(root: str, task_name: str) -> TaskFailed | None:
+def run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
     ctx = context(root)
     p = ctx.planned[task_name]
     if p.not_buildable:
@@ -106,9 +111,16 @@ def run_stage(root: str, task_name: str) -> TaskFailed | None:
         return TaskFailed(f"{task_name}: upstream stage {missing}:{p.recipe.name} has not been built")
     finally:
         ctx.digests.save()
+    key = stage_key(inputs)
     staging = new_staging(p.folder)
     failed_log = p.folder.parent / f"{p.stage.name}.failed.log"
+    forced = bool({p.stage.name, task_name} & forced_stages())
+    caches = ctx.caches if p.stage.cacheable and not forced else []
+    started = time.perf_counter()
     try:
+        restored = restore_stage(ctx, p, key, inputs, staging, caches)
+        if restored is not None:
+            return restored
         request = {
             "stage": p.stage.name, "recipe": p.recipe.to_dict(), "root": str(ctx.project.root),
             "out": str(staging), "device": p.device, "target": p.target,
@@ -118,19 +130,21 @@ def run_stage(root: str, task_name: str) -> TaskFailed | None:
         with gpu_lock(ctx.project.artifacts, p.device == "cuda"):
             code, tail = run_worker(request, staging / LOG)
         if code == 0 or (code == FAILED_VERIFY_EXIT and p.stage.name == "verify"):
-            stamp = {"key": stage_key(inputs), "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
+            stamp = {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                      "fingerprint": ctx.fingerprint, "inputs": inputs}
             if p.stage.name == "verify":
                 stamp["passed"] = code == 0
             failures = (staging / "failures.txt").read_text(encoding="utf-8").splitlines() if code else []
-            commit(staging, p.folder, stamp)
+            stamp = commit(staging, p.folder, stamp)
             failed_log.unlink(missing_ok=True)
             update_manifest(ctx.project.artifacts)
             if failures:
                 lines = "\n".join(f"  {f}" for f in failures)
                 return TaskFailed(f"{task_name}: verification failed for recipe '{p.recipe.name}' "
                                   f"({p.recipe.file}):\n{lines}")
-            return None
+            seconds = time.perf_counter() - started
+            store(caches, key, {k: v for k, v in stamp.items() if k != "inputs"}, p.folder)
+            return {"infbuild": {"outcome": "built", "seconds": seconds}}
         os.replace(staging / LOG, failed_log)
         error_path = staging / "error.json.tmp"
         if code == 1 and error_path.is_file():
@@ -164,6 +178,25 @@ def gpu_lock(artifacts: Path, needed: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any], staging: Path,
+                  caches: list[Any]) -> TaskFailed | dict[str, Any] | None:
+    """Commit a stage from the first cache holding its key; None on a miss (then build)."""
+    started = time.perf_counter()
+    hit = restore(caches, key, staging)
+    if hit is None:
+        return None
+    extra = {k: hit.stamp[k] for k in ("passed",) if k in hit.stamp}
+    stamp = commit(staging, p.folder, {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
+                                       "fingerprint": hit.stamp["fingerprint"], "inputs": inputs,
+                                       "restored_from": hit.cache, **extra})
+    if {n: m["sha256"] for n, m in stamp["files"].items()} != {n: m["sha256"] for n, m in hit.stamp["files"].items()}:
+        remove_stage(p.folder)  # the bytes were checked, so this cannot happen; never keep a mismatch
+        return TaskFailed(f"{p.task_name}: restored files differ from the cache entry's stamp")
+    update_manifest(ctx.project.artifacts)
+    print(f"restored {p.task_name} from {hit.cache} in {hit.seconds:.2f}s", flush=True)
+    return {"infbuild": {"outcome": "restored", "cache": hit.cache, "seconds": time.perf_counter() - started}}
 
 
 def clean_stage(root: str, task_name: str) -> None:
@@ -211,6 +244,7 @@ def doit_config(root: Path | None = None) -> dict[str, Any]:
         "backend": "sqlite3",
         "default_tasks": ["build"],
         "verbosity": 2,
+        "reporter": SummaryReporter,
     }
 
 

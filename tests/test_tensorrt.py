@@ -205,7 +205,7 @@ def test_trt11_rejects_precision_flags_with_a_located_error(proj: Project, host:
     proj.add_recipe("mlp.yaml", trt_recipe(seed=3, tensorrt="{precision: [fp16]}"))
     result = proj.doit("build", env=host.env(proj))
     assert result.returncode != 0
-    assert ("recipes/mlp.yaml:13: stages.tensorrt.precision: TensorRT 11.0.0 removed the builder precision flags "
+    assert ("recipes/mlp.yaml:14: stages.tensorrt.precision: TensorRT 11.0.0 removed the builder precision flags "
             "(--fp16)") in result.output
     write_trtexec(host.bin, "10.4.0")
     proj.add_recipe("mlp.yaml", trt_recipe(seed=3, tensorrt="{precision: [fp16]}"))

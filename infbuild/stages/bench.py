@@ -110,16 +110,18 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
         runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
                               device=artifact_device(upstream[stage], device), threads=opts["threads"])
         callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
+    # Baselines run where torch can: a GPU target with a CPU build of torch times them on the CPU (recorded).
+    torch_device = device if device != "cuda" or torch.cuda.is_available() else "cpu"
     if "eager" in opts["baselines"] or "torch_compile" in opts["baselines"]:
-        model = build_model(recipe, root, device=device)
+        model = build_model(recipe, root, device=torch_device)
         if "eager" in opts["baselines"]:
-            callers["eager"] = _torch_callers(model, recipe, arrays, device)
+            callers["eager"] = _torch_callers(model, recipe, arrays, torch_device)
         if "torch_compile" in opts["baselines"]:
             print(f"[bench] {recipe.name}: torch.compile(mode={opts['torch_compile_mode']!r}) compiles on first call",
                   flush=True)
             compiled = torch.compile(model, mode=None if opts["torch_compile_mode"] == "default" else opts["torch_compile_mode"])
-            callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+            callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, torch_device)
+    sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
     samples: dict[str, dict[str, list[int]]] = {b: {label: [] for label in labels} for b in callers}
     order = list(callers)
     total = opts["rounds"] * len(labels) * len(order)
@@ -147,7 +149,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
                    for label in labels} for b in order}
     primary = opts["primary"]
     preferred = choose_preferred(verify, {"primary_shape": primary, "results": results}, list(recipe.backends))
-    meta = {"target": out.parent.name, "device": device,
+    meta = {"target": out.parent.name, "device": device, "baseline_device": torch_device,
             "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
             "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
     report = {**meta, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},

@@ -1,0 +1,7 @@
+"""Shared artifact caches keyed by stage key (like Bazel's action cache and DVC's run cache): a local
+content-addressed folder and OCI registries. Entries are untrusted: every file is checked against the
+cached stamp before anything reaches artifacts/, and a bad entry is a miss, never a crash."""
+from .config import Cache, configured_caches
+from .ops import CacheOutcome, restore, store
+
+__all__ = ["Cache", "CacheOutcome", "configured_caches", "restore", "store"]

@@ -1,0 +1,123 @@
+"""A local, content-addressed cache folder: blobs/<sha256> hold file bytes once, entries/<key>.json hold
+stamps. Writes are atomic (temp file + rename; blobs before the entry that names them), so concurrent builds
+never see a torn entry; gc takes an exclusive lock, writers a shared one."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .entry import BadEntry, check_bytes, check_stamp
+
+
+class LocalCache:
+    kind = "local"
+
+    def __init__(self, path: Path, writable: bool = True) -> None:
+        self.path = path
+        self.writable = writable
+        self.name = f"local:{path}"
+
+    @contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _blob(self, sha: str) -> Path:
+        return self.path / "blobs" / sha[:2] / sha
+
+    def _entry(self, key: str) -> Path:
+        return self.path / "entries" / f"{key}.json"
+
+    def _atomic_write(self, dest: Path, data: bytes) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+
+    def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        path = self._entry(key)
+        if not path.is_file():
+            return None
+        with self._lock(exclusive=False):
+            try:
+                stamp = check_stamp(json.loads(path.read_text(encoding="utf-8")), key)
+            except ValueError:
+                raise BadEntry("entry is not valid JSON") from None
+            files = {}
+            for name, meta in stamp["files"].items():
+                blob = self._blob(meta["sha256"])
+                if not blob.is_file():
+                    raise BadEntry(f"{name}: blob missing from the cache")
+                data = blob.read_bytes()
+                check_bytes(name, data, meta)
+                files[name] = data
+            os.utime(path)  # last use, for gc
+        return stamp, files
+
+    def put(self, key: str, stamp: dict[str, Any], folder: Path) -> None:
+        with self._lock(exclusive=False):
+            for name, meta in stamp["files"].items():
+                blob = self._blob(meta["sha256"])
+                if not blob.exists():
+                    self._atomic_write(blob, (folder / name).read_bytes())
+            self._atomic_write(self._entry(key), json.dumps(stamp, sort_keys=True).encode())
+
+    def entries(self) -> list[dict[str, Any]]:
+        out = []
+        for path in sorted((self.path / "entries").glob("*.json")):
+            try:
+                stamp = json.loads(path.read_text(encoding="utf-8"))
+                size = sum(m["size"] for m in stamp["files"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            out.append({"key": path.stem, "stage": stamp.get("stage"), "recipe": stamp.get("recipe"),
+                        "target": stamp.get("target"), "size": size, "used": path.stat().st_mtime})
+        return out
+
+    def size(self) -> int:
+        return sum(p.stat().st_size for p in (self.path / "blobs").rglob("*") if p.is_file())
+
+    def gc(self, max_size: int) -> tuple[int, int]:
+        """Evict least recently used entries until the blobs fit in max_size; returns (entries, bytes) freed."""
+        with self._lock(exclusive=True):
+            before = self.size()
+            entries = sorted(self.entries(), key=lambda e: e["used"])
+            removed = 0
+            while entries and self._referenced_size() > max_size:
+                victim = entries.pop(0)
+                self._entry(victim["key"]).unlink(missing_ok=True)
+                removed += 1
+            referenced = self._referenced()
+            for blob in (self.path / "blobs").rglob("*"):
+                if blob.is_file() and blob.name not in referenced:
+                    blob.unlink()
+            for tmp in self.path.rglob(".*.tmp"):
+                if time.time() - tmp.stat().st_mtime > 3600:
+                    tmp.unlink(missing_ok=True)
+            return removed, before - self.size()
+
+    def _referenced(self) -> set[str]:
+        refs: set[str] = set()
+        for path in (self.path / "entries").glob("*.json"):
+            try:
+                refs |= {m["sha256"] for m in json.loads(path.read_text(encoding="utf-8"))["files"].values()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                path.unlink(missing_ok=True)  # a damaged entry is useless: drop it
+        return refs
+
+    def _referenced_size(self) -> int:
+        return sum(self._blob(sha).stat().st_size for sha in self._referenced() if self._blob(sha).is_file())

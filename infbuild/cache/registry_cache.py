@@ -1,0 +1,81 @@
+"""An OCI registry as a cache: each entry is an OCI artifact (manifest + blobs) tagged with the stage key;
+the config blob is the stamp, each layer one file (annotated with its name). Credentials from the environment."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..package.oci import canonical, sha256
+from ..package.reference import parse
+from ..package.registry import Registry, RegistryError
+from .entry import BadEntry, check_bytes, check_stamp, safe_name
+
+ARTIFACT_TYPE = "application/vnd.infbuild.stage.v1"
+STAMP_TYPE = "application/vnd.infbuild.stamp.v1+json"
+FILE_TYPE = "application/vnd.infbuild.file.v1"
+TITLE = "org.opencontainers.image.title"
+
+
+class RegistryCache:
+    kind = "oci"
+
+    def __init__(self, repository: str, writable: bool = True, credentials: tuple[str, str] | None = None) -> None:
+        self.ref = parse(f"{repository}:cache")
+        self.writable = writable
+        self.credentials = credentials
+        self.name = f"oci:{self.ref.name}"
+
+    def _client(self) -> Registry:
+        return Registry(self.ref, self.credentials, timeout=30)
+
+    def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        client = self._client()
+        try:
+            manifest, _, _ = client.manifest(key)
+        except RegistryError as exc:
+            if "not found" in str(exc):
+                return None
+            raise
+        try:
+            stamp = check_stamp(json.loads(client.blob(manifest["config"]["digest"])), key)
+            layers = {safe_name((layer.get("annotations") or {}).get(TITLE)): layer for layer in manifest["layers"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadEntry(f"malformed cache artifact: {exc}") from None
+        if set(layers) != set(stamp["files"]):
+            raise BadEntry("cache artifact files differ from its stamp")
+        files = {}
+        for name, layer in layers.items():
+            try:
+                data = client.blob(layer["digest"])
+            except RegistryError as exc:
+                raise BadEntry(f"{name}: {exc}") from None
+            check_bytes(name, data, stamp["files"][name])
+            files[name] = data
+        return stamp, files
+
+    def put(self, key: str, stamp: dict[str, Any], folder: Path) -> None:
+        client = self._client()
+        config = canonical(stamp)
+        layers = []
+        for name, meta in sorted(stamp["files"].items()):
+            data = (folder / name).read_bytes()
+            client.push_blob("sha256:" + meta["sha256"], data)
+            layers.append({"mediaType": FILE_TYPE, "digest": "sha256:" + meta["sha256"], "size": meta["size"],
+                           "annotations": {TITLE: name}})
+        client.push_blob(sha256(config), config)
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "artifactType": ARTIFACT_TYPE,
+                    "config": {"mediaType": STAMP_TYPE, "digest": sha256(config), "size": len(config)},
+                    "layers": layers,
+                    "annotations": {"dev.infbuild.stage": str(stamp.get("stage")), "dev.infbuild.target": str(stamp.get("target"))}}
+        client.push_manifest(key, canonical(manifest), manifest["mediaType"])
+
+    def entries(self) -> list[dict[str, Any]]:
+        client = self._client()
+        status, _, body = client._request("GET", client.base.rsplit("/v2/", 1)[0] + f"/v2/{self.ref.repository}/tags/list")
+        if status == 404:
+            return []
+        client._check(status, body, "list tags", (200,))
+        return [{"key": tag, "stage": None, "recipe": None, "target": None, "size": None, "used": None}
+                for tag in (json.loads(body).get("tags") or [])]

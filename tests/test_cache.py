@@ -1,0 +1,206 @@
+"""Shared artifact caches: a fresh clone with a warm cache builds nothing; only stale keys miss; targets never
+cross; bad entries are misses, never crashes; concurrent writers; a real OCI registry as a cache."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_BENCH, DoitRun, Project, mlp_recipe
+
+CACHEABLE = {"onnx", "reference", "aoti", "verify", "bench"}
+
+
+def clone(tmp_path: Path, name: str, recipes: dict[str, str]) -> Project:
+    p = Project(tmp_path / name)
+    for file, text in recipes.items():
+        p.add_recipe(file, text)
+    return p
+
+
+def restored(result: DoitRun) -> set[str]:
+    return set(re.findall(r"^restored (\S+) from ", result.output, flags=re.M))
+
+
+def built(result: DoitRun) -> set[str]:
+    return result.stages_ran() - restored(result)
+
+
+RECIPES = {"a.yaml": mlp_recipe(name="a", seed=0, bench=SMALL_BENCH), "b.yaml": mlp_recipe(name="b", seed=1, bench=SMALL_BENCH)}
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A cache warmed by one cold build of two recipes."""
+    root = tmp_path_factory.mktemp("cache")
+    cache = f"local:{root / 'cache'}"
+    first = clone(root, "first", RECIPES)
+    result = first.doit("build", env=first.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0, result.output[-3000:]
+    assert restored(result) == set() and len(built(result)) == 10
+    return root, cache
+
+
+def test_fresh_clone_with_warm_cache_builds_nothing(warm: tuple[Path, str], tmp_path: Path) -> None:
+    _, cache = warm
+    second = clone(tmp_path, "second", RECIPES)
+    result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0, result.output[-3000:]
+    assert built(result) == set()
+    assert restored(result) == {f"{s}:{r}" for s in CACHEABLE for r in ("a", "b")}
+    assert re.search(r"infbuild: 0 built \(0\.0s\), 10 restored from local:\S+ \([\d.]+s\), 0 up to date", result.output)
+    status = second.infbuild("status", env=second.env(INFBUILD_CACHE=cache))
+    assert status.returncode == 0
+    stamp = json.loads((second.stage("a", "portable", "onnx") / "stamp.json").read_text())
+    assert stamp["restored_from"] == cache
+
+
+def test_edited_recipe_misses_only_its_stale_keys(warm: tuple[Path, str], tmp_path: Path) -> None:
+    _, cache = warm
+    edited = dict(RECIPES, **{"a.yaml": RECIPES["a.yaml"].replace("rtol: 0.001", "rtol: 0.002")})
+    p = clone(tmp_path, "edited", edited)
+    result = p.doit("build", env=p.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0
+    assert built(result) == {"verify:a"}
+    assert restored(result) == {f"{s}:{r}" for s in CACHEABLE for r in ("a", "b")} - {"verify:a"}
+
+
+def test_entries_of_one_target_never_restore_on_another(warm: tuple[Path, str], tmp_path: Path, cpu_target: str) -> None:
+    _, cache = warm
+    other = "avx2" if not cpu_target.endswith("avx2") else "avx512"
+    p = clone(tmp_path, "other-host", {"a.yaml": RECIPES["a.yaml"]})
+    result = p.doit("build", env=p.env(INFBUILD_CACHE=cache, INFBUILD_FINGERPRINT=json.dumps({"cpu": {"isa": other}})))
+    assert result.returncode == 0
+    assert restored(result) == {"onnx:a", "reference:a"}  # portable stages only
+    assert built(result) == {"aoti:a", "verify:a", "bench:a"}
+
+
+def _local_root(cache: str) -> Path:
+    return Path(cache.split(":", 1)[1])
+
+
+def test_tampered_blob_is_a_miss_and_a_rebuild(tmp_path: Path) -> None:
+    cache = f"local:{tmp_path / 'cache'}"
+    recipes = {"a.yaml": mlp_recipe(name="a")}
+    first = clone(tmp_path, "first", recipes)
+    assert first.doit("build", env=first.env(INFBUILD_CACHE=cache)).returncode == 0
+    onnx_sha = json.loads((first.stage("a", "portable", "onnx") / "stamp.json").read_text())["files"]["model.onnx"]["sha256"]
+    blob = _local_root(cache) / "blobs" / onnx_sha[:2] / onnx_sha
+    blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")
+    second = clone(tmp_path, "second", recipes)
+    result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0, result.output[-3000:]
+    assert "onnx:a" in built(result) and "reference:a" in restored(result)
+    assert result.output.count("sha256 differs from the stamp (corrupted or tampered)") == 1
+    truncated = clone(tmp_path, "third", recipes)
+    ref_stamp = json.loads((first.stage("a", "portable", "reference") / "stamp.json").read_text())
+    sha = ref_stamp["files"]["opt.npz"]["sha256"]
+    ref_blob = _local_root(cache) / "blobs" / sha[:2] / sha
+    ref_blob.write_bytes(ref_blob.read_bytes()[:100])
+    result = truncated.doit("build", env=truncated.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0 and "reference:a" in built(result) and "(truncated?)" in result.output
+
+
+def test_path_traversal_entry_is_refused(tmp_path: Path) -> None:
+    cache = f"local:{tmp_path / 'cache'}"
+    recipes = {"a.yaml": mlp_recipe(name="a")}
+    first = clone(tmp_path, "first", recipes)
+    assert first.doit("build", env=first.env(INFBUILD_CACHE=cache)).returncode == 0
+    key = json.loads((first.stage("a", "portable", "onnx") / "stamp.json").read_text())["key"]
+    entry_path = _local_root(cache) / "entries" / f"{key}.json"
+    entry = json.loads(entry_path.read_text())
+    meta = entry["files"].pop("model.onnx")
+    entry["files"]["../../../../escaped.onnx"] = meta
+    entry_path.write_text(json.dumps(entry))
+    second = clone(tmp_path, "second", recipes)
+    result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0
+    assert "onnx:a" in built(result) and "would escape the stage folder" in result.output
+    assert not list(tmp_path.rglob("escaped.onnx"))
+
+
+def test_two_builds_populating_one_cache_at_once(tmp_path: Path) -> None:
+    cache = f"local:{tmp_path / 'cache'}"
+    projects = [clone(tmp_path, f"p{i}", {"a.yaml": mlp_recipe(name="a"), "b.yaml": mlp_recipe(name="b", seed=1)})
+                for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "doit", "build"], cwd=p.root, env=p.env(INFBUILD_CACHE=cache),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in projects]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), outputs
+    for p in projects:
+        assert p.infbuild("status", env=p.env(INFBUILD_CACHE=cache)).returncode == 0
+    from infbuild.cache.local import LocalCache
+
+    local = LocalCache(_local_root(cache))
+    entries = local.entries()
+    # onnx, reference and aoti have the same keys in both builds (one entry each, written twice); an AOTI
+    # package is not bit-reproducible, so each build's verify may key on its own package: 8 to 10 entries.
+    assert 8 <= len(entries) <= 10
+    for e in entries:
+        assert local.get(e["key"]) is not None  # every entry complete and intact
+    third = clone(tmp_path, "p2", {"a.yaml": mlp_recipe(name="a"), "b.yaml": mlp_recipe(name="b", seed=1)})
+    result = third.doit("build", env=third.env(INFBUILD_CACHE=cache))
+    assert built(result) == set() and len(restored(result)) == 8
+
+
+def test_cache_cli_stats_ls_push_pull_gc(tmp_path: Path) -> None:
+    cache = f"local:{tmp_path / 'cache'}"
+    p = clone(tmp_path, "p", {"a.yaml": mlp_recipe(name="a")})
+    assert p.doit("build", env=p.env(INFBUILD_CACHE="off")).returncode == 0
+    env = p.env(INFBUILD_CACHE=cache)
+    assert "push: 4 stage(s)" in p.infbuild("cache", "push", env=env).stdout
+    stats = p.infbuild("cache", "stats", env=env).stdout
+    assert re.search(r"local:\S+ \(writable\): 4 entries, [\d.]+ MB", stats)
+    listing = p.infbuild("cache", "ls", env=env).stdout
+    assert "aoti" in listing and "onnx" in listing
+    shutil.rmtree(p.artifacts / "a")
+    assert "pull: 4 stage(s)" in p.infbuild("cache", "pull", env=env).stdout
+    assert p.infbuild("status", env=env).returncode == 0
+    gc = p.infbuild("cache", "gc", "--max-size", "0", env=env).stdout
+    assert "evicted 4 entries" in gc
+    assert "0 entries, 0.0 MB" in p.infbuild("cache", "stats", env=env).stdout
+
+
+def test_registry_cache_shares_builds_and_a_down_registry_degrades(services: dict, tmp_path: Path) -> None:
+    cache = f"oci:{services['registry'].address}/infbuild/cache#rw"
+    recipes = {"a.yaml": mlp_recipe(name="a")}
+    first = clone(tmp_path, "first", recipes)
+    result = first.doit("build", env=first.env(INFBUILD_CACHE=cache))
+    assert result.returncode == 0, result.output[-3000:]
+    second = clone(tmp_path, "second", recipes)
+    result = second.doit("build", env=second.env(INFBUILD_CACHE=f"oci:{services['registry'].address}/infbuild/cache"))
+    assert result.returncode == 0
+    assert built(result) == set() and len(restored(result)) == 4
+    down = clone(tmp_path, "down", recipes)
+    result = down.doit("build", env=down.env(INFBUILD_CACHE="oci:127.0.0.1:9/infbuild/cache#rw"))
+    assert result.returncode == 0 and len(built(result)) == 4
+    assert result.output.count("warning: cache oci:127.0.0.1:9/infbuild/cache unavailable") == 1
+
+
+def test_ci_flow_a_cpu_job_acts_for_a_gpu_target_from_the_cache(tmp_path: Path) -> None:
+    """examples/ci/github-actions.yml: the GPU job builds and saves its fingerprint; a CPU job given that
+    fingerprint restores every stage (TensorRT ones included) and builds nothing."""
+    from test_tensorrt import GpuHost, trt_recipe
+
+    host = GpuHost(tmp_path / "gpu")
+    cache = f"local:{tmp_path / 'cache'}"
+    recipes = {"mlp.yaml": trt_recipe().replace("bench: {enabled: false}\n", SMALL_BENCH)}
+    gpu_job = clone(tmp_path, "gpu-job", recipes)
+    result = gpu_job.doit("build", env=host.env(gpu_job, INFBUILD_CACHE=cache))
+    assert result.returncode == 0, result.output[-3000:]
+    assert {"trt_engine:mlp", "bench:mlp"} <= built(result)
+    fingerprint = tmp_path / "fingerprint.json"
+    fingerprint.write_text(gpu_job.infbuild("fingerprint", "--json", env=host.env(gpu_job)).stdout)
+    cpu_job = clone(tmp_path, "cpu-job", recipes)
+    cpu_env = cpu_job.env(INFBUILD_CACHE=cache, INFBUILD_FINGERPRINT=f"@{fingerprint}", PATH="/usr/bin:/bin:"
+                          + str(Path(sys.executable).parent))
+    pulled = cpu_job.infbuild("cache", "pull", env=cpu_env)
+    assert pulled.returncode == 0 and "pull: 6 stage(s)" in pulled.stdout, pulled.stdout + pulled.stderr
+    result = cpu_job.doit("build", env=cpu_env)
+    assert result.returncode == 0 and result.stages_ran() == set(), result.output[-2000:]
+    assert (cpu_job.stage("mlp", "cuda-sm90-nvidia-h100-80gb-hbm3", "trt_engine") / "model.engine").is_file()
