@@ -66,6 +66,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         argv += ["-n", str(args.jobs), "-P", "thread"]
     if args.keep_going:
         argv.append("--continue")
+    if args.reporter == "jsonl":
+        argv += ["--reporter", "infbuild-jsonl"]
     argv += args.tasks or ["build"]
     return subprocess.call(argv, cwd=project.root, env=env)
 
@@ -174,6 +176,40 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_artifacts(args: argparse.Namespace) -> int:
+    """Re-hash every stamped file; report tampered or missing ones; --fix unstamps them and rebuilds."""
+    from .artifacts import STAMP, read_stamp, rehash_problems
+    from .manifest import manifest_current
+    from .tasks import context
+
+    ctx = context(str(load_project().root))
+    bad: list[str] = []
+    checked = 0
+    for p in ctx.planned.values():
+        stamp = read_stamp(p.folder)
+        if stamp is None:
+            continue
+        checked += len(stamp["files"])
+        problems = rehash_problems(p.folder, stamp)
+        for problem in problems:
+            print(f"{p.task_name} ({p.target}): {problem}")
+        if problems:
+            bad.append(p.task_name)
+            if args.fix:
+                (p.folder / STAMP).unlink(missing_ok=True)
+    if not manifest_current(ctx.project.artifacts):
+        print("manifest.json: differs from the stamps (edited by hand?); doit build rewrites it")
+        bad.append("manifest")
+    if not bad:
+        print(f"{checked} stamped files verified: all match their stamps")
+        return 0
+    if not args.fix:
+        print(f"{len(bad)} stage(s) with tampered or missing files: run infbuild verify-artifacts --fix")
+        return 1
+    print(f"rebuilding {', '.join(bad)}")
+    return subprocess.call([sys.executable, "-m", "doit", "run", *bad], cwd=ctx.project.root)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infbuild", description="Verified, hardware-keyed inference artifacts from PyTorch recipes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -193,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--require", action="append", default=[], metavar="STAGE",
                    help="fail instead of skipping STAGE when this host cannot build it (repeatable)")
     b.add_argument("-k", "--keep-going", action="store_true", help="go on with other tasks after a failure")
+    b.add_argument("--reporter", choices=["console", "jsonl"], default="console",
+                   help="jsonl: one JSON event per task on stdout (stage output on stderr), for CI")
     b.set_defaults(func=cmd_build)
     be = sub.add_parser("bench", help="benchmark verified artifacts against eager and torch.compile")
     be.add_argument("recipes", nargs="*")
@@ -213,6 +251,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["stats", "ls", "pull", "push", "gc"])
     c.add_argument("--max-size", help="gc: evict least recently used entries down to this size (e.g. 10G)")
     c.set_defaults(func=cmd_cache)
+    va = sub.add_parser("verify-artifacts", help="re-hash every stamped file; report (--fix: rebuild) tampered ones")
+    va.add_argument("--fix", action="store_true")
+    va.set_defaults(func=cmd_verify_artifacts)
     return p
 
 

@@ -1,11 +1,36 @@
-"""doit reporter: doit's console lines plus a closing summary of what infbuild did — stages built, restored
-from which cache and how long each took, up to date, failed."""
+"""doit reporters. ``SummaryReporter`` (the default): doit's console lines, a progress prefix on terminals
+([done/total elapsed] with built vs restored counts) and a closing summary. ``JsonLinesReporter``
+(``--reporter infbuild-jsonl``): one JSON object per event for CI, with stage output sent to stderr."""
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections import defaultdict
 from typing import Any
 
 from doit.reporter import ConsoleReporter
+
+
+def _lock_build() -> None:
+    from .project import load_project
+    from .tasks import hold_build_lock
+
+    hold_build_lock(load_project().artifacts)
+
+
+def _not_buildable() -> dict[str, str]:
+    try:
+        from .project import load_project
+        from .tasks import context
+
+        return {n: p.not_buildable for n, p in context(str(load_project().root)).planned.items() if p.not_buildable}
+    except Exception:  # noqa: BLE001 - reporting must never break a build
+        return {}
+
+
+def _outcome(task: Any) -> dict[str, Any]:
+    return (getattr(task, "values", None) or {}).get("infbuild") or {}
 
 
 class SummaryReporter(ConsoleReporter):
@@ -15,12 +40,31 @@ class SummaryReporter(ConsoleReporter):
         self.restored: dict[str, list[float]] = defaultdict(list)
         self.uptodate = 0
         self.failed: list[str] = []
+        self.started = time.perf_counter()
+        self.total = 0
+        self.done = 0
+        self.tty = bool(getattr(outstream, "isatty", lambda: False)())
+
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        super().initialize(tasks, selected_tasks)
+        _lock_build()
+        blocked = _not_buildable()
+        self.total = sum(1 for name in tasks if ":" in name and name not in blocked)
+
+    def execute_task(self, task: Any) -> None:
+        if self.tty and ":" in task.name:
+            elapsed = time.perf_counter() - self.started
+            restored = sum(len(v) for v in self.restored.values())
+            self.write(f"\033[1m[{self.done + 1}/{self.total} {int(elapsed) // 60}:{int(elapsed) % 60:02d}] "
+                       f"{task.name}\033[0m  (built {len(self.built)}, restored {restored}, up to date {self.uptodate})\n")
+        super().execute_task(task)
 
     def add_success(self, task: Any) -> None:
         super().add_success(task)
-        info = (getattr(task, "values", None) or {}).get("infbuild")
+        info = _outcome(task)
         if not info:
             return
+        self.done += 1
         if info.get("outcome") == "restored":
             self.restored[info.get("cache", "?")].append(info.get("seconds", 0.0))
         else:
@@ -30,6 +74,7 @@ class SummaryReporter(ConsoleReporter):
         super().skip_uptodate(task)
         if ":" in task.name:
             self.uptodate += 1
+            self.done += 1
 
     def add_failure(self, task: Any, fail: Any) -> None:
         super().add_failure(task, fail)
@@ -51,3 +96,73 @@ class SummaryReporter(ConsoleReporter):
         line = self.summary()
         if line and (self.built or self.restored or self.failed):
             self.outstream.write(line + "\n")
+
+
+class JsonLinesReporter:
+    """One JSON object per line on stdout: start, success, failure, uptodate, not_buildable, summary."""
+
+    desc = "infbuild: JSON lines, one event per task (stage output goes to stderr)"
+
+    def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
+        self.out = outstream
+        self.started: dict[str, float] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+        self.t0 = time.perf_counter()
+        os.environ["INFBUILD_WORKER_OUTPUT"] = "stderr"
+
+    def _emit(self, event: str, task: Any = None, **fields: Any) -> None:
+        record: dict[str, Any] = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if task is not None:
+            name = task if isinstance(task, str) else task.name
+            record["task"] = name
+            if ":" in name:
+                record["stage"], record["recipe"] = name.split(":", 1)
+        record.update(fields)
+        self.out.write(json.dumps(record, sort_keys=True) + "\n")
+        self.out.flush()
+
+    def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        _lock_build()
+        for name, reason in sorted(_not_buildable().items()):
+            self.counts["not_buildable"] += 1
+            self._emit("not_buildable", name, reason=reason)
+
+    def get_status(self, task: Any) -> None:
+        pass
+
+    def execute_task(self, task: Any) -> None:
+        self.started[task.name] = time.perf_counter()
+        if task.actions:
+            self._emit("start", task)
+
+    def add_success(self, task: Any) -> None:
+        if not task.actions:
+            return
+        info = _outcome(task)
+        self.counts[info.get("outcome", "ok")] += 1
+        self._emit("success", task, seconds=round(time.perf_counter() - self.started.get(task.name, self.t0), 3),
+                   **{k: v for k, v in info.items() if k != "seconds"})
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        self.counts["failed"] += 1
+        self._emit("failure", task, error=fail.get_msg().strip())
+
+    def skip_uptodate(self, task: Any) -> None:
+        if ":" in task.name:
+            self.counts["uptodate"] += 1
+            self._emit("uptodate", task)
+
+    def skip_ignore(self, task: Any) -> None:
+        self._emit("ignored", task)
+
+    def cleanup_error(self, exception: Any) -> None:
+        self._emit("error", error=str(exception))
+
+    def runtime_error(self, msg: str) -> None:
+        self._emit("error", error=msg)
+
+    def teardown_task(self, task: Any) -> None:
+        pass
+
+    def complete_run(self) -> None:
+        self._emit("summary", seconds=round(time.perf_counter() - self.t0, 3), **dict(self.counts))

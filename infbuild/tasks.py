@@ -28,7 +28,7 @@ from .plan import STAGES, PlannedStage, is_required, plan
 from .project import Project, load_project
 from .recipe import Recipe, load_recipes
 from .reporter import SummaryReporter
-from .worker import run_worker
+from .worker import run_worker, say
 
 FAILED_VERIFY_EXIT = 3
 
@@ -104,7 +104,7 @@ def run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
     if root not in _leftovers_cleaned:
         _leftovers_cleaned.add(root)
         for folder in clean_leftovers(ctx.project.artifacts):
-            print(f"removed leftover {folder.relative_to(ctx.project.artifacts)} from an interrupted build")
+            say(f"removed leftover {folder.relative_to(ctx.project.artifacts)} from an interrupted build")
     try:
         inputs = key_inputs(p, ctx.fingerprint, ctx.project.root, ctx.digests, ctx.siblings(p))
     except UpstreamMissing as missing:
@@ -172,7 +172,7 @@ def gpu_lock(artifacts: Path, needed: bool) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("waiting for the GPU lock: another stage is using the GPU", flush=True)
+            say("waiting for the GPU lock: another stage is using the GPU")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -195,7 +195,7 @@ def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any
         remove_stage(p.folder)  # the bytes were checked, so this cannot happen; never keep a mismatch
         return TaskFailed(f"{p.task_name}: restored files differ from the cache entry's stamp")
     update_manifest(ctx.project.artifacts)
-    print(f"restored {p.task_name} from {hit.cache} in {hit.seconds:.2f}s", flush=True)
+    say(f"restored {p.task_name} from {hit.cache} in {hit.seconds:.2f}s")
     return {"infbuild": {"outcome": "restored", "cache": hit.cache, "seconds": time.perf_counter() - started}}
 
 
@@ -207,7 +207,7 @@ def clean_stage(root: str, task_name: str) -> None:
 
 def write_manifest(root: str) -> None:
     if update_manifest(context(root).project.artifacts):
-        print("manifest.json updated")
+        say("manifest.json updated")
 
 
 def manifest_uptodate(root: str) -> bool:
@@ -230,6 +230,46 @@ def _sigterm_as_interrupt() -> None:
         pass  # not the main thread
 
 
+_build_lock: Any = None
+
+
+def hold_build_lock(artifacts: Path) -> None:
+    """One build per artifacts tree at a time: a second `doit build` waits here, saying so. The lock lives as
+    long as the doit process (and its -n workers), so the dep DB and the manifest stay consistent."""
+    global _build_lock
+    if _build_lock is not None:
+        return
+    lock_dir = artifacts / ".infbuild"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_dir / "build.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        say(f"waiting for another build of {artifacts} to finish (pid {holder}) ...")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _build_lock = handle
+
+
+def _check_dep_db(path: Path) -> None:
+    """doit's DB only saves work (infbuild's stamps decide staleness): a damaged one is moved aside."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError:
+        return
+    if header and header != b"SQLite format 3\x00":
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        print(f"{path} was not a doit database: moved to {aside.name}; nothing is lost (stamps decide "
+              "what is up to date)", file=sys.stderr)
+
+
 def doit_config(root: Path | None = None) -> dict[str, Any]:
     """DOIT_CONFIG for dodo.py. Recipes are checked here, before doit opens its DB: a bad recipe touches nothing."""
     try:
@@ -239,6 +279,7 @@ def doit_config(root: Path | None = None) -> dict[str, Any]:
         print(str(exc), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     project.artifacts.mkdir(parents=True, exist_ok=True)
+    _check_dep_db(project.artifacts / ".doit.db")
     return {
         "dep_file": str(project.artifacts / ".doit.db"),
         "backend": "sqlite3",

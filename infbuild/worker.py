@@ -11,12 +11,24 @@ from pathlib import Path
 from typing import Any
 
 
+def console() -> "object":
+    """Where build messages and stage output go: stdout, or stderr when a JSON-lines reporter owns stdout."""
+    return sys.stderr if os.environ.get("INFBUILD_WORKER_OUTPUT") == "stderr" else sys.stdout
+
+
+def say(message: str) -> None:
+    stream = console()
+    stream.write(message + "\n")  # type: ignore[attr-defined]
+    stream.flush()  # type: ignore[attr-defined]
+
+
 def run_worker(request: dict[str, Any], log_path: Path, tail_lines: int = 25) -> tuple[int, list[str]]:
     """Run ``python -m infbuild.stages`` on ``request``; return (exit code, last lines of output)."""
     request_path = log_path.with_name("request.json.tmp")
     request_path.write_text(json.dumps(request), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    echo = console()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infbuild.stages", str(request_path)],
@@ -28,8 +40,8 @@ def run_worker(request: dict[str, Any], log_path: Path, tail_lines: int = 25) ->
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip("\n"))
-                sys.stdout.write(line)
-                sys.stdout.flush()
+                echo.write(line)  # type: ignore[attr-defined]
+                echo.flush()  # type: ignore[attr-defined]
             code = proc.wait()
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM): stop the worker's whole process group before unwinding.

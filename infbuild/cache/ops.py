@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InfbuildError
+from ..worker import say
 from .entry import BadEntry
 
 _warned: set[str] = set()
@@ -17,7 +18,7 @@ _down: set[str] = set()  # caches that failed to answer: not asked again by this
 def warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
-        print(f"warning: {message}", flush=True)
+        say(f"warning: {message}")
 
 
 @dataclass
