@@ -9,8 +9,8 @@ folder against the cache the first one filled (warm), and prints both wall times
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,23 +18,13 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def fresh_clone(dest: Path) -> Path:
-    (dest / "recipes").mkdir(parents=True)
-    shutil.copy(REPO / "dodo.py", dest / "dodo.py")
-    shutil.copytree(REPO / "examples", dest / "examples", ignore=shutil.ignore_patterns("__pycache__", "ci"))
-    (dest / "pyproject.toml").write_text('[tool.infbuild]\nrecipes = ["recipes/*.yaml", "recipes/*.json"]\n')
-    for recipe in (REPO / "recipes").iterdir():
-        shutil.copy(recipe, dest / "recipes" / recipe.name)
-    return dest
+from common import example_project
 
 
 def build(folder: Path, cache: str) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "doit", "build"], cwd=folder, capture_output=True, text=True,
-                          env={**__import__("os").environ, "INFBUILD_CACHE": cache})
+                          env={**os.environ, "INFBUILD_CACHE": cache})
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(done.stdout[-3000:] + done.stderr[-3000:])
@@ -54,9 +44,9 @@ def main() -> None:
         rows = []
         for label, cache in caches:
             print(f"[{label}] cold build (empty cache) ...", flush=True)
-            cold, cold_summary = build(fresh_clone(root / f"{label}-cold".replace(" ", "-")), cache)
+            cold, cold_summary = build(example_project(root / f"{label}-cold".replace(" ", "-")), cache)
             print(f"[{label}] warm build on a fresh clone ...", flush=True)
-            warm, warm_summary = build(fresh_clone(root / f"{label}-warm".replace(" ", "-")), cache)
+            warm, warm_summary = build(example_project(root / f"{label}-warm".replace(" ", "-")), cache)
             rows.append((label, cold, warm, cold_summary, warm_summary))
     print(f"\n| cache | cold build s | warm-cache fresh clone s | cold / warm |")
     print("|---|---:|---:|---:|")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, example_project
 
 
 def timed(cwd: Path, argv: list[str], runs: int) -> float:
@@ -35,16 +35,6 @@ def timed(cwd: Path, argv: list[str], runs: int) -> float:
     return statistics.median(samples)
 
 
-def project_copy(dest: Path, recipes: list[Path]) -> Path:
-    (dest / "recipes").mkdir(parents=True)
-    shutil.copy(REPO / "dodo.py", dest / "dodo.py")
-    shutil.copytree(REPO / "examples", dest / "examples", ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / "pyproject.toml").write_text('[tool.infbuild]\nrecipes = ["recipes/*.yaml", "recipes/*.json"]\n')
-    for recipe in recipes:
-        shutil.copy(recipe, dest / "recipes" / recipe.name)
-    return dest
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -56,16 +46,16 @@ def main() -> None:
         empty.mkdir()
         (empty / "dodo.py").write_text("")
 
-        examples = project_copy(root / "examples", sorted((REPO / "recipes").glob("*")))
+        examples = example_project(root / "examples")
         print("building the example recipes once (not timed) ...", flush=True)
         subprocess.run(doit + ["build"], cwd=examples, check=True, capture_output=True)
 
-        many = project_copy(root / "many", [])
+        many = example_project(root / "many", [])
         template = (REPO / "recipes" / "mlp.yaml").read_text()
         for i in range(50):
             (many / "recipes" / f"mlp{i:02d}.yaml").write_text(template.replace("name: mlp", f"name: mlp{i:02d}"))
         print("building one generated recipe, cloning it to 50 (not timed) ...", flush=True)
-        subprocess.run(doit + ["verify:mlp00"], cwd=many,
+        subprocess.run(doit + ["bench:mlp00"], cwd=many,
                        check=True, capture_output=True)
         for i in range(1, 50):
             dest = many / "artifacts" / f"mlp{i:02d}"
@@ -80,8 +70,8 @@ def main() -> None:
         noop_examples = timed(examples, doit + ["build"], args.runs)
         noop_many = timed(many, doit + ["build"], args.runs)
 
-    rows = [("bare doit, empty dodo.py", bare), ("no-op doit build, 3 example recipes (12 stages)", noop_examples),
-            ("no-op doit build, 50 generated recipes (200 stages)", noop_many)]
+    rows = [("bare doit, empty dodo.py", bare), ("no-op doit build, 3 example recipes (15 stages)", noop_examples),
+            ("no-op doit build, 50 generated recipes (250 stages)", noop_many)]
     print(f"\nmedian of {args.runs} runs each, {sys.executable}")
     print(f"| {'what':<52} | {'wall s':>7} | {'x bare':>7} |")
     print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|")

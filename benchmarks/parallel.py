@@ -9,27 +9,18 @@ a cache: once with `doit build`, once with `doit -n 2 build`, and prints both wa
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import example_project
 
 
 def project(dest: Path) -> Path:
-    (dest / "recipes").mkdir(parents=True)
-    shutil.copy(REPO / "dodo.py", dest / "dodo.py")
-    shutil.copytree(REPO / "examples", dest / "examples", ignore=shutil.ignore_patterns("__pycache__", "ci"))
-    (dest / "pyproject.toml").write_text('[tool.infbuild]\nrecipes = ["recipes/*.yaml", "recipes/*.json"]\n')
-    for recipe in (REPO / "recipes").iterdir():
-        text = recipe.read_text()
-        text += "\nbench: {enabled: false}\n" if recipe.suffix == ".yaml" else ""
-        if recipe.suffix == ".json":
-            text = text.rstrip().rstrip("}") + ',\n  "bench": {"enabled": false}\n}\n'
-        (dest / "recipes" / recipe.name).write_text(text)
+    """The examples plus a second MLP (seed 1): 4 independent recipes, bench stages off."""
+    example_project(dest, bench=False)
     mlp = (dest / "recipes" / "mlp.yaml").read_text()
     (dest / "recipes" / "mlp2.yaml").write_text(mlp.replace("name: mlp", "name: mlp2").replace("seed: 0", "seed: 1"))
     return dest

@@ -109,6 +109,18 @@ def test_docker_package_rebuilds_only_when_contents_change(docker_proj: Project,
     assert result.returncode == 0 and "package:mlp" in result.ran
 
 
+def test_docker_builder_pushes_to_the_registry(docker_proj: Project, services: dict, cpu_target: str) -> None:
+    docker_proj.add_recipe("mlp.yaml", recipe(services, "docker", seed=1, push=True))
+    result = docker_proj.doit("build", env=env(docker_proj, services))
+    assert result.returncode == 0 and "package:mlp" in result.ran, result.output[-3000:]
+    info = image_info(docker_proj, cpu_target)
+    assert info["pushed"] is True and info["repo_digests"]
+    inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{info['reference']}"],
+                             capture_output=True, text=True)
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["Labels"]["dev.infbuild.target"] == cpu_target
+
+
 def test_docker_engine_missing_is_not_buildable_unless_required(docker_proj: Project, services: dict) -> None:
     no_engine = docker_proj.env(DOCKER_HOST="unix:///nonexistent/docker.sock")
     status = docker_proj.infbuild("status", env=no_engine)
