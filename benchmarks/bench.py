@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,9 @@ def main() -> None:
             if not bench or not preferred:
                 continue
             results = bench["results"]
-            shapes = list(results[preferred])
+            report = json.loads((REPO / "artifacts" / recipe / target / "bench" / "report.json").read_text())
+            size = {label: sum(math.prod(shape) for shape in inputs.values()) for label, inputs in report["shapes"].items()}
+            shapes = sorted(results[preferred], key=lambda label: size.get(label, 0))  # smallest to largest
             for shape in dict.fromkeys([bench["primary_shape"], shapes[-1]]):
                 p50 = results[preferred][shape]["p50_ms"]
                 eager = results.get("eager", {}).get(shape, {}).get("p50_ms")
