@@ -48,7 +48,7 @@ def main() -> None:
             print(f"[{label}] warm build on a fresh clone ...", flush=True)
             warm, warm_summary = build(example_project(root / f"{label}-warm".replace(" ", "-")), cache)
             rows.append((label, cold, warm, cold_summary, warm_summary))
-    print(f"\n| cache | cold build s | warm-cache fresh clone s | cold / warm |")
+    print("\n| cache | cold build s | warm-cache fresh clone s | cold / warm |")
     print("|---|---:|---:|---:|")
     for label, cold, warm, _, _ in rows:
         print(f"| {label} | {cold:.1f} | {warm:.1f} | {cold / warm:.1f}x |")

@@ -6,6 +6,7 @@ import json
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,7 +15,7 @@ from ..recipe import Recipe
 from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
 
 
-def _without_weights(source: Path) -> "onnx.ModelProto":
+def _without_weights(source: Path) -> Any:
     """The graph with initializers that keep name/shape/dtype but lose their data (for Netron, and to key
     the TensorRT timing cache on structure only)."""
     import onnx
