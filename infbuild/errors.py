@@ -20,8 +20,10 @@ class Problem:
     message: str
 
     def render(self) -> str:
+        """One line, always: control characters from the user's file are shown escaped."""
         where = f"{self.file}:{self.line}"
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class RecipeError(InfbuildError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,17 @@ from .errors import Problem
 FieldPath = tuple[str | int, ...]
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_$-]+$")
+
+
 def field_name(path: FieldPath) -> str:
-    """Render ``("inputs", "x", "shape", 0)`` as ``inputs.x.shape[0]``."""
+    """Render ``("inputs", "x", "shape", 0)`` as ``inputs.x.shape[0]``; odd keys quoted: ``dims["a b"]``."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            out += f"[{json.dumps(str(part), ensure_ascii=True)}]"
         else:
             out += f".{part}" if out else str(part)
     return out

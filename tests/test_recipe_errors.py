@@ -2,6 +2,7 @@
 no traceback, nothing under artifacts/ touched."""
 from __future__ import annotations
 
+import json as json_module
 import sys
 from pathlib import Path
 
@@ -166,3 +167,11 @@ def test_build_reports_forward_mismatch_at_the_recipe_line(project: Project) -> 
     assert result.returncode == 1 and "Traceback" not in result.output
     assert "recipes/a.yaml:6: inputs.inp: not a parameter of MLP.forward(x)" in result.output
     assert not list(project.artifacts.rglob("stamp.json")) and not list(project.artifacts.glob("*/*/onnx"))
+
+
+def test_odd_field_names_render_on_one_line(project: Project) -> None:
+    """Found by the property test: a key holding a newline must not split the FILE:LINE: message."""
+    project.add_recipe("a.json", json_module.dumps({"name": "mlp", "model": {"factory": "examples.models:mlp"},
+                                                    "inputs": {"x": {"shape": [2, 10]}}, "outputs": ["y"], "\n": None}))
+    (rendered,) = problems_of(project)
+    assert rendered.startswith('recipes/a.json:1: ["\\n"]: unknown field') and "\n" not in rendered
