@@ -157,7 +157,7 @@ def mutated_recipes(draw: st.DrawFn) -> object:
     return doc
 
 
-@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=150, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(doc=mutated_recipes(), as_json=st.booleans())
 def test_validate_accepts_or_locates_every_problem(tmp_path: Path, doc: object, as_json: bool) -> None:
@@ -178,7 +178,7 @@ def test_validate_accepts_or_locates_every_problem(tmp_path: Path, doc: object, 
         load_recipes(project, [path])  # and the full loader agrees
 
 
-@settings(max_examples=40, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=3000, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=400))
 def test_arbitrary_text_never_crashes_the_loader(tmp_path: Path, text: str) -> None:
     project = InfbuildProject(root=tmp_path, recipe_globs=("*.yaml",), artifacts=tmp_path / "artifacts")
