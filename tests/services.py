@@ -44,6 +44,16 @@ def wait_for(check, what: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{what} did not come up in {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen, log: "object", timeout: float) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()  # type: ignore[attr-defined]
+
+
 class Dockerd:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -62,12 +72,7 @@ class Dockerd:
 
     def stop(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log, timeout=20)
 
 
 class RegistryServer:
@@ -84,12 +89,7 @@ class RegistryServer:
         wait_for(lambda: urllib.request.urlopen(f"http://{self.address}/v2/", timeout=2).status == 200, "registry")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log, timeout=10)
 
 
 def busybox_rootfs_tar() -> bytes:

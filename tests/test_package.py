@@ -189,6 +189,8 @@ def test_packaging_errors_are_clear_and_keep_the_previous_image(oci_proj: Projec
                                                                 tmp_path: Path, case: str) -> None:
     from services import RegistryServer
 
+    oci_proj.add_recipe("mlp.yaml", recipe(services, "oci", seed=2))  # a steady state, whatever ran before
+    assert oci_proj.doit("build", env=env(oci_proj, services)).returncode == 0
     previous = image_info(oci_proj, cpu_target)
     manifest_before = (oci_proj.artifacts / "manifest.json").read_text()
     server = None
