@@ -29,7 +29,7 @@ def locked(artifacts: Path, name: str = ".manifest.lock") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -59,14 +59,14 @@ def build_manifest(artifacts: Path) -> dict[str, Any]:
         if stamp.get("fingerprint") and stamp.get("created", "") >= entry.get("_created", ""):
             entry["fingerprint"], entry["_created"] = stamp["fingerprint"], stamp.get("created", "")
         if stage == "verify":
-            report = _read_json(folder / "report.json") or {}
+            report = read_json(folder / "report.json") or {}
             entry["verify"] = report.get("results", {})
             entry["verify_order"] = report.get("backends", [])
         if stage == "package":
-            image = _read_json(folder / "image.json") or {}
+            image = read_json(folder / "image.json") or {}
             entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
         if stage == "bench":
-            report = _read_json(folder / "report.json") or {}
+            report = read_json(folder / "report.json") or {}
             entry["bench"] = {"primary_shape": report.get("primary_shape"), "threads": report.get("threads"),
                               "results": {b: {label: {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput")}
                                               for label, r in per.items()}
@@ -97,11 +97,11 @@ def update_manifest(artifacts: Path) -> bool:
     """Rewrite the manifest if it differs from the stamps; True when it was written."""
     with locked(artifacts):
         fresh = build_manifest(artifacts)
-        if _read_json(artifacts / MANIFEST) == fresh:
+        if read_json(artifacts / MANIFEST) == fresh:
             return False
         write_json_atomic(artifacts / MANIFEST, fresh)
         return True
 
 
 def manifest_current(artifacts: Path) -> bool:
-    return _read_json(artifacts / MANIFEST) == build_manifest(artifacts)
+    return read_json(artifacts / MANIFEST) == build_manifest(artifacts)

@@ -28,9 +28,8 @@ from .plan import STAGES, PlannedStage, is_required, plan
 from .project import Project, load_project
 from .recipe import Recipe, load_recipes
 from .reporter import SummaryReporter
-from .worker import run_worker, say
+from .worker import FAILED_VERIFY_EXIT, run_worker, say
 
-FAILED_VERIFY_EXIT = 3
 
 
 @dataclass

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 
+FAILED_VERIFY_EXIT = 3  # verify finished and an artifact failed: the stage is stamped, the task fails
+
+
 def console() -> "object":
     """Where build messages and stage output go: stdout, or stderr when a JSON-lines reporter owns stdout."""
     return sys.stderr if os.environ.get("INFBUILD_WORKER_OUTPUT") == "stderr" else sys.stdout

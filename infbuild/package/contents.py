@@ -10,23 +10,16 @@ from typing import Any
 
 from ..artifacts import read_stamp
 from ..errors import StageFailed
-from ..manifest import choose_preferred
+from ..manifest import choose_preferred, read_json
 from ..plan import ARTIFACT_STAGE
 
 PREFIX = "opt/infbuild"
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def selection(recipe: dict[str, Any], upstream: dict[str, Path]) -> dict[str, Any]:
     """Which backends go in and the stamped files of each: the part of the image that artifacts decide."""
-    verify = _json(upstream["verify"] / "report.json").get("results", {})
-    bench = _json(upstream["bench"] / "report.json") if "bench" in upstream else {}
+    verify = (read_json(upstream["verify"] / "report.json") or {}).get("results", {})
+    bench = (read_json(upstream["bench"] / "report.json") or {}) if "bench" in upstream else {}
     order = list(recipe["backends"])
     preferred = choose_preferred(verify, bench or None, order)
     passed = [b for b in order if (verify.get(b) or {}).get("passed") is True]

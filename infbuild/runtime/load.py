@@ -19,10 +19,8 @@ from ..errors import ArtifactError, InputError
 from ..fingerprint import cpu_target, host_fingerprint, selected_gpu
 from ..hashing import sha256_file
 from ..plan import ARTIFACT_STAGE
-from .backends import Runner, artifact_device, load_backend
+from .backends import NUMPY_DTYPES, Runner, artifact_device, load_backend
 
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32, "int64": np.int64,
-                "int32": np.int32, "bool": np.bool_}
 
 
 def _summary(fp: dict[str, Any] | None, target: str) -> str:

@@ -15,12 +15,10 @@ import torch
 
 from ..errors import FieldError
 from ..recipe import Recipe
+from ..runtime.backends import NUMPY_DTYPES
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
-# numpy has no bfloat16: such arrays travel as float32 and are cast when they reach torch.
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32,
-                "int64": np.int64, "int32": np.int32, "bool": np.bool_}
 SHAPE_LABELS = ("opt", "min", "max")
 
 

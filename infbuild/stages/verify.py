@@ -10,9 +10,9 @@ import numpy as np
 from ..errors import ArtifactError
 from ..plan import ARTIFACT_STAGE
 from ..recipe import Recipe
+from ..worker import FAILED_VERIFY_EXIT
 from ..runtime.backends import artifact_device, load_backend, unavailable_reason
 
-FAILED_EXIT = 3  # the worker finished, and at least one artifact failed: the stage is stamped, the task fails
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> dict[str, Any]:
@@ -92,5 +92,5 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if failures:
         (out / "failures.txt").write_text("\n".join(failures) + "\n", encoding="utf-8")
-        return FAILED_EXIT
+        return FAILED_VERIFY_EXIT
     return 0
