@@ -165,7 +165,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         key, stale = stage_key(inputs), ctx.staleness(p)
         if args.action == "push" and stale is None:
             stamp = read_stamp(p.folder) or {}
-            moved += bool(store(ctx.caches, key, {k: v for k, v in stamp.items() if k != "inputs"}, p.folder))
+            moved += bool(store(ctx.caches, key, {k: v for k, v in stamp.items() if k != "inputs"}, p.folder).written)
         elif args.action == "pull" and stale is not None:
             staging = new_staging(p.folder)
             try:

@@ -40,13 +40,13 @@ class StageDef:
 
 
 STAGES: dict[str, StageDef] = {
-    "onnx": StageDef("onnx", 2, "portable", ("torch", "onnx", "onnxscript"), True,
+    "onnx": StageDef("onnx", 3, "portable", ("torch", "onnx", "onnxscript"), True,
                      lambda r: {**_model_fields(r), "options": r.stages["onnx"]},
                      "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims"),
     "reference": StageDef("reference", 1, "portable", ("torch",), True,
                           lambda r: {**_model_fields(r), "options": r.stages["reference"]},
                           "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes"),
-    "aoti": StageDef("aoti", 1, "device", ("torch",), True,
+    "aoti": StageDef("aoti", 2, "device", ("torch",), True,
                      lambda r: {**_model_fields(r), "options": r.stages["aoti"]},
                      "compile an AOTInductor package (model.pt2) for this target"),
     "trt_timing_cache": StageDef("trt_timing_cache", 1, "cuda", ("trtexec",), False, _trt_fields,

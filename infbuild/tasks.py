@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from .artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
-from .cache import configured_caches, restore, store
+from .cache import configured_caches, differs_from, restore, store
 from .errors import InfbuildError
 from .fingerprint import host_fingerprint
 from .hashing import DigestCache
@@ -142,8 +142,7 @@ def run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
                 return TaskFailed(f"{task_name}: verification failed for recipe '{p.recipe.name}' "
                                   f"({p.recipe.file}):\n{lines}")
             seconds = time.perf_counter() - started
-            store(caches, key, {k: v for k, v in stamp.items() if k != "inputs"}, p.folder)
-            return {"infbuild": {"outcome": "built", "seconds": seconds}}
+            return share(ctx, p, key, inputs, stamp, caches) or {"infbuild": {"outcome": "built", "seconds": seconds}}
         os.replace(staging / LOG, failed_log)
         error_path = staging / "error.json.tmp"
         if code == 1 and error_path.is_file():
@@ -179,8 +178,27 @@ def gpu_lock(artifacts: Path, needed: bool) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def share(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any], stamp: dict[str, Any],
+          caches: list[Any]) -> TaskFailed | None:
+    """Store a built stage in the caches. If another build stored this key first, adopt its outputs instead of
+    ours: every build sharing a cache then agrees on the bytes behind a key (AOTI packages and engines are not
+    bit-reproducible), so the keys downstream of it, and their cache entries, line up across machines."""
+    public = {k: v for k, v in stamp.items() if k != "inputs"}
+    stored = store(caches, key, public, p.folder)
+    if stored.held_by is None or not differs_from(stored.held_by, key, stamp):
+        return None
+    staging = new_staging(p.folder)
+    try:
+        adopted = restore_stage(ctx, p, key, inputs, staging, [stored.held_by], adopting=True)
+    finally:
+        discard(staging)
+    if adopted is None:  # the entry is damaged or gone: ours replaces it
+        store([stored.held_by], key, public, p.folder, replace=True)
+    return adopted if isinstance(adopted, TaskFailed) else None
+
+
 def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any], staging: Path,
-                  caches: list[Any]) -> TaskFailed | dict[str, Any] | None:
+                  caches: list[Any], adopting: bool = False) -> TaskFailed | dict[str, Any] | None:
     """Commit a stage from the first cache holding its key; None on a miss (then build)."""
     started = time.perf_counter()
     hit = restore(caches, key, staging)
@@ -194,7 +212,10 @@ def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any
         remove_stage(p.folder)  # the bytes were checked, so this cannot happen; never keep a mismatch
         return TaskFailed(f"{p.task_name}: restored files differ from the cache entry's stamp")
     update_manifest(ctx.project.artifacts)
-    say(f"restored {p.task_name} from {hit.cache} in {hit.seconds:.2f}s")
+    if adopting:
+        say(f"adopted {p.task_name} from {hit.cache}: another build stored this key first")
+    else:
+        say(f"restored {p.task_name} from {hit.cache} in {hit.seconds:.2f}s")
     return {"infbuild": {"outcome": "restored", "cache": hit.cache, "seconds": time.perf_counter() - started}}
 
 

@@ -138,6 +138,37 @@ def test_runtime_refuses_another_host_target_unless_overridden(examples_built: t
     assert model(x=np.ones((2, 10), np.float32))["y"].shape == (2, 1)
 
 
+def _gpu(name: str, cap: str) -> dict:
+    from infbuild.fingerprint import slug
+
+    return {"index": "0", "uuid": f"GPU-{slug(name)}", "name": name, "compute_capability": cap, "driver": "550.54.15",
+            "memory_mib": 1, "target": f"cuda-sm{cap.replace('.', '')}-{slug(name)}"}
+
+
+def test_runtime_refuses_an_engine_for_another_gpu_naming_both(artifacts_copy: Path, cpu_target: str, host_env) -> None:
+    """An artifact built on an H100 (sm90), loaded on an A10G (sm86) host: one message naming both GPUs."""
+    from infbuild.runtime import load
+
+    manifest = json.loads((artifacts_copy / "manifest.json").read_text())
+    targets = manifest["recipes"]["mlp"]["targets"]
+    h100 = _gpu("NVIDIA H100 80GB HBM3", "9.0")
+    entry = targets.pop(cpu_target)
+    entry["fingerprint"]["gpus"] = [h100]
+    targets[h100["target"]] = entry
+    (artifacts_copy / "manifest.json").write_text(json.dumps(manifest))
+    host_env({"gpus": [_gpu("NVIDIA A10G", "8.6")]})
+    with pytest.raises(ArtifactError) as info:
+        load(artifacts_copy, "mlp")
+    message = str(info.value)
+    assert "no artifacts for this host (cuda-sm86-nvidia-a10g (NVIDIA A10G, sm 8.6" in message
+    assert f"; {cpu_target} (" in message  # the host's CPU target is named too
+    assert "built for: cuda-sm90-nvidia-h100-80gb-hbm3 (NVIDIA H100 80GB HBM3, sm 9.0" in message
+    assert "doit build" in message and "\n" not in message
+    with pytest.raises(ArtifactError, match="refusing artifacts built for cuda-sm90-nvidia-h100-80gb-hbm3 .*"
+                                            "this host's GPU is cuda-sm86-nvidia-a10g"):
+        load(artifacts_copy, "mlp", target=h100["target"])
+
+
 def test_runtime_refuses_artifacts_whose_digest_differs(artifacts_copy: Path) -> None:
     from infbuild.runtime import load
 

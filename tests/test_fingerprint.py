@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from infbuild.fingerprint import isa_level, slug
 
 STANDINS = Path(__file__).parent / "standins"  # stand-in nvidia-smi: no GPU on these machines
@@ -26,8 +28,21 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_fingerprint_is_fast_and_torch_free_without_gpu(tmp_path: Path) -> None:
-    env = clean_env(PATH=f"{tmp_path}:/usr/bin:/bin")  # no nvidia-smi on this PATH
+NO_DRIVER = """#!/bin/sh
+# STAND-IN for nvidia-smi on a host without a working NVIDIA driver
+echo "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver." >&2
+exit 9
+"""
+
+
+@pytest.mark.parametrize("host", ["no nvidia-smi", "nvidia-smi without a driver"])
+def test_fingerprint_is_fast_and_torch_free_without_gpu(tmp_path: Path, host: str) -> None:
+    if host == "no nvidia-smi":
+        env = clean_env(PATH=str(tmp_path))  # nothing on PATH (a real GPU host has /usr/bin/nvidia-smi)
+    else:
+        (tmp_path / "nvidia-smi").write_text(NO_DRIVER)
+        (tmp_path / "nvidia-smi").chmod(0o755)
+        env = clean_env(PATH=f"{tmp_path}:/usr/bin:/bin")
     started = time.perf_counter()
     fp = fingerprint_json(env)
     assert time.perf_counter() - started < 5  # includes the Python start-up; the probe itself is ~30 ms

@@ -40,6 +40,25 @@ def test_two_builds_on_one_tree_take_turns(built: Project) -> None:
     assert built.infbuild("verify-artifacts").returncode == 0
 
 
+def test_parallel_aoti_compiles_of_one_architecture_keep_their_own_weights(tmp_path: Path, cpu_target: str) -> None:
+    """Two recipes that differ only in weights generate the same AOTInductor wrapper code; compiled at once
+    (doit -n 2) each package must hold its own weights. The generated sources and .so go to a folder of the
+    stage's own, never the shared inductor cache (where one build could package the other's files)."""
+    p = Project(tmp_path / "proj")
+    p.add_recipe("a.yaml", mlp_recipe(name="a", seed=0))
+    p.add_recipe("b.yaml", mlp_recipe(name="b", seed=1))
+    inductor_cache = tmp_path / "inductor"
+    result = p.doit("-n", "2", "build", env=p.env(INFBUILD_CACHE="off", TORCHINDUCTOR_CACHE_DIR=str(inductor_cache)))
+    assert result.returncode == 0, result.output[-3000:]
+    for name in ("a", "b"):
+        report = json.loads((p.stage(name, cpu_target, "verify") / "report.json").read_text())
+        assert report["results"]["aoti"]["passed"] is True, report["results"]["aoti"]
+        assert str(p.root).encode() not in (p.stage(name, "portable", "onnx") / "model.onnx").read_bytes()
+    assert inductor_cache.is_dir()
+    generated = [f.name for f in inductor_cache.rglob("*") if f.name.endswith((".wrapper.so", ".wrapper.cpp", "_metadata.json"))]
+    assert generated == []
+
+
 def test_garbage_dep_db_is_moved_aside_and_nothing_rebuilds(built: Project) -> None:
     (built.artifacts / ".doit.db").write_bytes(b"this is not sqlite at all" * 10)
     result = built.doit("build")

@@ -1,6 +1,7 @@
 """A local, content-addressed cache folder: blobs/<sha256> hold file bytes once, entries/<key>.json hold
 stamps. Writes are atomic (temp file + rename; blobs before the entry that names them), so concurrent builds
-never see a torn entry; gc takes an exclusive lock, writers a shared one."""
+never see a torn entry; the first entry written for a key stays (later writers adopt it); gc takes an exclusive
+lock, writers a shared one."""
 from __future__ import annotations
 
 import fcntl
@@ -39,14 +40,17 @@ class LocalCache:
     def _entry(self, key: str) -> Path:
         return self.path / "entries" / f"{key}.json"
 
-    def _atomic_write(self, dest: Path, data: bytes) -> None:
+    def _write_temp(self, dest: Path, data: bytes) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        return tmp
+
+    def _atomic_write(self, dest: Path, data: bytes) -> None:
+        os.replace(self._write_temp(dest, data), dest)
 
     def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
         path = self._entry(key)
@@ -68,13 +72,38 @@ class LocalCache:
             os.utime(path)  # last use, for gc
         return stamp, files
 
-    def put(self, key: str, stamp: dict[str, Any], folder: Path) -> None:
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The entry's stamp as stored (unchecked), or None when the key has no entry."""
+        try:
+            stamp = json.loads(self._entry(key).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            raise BadEntry("entry is not valid JSON") from None
+        return check_stamp(stamp, key)
+
+    def put(self, key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> bool:
+        """Store the stage unless its key already has an entry (first writer wins; ``replace`` overrides).
+        Returns whether this call wrote the entry. Blobs go first, the entry is linked in atomically."""
         with self._lock(exclusive=False):
+            entry = self._entry(key)
+            if entry.exists() and not replace:
+                return False
             for name, meta in stamp["files"].items():
                 blob = self._blob(meta["sha256"])
                 if not blob.exists():
                     self._atomic_write(blob, (folder / name).read_bytes())
-            self._atomic_write(self._entry(key), json.dumps(stamp, sort_keys=True).encode())
+            if replace:
+                self._atomic_write(entry, json.dumps(stamp, sort_keys=True).encode())
+                return True
+            tmp = self._write_temp(entry, json.dumps(stamp, sort_keys=True).encode())
+            try:
+                os.link(tmp, entry)  # fails if another build linked its entry in first
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            return True
 
     def entries(self) -> list[dict[str, Any]]:
         out = []

@@ -54,16 +54,38 @@ def restore(caches: Sequence[Any], key: str, staging: Path) -> CacheOutcome | No
     return None
 
 
-def store(caches: Sequence[Any], key: str, stamp: dict[str, Any], folder: Path) -> list[str]:
-    """Put a built stage into every writable cache; returns the names it went to."""
-    stored = []
+@dataclass
+class Stored:
+    written: list[str]  # the caches this call wrote the entry to
+    held_by: Any = None  # the first writable cache that already held an entry for the key (its writer won)
+
+
+def store(caches: Sequence[Any], key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> Stored:
+    """Put a built stage into every writable cache that has no entry for its key yet (first writer wins)."""
+    outcome = Stored([])
     for cache in caches:
         if not cache.writable or cache.name in _down:
             continue
         try:
-            cache.put(key, stamp, folder)
-            stored.append(cache.name)
+            if cache.put(key, stamp, folder, replace=replace):
+                outcome.written.append(cache.name)
+            elif outcome.held_by is None:
+                outcome.held_by = cache
         except (InfbuildError, OSError) as exc:
             _down.add(cache.name)
             warn_once(f"cache {cache.name}: could not store {stamp.get('stage')}:{stamp.get('recipe')} ({exc})")
-    return stored
+    return outcome
+
+
+def same_files(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return {n: m.get("sha256") for n, m in a["files"].items()} == {n: m.get("sha256") for n, m in b["files"].items()}
+
+
+def differs_from(cache: Any, key: str, stamp: dict[str, Any]) -> bool:
+    """Whether the cache's entry for ``key`` is anything but the files ``stamp`` names (unreadable or gone
+    included: then adopting it fails and ours replaces it)."""
+    try:
+        held = cache.peek(key)
+    except (BadEntry, InfbuildError, OSError):
+        return True
+    return held is None or not same_files(held, stamp)

@@ -54,7 +54,29 @@ class RegistryCache:
             files[name] = data
         return stamp, files
 
-    def put(self, key: str, stamp: dict[str, Any], folder: Path) -> None:
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The entry's stamp as stored (unchecked), or None when the key has no entry."""
+        client = self._client()
+        try:
+            manifest, _, _ = client.manifest(key)
+        except RegistryError as exc:
+            if "not found" in str(exc):
+                return None
+            raise
+        try:
+            return check_stamp(json.loads(client.blob(manifest["config"]["digest"])), key)
+        except (KeyError, TypeError, ValueError, RegistryError) as exc:
+            raise BadEntry(f"malformed cache artifact: {exc}") from None
+
+    def put(self, key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> bool:
+        """Push the stage unless its key is already tagged (first writer wins, up to the registry's lack of a
+        conditional push; ``replace`` overrides). Returns whether this call pushed it."""
+        if not replace:
+            try:
+                if self.peek(key) is not None:
+                    return False
+            except BadEntry:
+                pass  # a damaged entry is replaced
         client = self._client()
         config = canonical(stamp)
         layers = []
@@ -70,6 +92,7 @@ class RegistryCache:
                     "layers": layers,
                     "annotations": {"dev.infbuild.stage": str(stamp.get("stage")), "dev.infbuild.target": str(stamp.get("target"))}}
         client.push_manifest(key, canonical(manifest), manifest["mediaType"])
+        return True
 
     def entries(self) -> list[dict[str, Any]]:
         client = self._client()

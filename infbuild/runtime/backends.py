@@ -67,6 +67,8 @@ class AotiRunner:
 
         if threads:
             torch.set_num_threads(threads)
+        if device.startswith("cuda"):
+            _preload_onnxruntime()
         try:
             self.model = torch._inductor.aoti_load_package(str(folder / "model.pt2"))
         except Exception as exc:  # noqa: BLE001
@@ -92,6 +94,16 @@ class AotiRunner:
             with torch.inference_mode():
                 return self.model(**tensors)
         return call
+
+
+def _preload_onnxruntime() -> None:
+    """Import onnxruntime before a CUDA AOTInductor package is loaded. Seen on an H100 host (torch 2.11+cu130,
+    g++ 13.3, Ubuntu 24.04): in a process that had not imported onnxruntime, aoti_load_package crashed
+    (SIGSEGV in the package's std::regex, parse_device_str); with onnxruntime imported first it loaded and ran."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
 
 
 class TensorRTRunner:

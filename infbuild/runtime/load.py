@@ -139,9 +139,10 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
         built = sorted(t for t in targets if t != "portable")
         if not mine:
             if not (allow_target_mismatch and built):
-                raise ArtifactError(
-                    f"{recipe}: no artifacts for this host ({_summary(host, host['targets']['cpu'])}); built for: "
-                    f"{', '.join(built) or 'nothing'}. Build matching ones here with: doit build")
+                here = "; ".join(_summary(host, t) for t in (host["targets"].get("cuda"), host["targets"]["cpu"]) if t)
+                there = "; ".join(_summary(targets[t].get("fingerprint"), t) for t in built) or "nothing"
+                raise ArtifactError(f"{recipe}: no artifacts for this host ({here}); built for: {there}. "
+                                    "Build matching ones here with: doit build")
             mine = built
         target = mine[0]
     if target not in targets:

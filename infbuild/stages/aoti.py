@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -15,6 +16,30 @@ from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
 DEFAULT_INDUCTOR_CONFIGS = {"aot_inductor.check_lowerbound": False}
+
+
+def compile_and_package(program: torch.export.ExportedProgram, path: Path, configs: dict, build_dir: Path) -> None:
+    """``aoti_compile_and_package`` with the generated sources and .so in a private folder.
+
+    By default AOTInductor writes them into the shared inductor cache folder under a name derived from the
+    generated code, which is the same for two models that differ only in weights; two builds compiling at
+    once (``doit -n 2``, or two checkouts) could then package each other's half-written files. The kernel and
+    header caches stay shared (and warm). This is the two-step path torch documents for packaging.
+    """
+    from torch._inductor.package import package_aoti
+
+    try:
+        module = program.module(check_guards=False)
+    except TypeError:  # torch releases without check_guards
+        module = program.module()
+    args, kwargs = program.example_inputs
+    build_dir.mkdir()
+    try:
+        files = torch._inductor.aot_compile(module, args, kwargs, options={
+            **configs, "aot_inductor.package": True, "aot_inductor.output_path": str(build_dir)})
+        package_aoti(str(path), files)
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
 
 
 def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
@@ -36,7 +61,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+            compile_and_package(program, path, configs, out / ".aoti-build")
     except Exception as exc:  # noqa: BLE001
         raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     info = {"device": device, "torch": torch.__version__, "inductor_configs": configs,

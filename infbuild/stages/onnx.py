@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +30,42 @@ def _without_weights(source: Path) -> Any:
     return model
 
 
+_TRACE_FILE = re.compile(r'File "([^"]+)"')
+
+
+def portable_path(path: str, root: Path) -> str:
+    """A source path as it may appear in a portable artifact: relative to the project, or to site-packages."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(str(root) + os.sep):
+        return os.path.relpath(absolute, root)
+    for marker in ("site-packages", "dist-packages"):
+        if f"{os.sep}{marker}{os.sep}" in absolute:
+            return f"<{marker}>/" + absolute.rsplit(f"{os.sep}{marker}{os.sep}", 1)[1]
+    return os.path.basename(absolute)
+
+
+def strip_checkout_paths(proto: Any, root: Path) -> bool:
+    """Make the exporter's per-node stack traces independent of where the project and Python live, so the
+    ONNX file (and every key downstream of it) is the same in every checkout. Returns whether it changed."""
+    changed = False
+
+    def graphs(graph: Any) -> Any:
+        yield graph
+        for node in graph.node:
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from graphs(sub)
+
+    nodes = [n for g in graphs(proto.graph) for n in g.node] + [n for f in proto.functions for n in f.node]
+    for node in nodes:
+        for prop in node.metadata_props:
+            if "stack_trace" in prop.key:
+                value = _TRACE_FILE.sub(lambda m: f'File "{portable_path(m.group(1), root)}"', prop.value)
+                if value != prop.value:
+                    prop.value, changed = value, True
+    return changed
+
+
 def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
     import onnx
 
@@ -48,8 +86,10 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
             )
     except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
         raise StageFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
-    onnx.checker.check_model(str(path))
     proto = onnx.load(str(path), load_external_data=False)
+    if strip_checkout_paths(proto, root.resolve()):
+        onnx.save(proto, str(path))  # external data references are kept as they are
+    onnx.checker.check_model(str(path))
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset != options["opset"]:
         print(f"[onnx] note: requested opset {options['opset']}, the exporter wrote opset {opset}", flush=True)
