@@ -29,8 +29,8 @@ class RegistryCache:
     def _client(self) -> Registry:
         return Registry(self.ref, self.credentials, timeout=30)
 
-    def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        client = self._client()
+    def _entry(self, client: Registry, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(manifest, stamp) of the entry tagged ``key``, the stamp checked for shape; None when absent."""
         try:
             manifest, _, _ = client.manifest(key)
         except RegistryError as exc:
@@ -38,9 +38,24 @@ class RegistryCache:
                 return None
             raise
         try:
-            stamp = check_stamp(json.loads(client.blob(manifest["config"]["digest"])), key)
+            return manifest, check_stamp(json.loads(client.blob(manifest["config"]["digest"])), key)
+        except (KeyError, TypeError, ValueError, RegistryError) as exc:
+            raise BadEntry(f"malformed cache artifact: {exc}") from None
+
+    def peek(self, key: str) -> dict[str, Any] | None:
+        """The entry's stamp as stored (its files unchecked), or None when the key has no entry."""
+        found = self._entry(self._client(), key)
+        return found[1] if found else None
+
+    def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        client = self._client()
+        found = self._entry(client, key)
+        if found is None:
+            return None
+        manifest, stamp = found
+        try:
             layers = {safe_name((layer.get("annotations") or {}).get(TITLE)): layer for layer in manifest["layers"]}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise BadEntry(f"malformed cache artifact: {exc}") from None
         if set(layers) != set(stamp["files"]):
             raise BadEntry("cache artifact files differ from its stamp")
@@ -53,20 +68,6 @@ class RegistryCache:
             check_bytes(name, data, stamp["files"][name])
             files[name] = data
         return stamp, files
-
-    def peek(self, key: str) -> dict[str, Any] | None:
-        """The entry's stamp as stored (unchecked), or None when the key has no entry."""
-        client = self._client()
-        try:
-            manifest, _, _ = client.manifest(key)
-        except RegistryError as exc:
-            if "not found" in str(exc):
-                return None
-            raise
-        try:
-            return check_stamp(json.loads(client.blob(manifest["config"]["digest"])), key)
-        except (KeyError, TypeError, ValueError, RegistryError) as exc:
-            raise BadEntry(f"malformed cache artifact: {exc}") from None
 
     def put(self, key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> bool:
         """Push the stage unless its key is already tagged (first writer wins, up to the registry's lack of a
