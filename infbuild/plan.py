@@ -53,7 +53,7 @@ STAGES: dict[str, StageDef] = {
                                  "build a TensorRT timing cache with trtexec for this GPU", upstream_view="graph"),
     "trt_engine": StageDef("trt_engine", 1, "cuda", ("trtexec",), False, _trt_fields,
                            "build a TensorRT engine with trtexec (layer info, profile, times, build log)"),
-    "bench": StageDef("bench", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
+    "bench": StageDef("bench", 2, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
                       lambda r: {"bench": r.bench, "backends": list(r.backends), **_model_fields(r)},
                       "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
                       upstream_view="bench"),

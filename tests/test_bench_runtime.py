@@ -55,7 +55,10 @@ def test_bench_report_table_and_plot(examples_built: tuple[Project, DoitRun], cp
         assert set(per_shape) == {"min", "opt", "max"}
         for r in per_shape.values():
             assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["samples"] == 150 and r["throughput"] > 0
-    assert "| backend | verified | shape | p50 ms |" in (folder / "report.md").read_text()
+    assert report["runs_on"] == {"onnxruntime": "CPUExecutionProvider", "aoti": "cpu", "eager": "cpu", "torch_compile": "cpu"}
+    table = (folder / "report.md").read_text()
+    assert "| backend | runs on | verified | shape | p50 ms |" in table
+    assert "| onnxruntime | CPUExecutionProvider | yes | opt |" in table
     assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -76,7 +79,7 @@ def test_bench_is_not_rerun_by_a_noop_build_but_force_reruns_it(examples_built: 
     done = proj.infbuild("bench", "--force", "mlp")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert ".  bench:mlp" in done.stdout and ".  bench:convnet" not in done.stdout
-    assert "| onnxruntime | yes | opt |" in done.stdout
+    assert "| onnxruntime | CPUExecutionProvider | yes | opt |" in done.stdout
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "aoti"])

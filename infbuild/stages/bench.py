@@ -71,15 +71,15 @@ def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, 
 
 
 def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], preferred: str | None,
-              verify: dict[str, Any], meta: dict[str, Any]) -> str:
+              verify: dict[str, Any], meta: dict[str, Any], runs_on: dict[str, str]) -> str:
     lines = [f"# {recipe.name}: latency on {meta['target']}",
              "",
              f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs x {meta['rounds']} "
              f"interleaved rounds per backend and shape; p50/p90/p99 in ms, throughput in items/s.",
              f"Preferred (fastest verified at `{meta['primary_shape']}`): **{preferred or 'none'}**.",
              "",
-             "| backend | verified | shape | p50 ms | p90 ms | p99 ms | throughput/s | x eager (p50) |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| backend | runs on | verified | shape | p50 ms | p90 ms | p99 ms | throughput/s | x eager (p50) |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for backend, per_shape in results.items():
         status = "baseline" if backend in BASELINES else {True: "yes", False: "FAILED"}.get(verify.get(backend, {}).get("passed"), "-")
         for label in labels:
@@ -88,7 +88,7 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
             r = per_shape[label]
             eager = results.get("eager", {}).get(label, {}).get("p50_ms")
             speedup = f"{eager / r['p50_ms']:.2f}" if eager else "-"
-            lines.append(f"| {backend} | {status} | {label} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | "
+            lines.append(f"| {backend} | {runs_on.get(backend, '-')} | {status} | {label} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | "
                          f"{r['throughput']:.1f} | {speedup} |")
     return "\n".join(lines) + "\n"
 
@@ -102,6 +102,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     arrays = {label: sample_inputs(recipe, shapes, seed=1234) for label, shapes in shape_specs.items()}
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     callers: dict[str, dict[str, Call]] = {}
+    runs_on: dict[str, str] = {}  # where each backend actually ran: execution provider or device
     for backend in recipe.backends:
         stage = ARTIFACT_STAGE[backend]
         if stage not in upstream or verify.get(backend, {}).get("passed") is None:
@@ -110,17 +111,20 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
         runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
                               device=artifact_device(upstream[stage], device), threads=opts["threads"])
         callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
+        runs_on[backend] = runner.detail
     # Baselines run where torch can: a GPU target with a CPU build of torch times them on the CPU (recorded).
     torch_device = device if device != "cuda" or torch.cuda.is_available() else "cpu"
     if "eager" in opts["baselines"] or "torch_compile" in opts["baselines"]:
         model = build_model(recipe, root, device=torch_device)
         if "eager" in opts["baselines"]:
             callers["eager"] = _torch_callers(model, recipe, arrays, torch_device)
+            runs_on["eager"] = torch_device
         if "torch_compile" in opts["baselines"]:
             print(f"[bench] {recipe.name}: torch.compile(mode={opts['torch_compile_mode']!r}) compiles on first call",
                   flush=True)
             compiled = torch.compile(model, mode=None if opts["torch_compile_mode"] == "default" else opts["torch_compile_mode"])
             callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, torch_device)
+            runs_on["torch_compile"] = torch_device
     sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
     samples: dict[str, dict[str, list[int]]] = {b: {label: [] for label in labels} for b in callers}
     order = list(callers)
@@ -154,9 +158,9 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
             "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
     report = {**meta, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
               "results": results, "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends},
-              "preferred": preferred}
+              "preferred": preferred, "runs_on": runs_on}
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on), encoding="utf-8")
     ticks = {label: ", ".join("x".join(str(d) for d in s) for s in shapes.values()) for label, shapes in shape_specs.items()}
     _plot(out / "latency.png", labels, results, f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))", ticks)
     print((out / "report.md").read_text(encoding="utf-8"), flush=True)
