@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from .artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
-from .cache import configured_caches, differs_from, restore, store
+from .cache import configured_caches, differs_from, restore, same_files, store
 from .errors import InfbuildError
 from .fingerprint import host_fingerprint
 from .hashing import DigestCache
@@ -208,7 +208,7 @@ def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any
     stamp = commit(staging, p.folder, {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                                        "fingerprint": hit.stamp["fingerprint"], "inputs": inputs,
                                        "restored_from": hit.cache, **extra})
-    if {n: m["sha256"] for n, m in stamp["files"].items()} != {n: m["sha256"] for n, m in hit.stamp["files"].items()}:
+    if not same_files(stamp, hit.stamp):
         remove_stage(p.folder)  # the bytes were checked, so this cannot happen; never keep a mismatch
         return TaskFailed(f"{p.task_name}: restored files differ from the cache entry's stamp")
     update_manifest(ctx.project.artifacts)

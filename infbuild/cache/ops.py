@@ -78,6 +78,7 @@ def store(caches: Sequence[Any], key: str, stamp: dict[str, Any], folder: Path, 
 
 
 def same_files(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two stamps name the same files with the same contents."""
     return {n: m.get("sha256") for n, m in a["files"].items()} == {n: m.get("sha256") for n, m in b["files"].items()}
 
 

@@ -7,6 +7,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_
 DEFAULT_INDUCTOR_CONFIGS = {"aot_inductor.check_lowerbound": False}
 
 
-def compile_and_package(program: torch.export.ExportedProgram, path: Path, configs: dict, build_dir: Path) -> None:
+def compile_and_package(program: torch.export.ExportedProgram, path: Path, configs: dict[str, Any], build_dir: Path) -> None:
     """``aoti_compile_and_package`` with the generated sources and .so in a private folder.
 
     By default AOTInductor writes them into the shared inductor cache folder under a name derived from the
