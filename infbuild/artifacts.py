@@ -6,14 +6,17 @@ staging/trash folders, which never look complete and are removed by ``clean_left
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from .errors import ArtifactError
 from .hashing import sha256_file
 
 STAMP = "stamp.json"
@@ -21,19 +24,65 @@ LOG = "worker.log"
 UNSTAMPED = {STAMP, LOG}
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """The files a stage must produce (exact names) and may produce (fnmatch patterns): a stamp, cache entry
+    or restored folder holding anything else is not that stage's output, however its stamp is labelled."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+
+    def problem(self, names: Iterable[str]) -> str | None:
+        """Why these file names are not exactly this stage's outputs (None when they are)."""
+        names = set(names)
+        missing = sorted(set(self.required) - names)
+        if missing:
+            return f"lacks the required output(s) {', '.join(missing)}"
+        foreign = sorted(n for n in names - set(self.required)
+                         if not any(fnmatch.fnmatchcase(n, p) for p in self.optional))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            return f"holds file(s) this stage never produces: {shown}"
+        return None
+
+
 def stage_dir(artifacts: Path, recipe: str, target: str, stage: str) -> Path:
     return artifacts / recipe / target / stage
 
 
+def unsafe_name(name: Any) -> str | None:
+    """Why ``name`` cannot be a file of a stage folder (None when it can): relative, no '..', no absolute path,
+    no backslashes or NULs, not infbuild's own bookkeeping."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        return f"invalid file name {name!r}"
+    if name.startswith("/") or any(part in ("..", ".", "") for part in name.split("/")):
+        return f"file name {name!r} would escape the stage folder"
+    if name in UNSTAMPED:
+        return f"file name {name!r} is infbuild's own bookkeeping, never a stage output"
+    return None
+
+
 def read_stamp(folder: Path) -> dict[str, Any] | None:
-    """The stamp of a stage folder, or None when absent or unreadable (then the stage is stale)."""
+    """The stamp of a stage folder, or None when absent, unreadable or naming files outside its folder (then the
+    stage is stale)."""
     try:
         stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(stamp, dict) or not isinstance(stamp.get("files"), dict) or not isinstance(stamp.get("key"), str):
         return None
+    if any(unsafe_name(name) or not isinstance(meta, dict) for name, meta in stamp["files"].items()):
+        return None
     return stamp
+
+
+def stamp_problem(stamp: dict[str, Any], stage: str, recipe: str, target: str, outputs: Outputs) -> str | None:
+    """Why a stamp does not describe this stage's outputs (None when it does): a relabelled or foreign stamp."""
+    for field, value in (("stage", stage), ("recipe", recipe), ("target", target)):
+        if stamp.get(field) != value:
+            return f"the stamp is labelled {field} {str(stamp.get(field))[:40]!r}, not {value!r}"
+    why = outputs.problem(stamp["files"])
+    return f"the stamp {why}" if why else None
 
 
 def missing_or_resized(folder: Path, stamp: dict[str, Any]) -> str | None:
@@ -88,9 +137,14 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def commit(staging: Path, final: Path, stamp: dict[str, Any]) -> dict[str, Any]:
-    """Stamp the staging folder (stamp written last) and move it into place; return the stamp."""
-    stamp = {**stamp, "files": list_files(staging), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+def commit(staging: Path, final: Path, stamp: dict[str, Any], outputs: Outputs | None = None) -> dict[str, Any]:
+    """Stamp the staging folder (stamp written last) and move it into place; return the stamp. Refuses (and
+    stamps nothing) when the folder is not exactly the stage's ``outputs``."""
+    files = list_files(staging)
+    why = outputs.problem(files) if outputs is not None else None
+    if why:
+        raise ArtifactError(f"{stamp.get('stage')}:{stamp.get('recipe')}: not stamped: the output folder {why}")
+    stamp = {**stamp, "files": files, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(staging / STAMP, stamp)
     trash = final.parent / f".{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if final.exists():

@@ -177,9 +177,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_artifacts(args: argparse.Namespace) -> int:
-    """Re-hash every stamped file; report tampered or missing ones; --fix unstamps them and rebuilds."""
-    from .artifacts import STAMP, read_stamp, rehash_problems
-    from .manifest import manifest_current
+    """Re-hash every stamped file and check each stamp names its stage's outputs; report tampered or missing
+    ones (and a manifest that disagrees with the stamps); --fix unstamps them and rebuilds."""
+    from .artifacts import STAMP, read_stamp, rehash_problems, stamp_problem
+    from .manifest import manifest_problem
     from .tasks import context
 
     ctx = context(str(load_project().root))
@@ -188,26 +189,33 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
     for p in ctx.planned.values():
         stamp = read_stamp(p.folder)
         if stamp is None:
+            if (p.folder / STAMP).exists():
+                print(f"{p.task_name} ({p.target}): stamp.json is damaged")
+                bad.append(p.task_name)
             continue
         checked += len(stamp["files"])
-        problems = rehash_problems(p.folder, stamp)
+        wrong = stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs)
+        problems = ([wrong] if wrong else []) + rehash_problems(p.folder, stamp)
         for problem in problems:
             print(f"{p.task_name} ({p.target}): {problem}")
         if problems:
             bad.append(p.task_name)
             if args.fix:
                 (p.folder / STAMP).unlink(missing_ok=True)
-    if not manifest_current(ctx.project.artifacts):
-        print("manifest.json: differs from the stamps (edited by hand?); doit build rewrites it")
-        bad.append("manifest")
-    if not bad:
+    manifest = manifest_problem(ctx.project.artifacts)
+    if manifest:
+        print(f"manifest.json: {manifest}; doit build rewrites it from the stamps")
+    if not bad and not manifest:
         print(f"{checked} stamped files verified: all match their stamps")
         return 0
     if not args.fix:
-        print(f"{len(bad)} stage(s) with tampered or missing files: run infbuild verify-artifacts --fix")
+        summary = [f"{len(bad)} stage(s) with tampered or missing files"] if bad else []
+        summary += ["the manifest is broken"] if manifest else []
+        print(f"{' and '.join(summary)}: run infbuild verify-artifacts --fix")
         return 1
-    print(f"rebuilding {', '.join(bad)}")
-    return subprocess.call([sys.executable, "-m", "doit", "run", *bad], cwd=ctx.project.root)
+    if bad:
+        print(f"rebuilding {', '.join(bad)}")
+    return subprocess.call([sys.executable, "-m", "doit", "run", *bad, "manifest"], cwd=ctx.project.root)
 
 
 def parser() -> argparse.ArgumentParser:

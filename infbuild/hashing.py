@@ -28,10 +28,12 @@ def sha256_file(path: Path) -> str:
 
 
 class DigestCache:
-    """sha256 of files keyed by (path, size, mtime_ns, inode), like DVC's state DB.
+    """sha256 of files keyed by (path, size, mtime_ns, inode, ctime_ns), like DVC's state DB.
 
     A touched file (new mtime) is re-hashed, and a re-hash that gives the same digest changes no key:
-    mtimes never decide staleness, they only save re-reading unchanged files.
+    mtimes never decide staleness, they only save re-reading unchanged files. ctime is in the key because
+    an in-place edit that restores size and mtime (``cp -p``, ``touch -r``, tools that keep mtimes) still
+    moves it: ``utime`` cannot set it back.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -49,10 +51,10 @@ class DigestCache:
     def sha256(self, file: Path) -> str:
         st = file.stat()
         name = str(file.resolve())
-        stat_key = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stat_key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         hit = self.entries.get(name)
-        if isinstance(hit, list) and len(hit) == 4 and hit[:3] == stat_key:
-            return str(hit[3])
+        if isinstance(hit, list) and len(hit) == 5 and hit[:4] == stat_key:
+            return str(hit[4])
         value = sha256_file(file)
         self.entries[name] = [*stat_key, value]
         self.dirty = True

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import missing_or_resized, read_stamp
+from .artifacts import missing_or_resized, read_stamp, stamp_problem
 from .fingerprint import scope_fields
 from .hashing import DigestCache, digest_json
 from .plan import PlannedStage
@@ -104,7 +104,8 @@ def staleness(p: PlannedStage, fp: dict[str, Any], root: Path, digests: DigestCa
         return f"cannot read an input: {exc}"
     if stamp["key"] != stage_key(inputs):
         return _changed_parts(stamp.get("inputs"), inputs)
-    reason = missing_or_resized(p.folder, stamp)
+    reason = stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs) \
+        or missing_or_resized(p.folder, stamp)
     if reason:
         return reason
     if p.stage.name == "verify" and stamp.get("passed") is False:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import sys
+import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -32,7 +35,7 @@ def locked(artifacts: Path, name: str = ".manifest.lock") -> Iterator[None]:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -94,14 +97,35 @@ def choose_preferred(verify: dict[str, Any], bench: dict[str, Any] | None, order
 
 
 def update_manifest(artifacts: Path) -> bool:
-    """Rewrite the manifest if it differs from the stamps; True when it was written."""
+    """Rewrite the manifest if it differs from the stamps; True when it was written. Whatever stands in its place
+    (a folder, a FIFO) is moved aside first, so a damaged manifest is always repaired, never a crash."""
     with locked(artifacts):
         fresh = build_manifest(artifacts)
-        if read_json(artifacts / MANIFEST) == fresh:
+        path = artifacts / MANIFEST
+        if read_json(path) == fresh:
             return False
-        write_json_atomic(artifacts / MANIFEST, fresh)
+        if path.exists() and not path.is_file() and not path.is_symlink():
+            aside = path.with_name(f"{MANIFEST}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(path, aside)
+            print(f"{path} was not a file: moved aside to {aside.name} and rewritten from the stamps", file=sys.stderr)
+        write_json_atomic(path, fresh)
         return True
 
 
+def manifest_problem(artifacts: Path) -> str | None:
+    """What is wrong with the manifest on disk (None when it matches the stamps)."""
+    path = artifacts / MANIFEST
+    if not path.exists():
+        return "missing"
+    if not path.is_file():
+        return "not a regular file"
+    on_disk = read_json(path)
+    if on_disk is None:
+        return "unreadable or not valid JSON"
+    if on_disk != build_manifest(artifacts):
+        return "differs from the stamps (edited by hand?)"
+    return None
+
+
 def manifest_current(artifacts: Path) -> bool:
-    return read_json(artifacts / MANIFEST) == build_manifest(artifacts)
+    return manifest_problem(artifacts) is None

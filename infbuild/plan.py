@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import stage_dir
+from .artifacts import Outputs, stage_dir
 from .fingerprint import cuda_target, tensorrt_info, torch_has_cuda
 from .recipe import Recipe
 
@@ -37,35 +37,44 @@ class StageDef:
     doc: str
     upstream_view: str = "files"  # how upstream stages enter the key: files (key + digests), graph, bench, package
     cacheable: bool = True  # outputs may be shared through caches (not bench timings, not images)
+    outputs: Outputs = Outputs(())  # exactly what its folder holds: checked on commit, restore, status, load
 
 
 STAGES: dict[str, StageDef] = {
     "onnx": StageDef("onnx", 3, "portable", ("torch", "onnx", "onnxscript"), True,
                      lambda r: {**_model_fields(r), "options": r.stages["onnx"]},
-                     "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims"),
+                     "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims",
+                     outputs=Outputs(("model.onnx", "export.json"), ("model.onnx.data", "model.graph.onnx"))),
     "reference": StageDef("reference", 1, "portable", ("torch",), True,
                           lambda r: {**_model_fields(r), "options": r.stages["reference"]},
-                          "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes"),
+                          "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
+                          outputs=Outputs(("reference.json", "opt.npz"), ("*.npz",))),
     "aoti": StageDef("aoti", 2, "device", ("torch",), True,
                      lambda r: {**_model_fields(r), "options": r.stages["aoti"]},
-                     "compile an AOTInductor package (model.pt2) for this target"),
+                     "compile an AOTInductor package (model.pt2) for this target",
+                     outputs=Outputs(("model.pt2", "aoti.json"))),
     "trt_timing_cache": StageDef("trt_timing_cache", 1, "cuda", ("trtexec",), False, _trt_fields,
-                                 "build a TensorRT timing cache with trtexec for this GPU", upstream_view="graph"),
+                                 "build a TensorRT timing cache with trtexec for this GPU", upstream_view="graph",
+                                 outputs=Outputs(("timing.cache", "build.log"))),
     "trt_engine": StageDef("trt_engine", 1, "cuda", ("trtexec",), False, _trt_fields,
-                           "build a TensorRT engine with trtexec (layer info, profile, times, build log)"),
+                           "build a TensorRT engine with trtexec (layer info, profile, times, build log)",
+                           outputs=Outputs(("model.engine", "layers.json", "profile.json", "times.json", "build.log",
+                                            "engine.json"))),
     "bench": StageDef("bench", 2, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
                       lambda r: {"bench": r.bench, "backends": list(r.backends), **_model_fields(r)},
                       "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
-                      upstream_view="bench"),
-    "package": StageDef("package", 1, "device", ("docker",), False,
+                      upstream_view="bench", outputs=Outputs(("report.json", "report.md", "latency.png"))),
+    "package": StageDef("package", 2, "device", ("docker",), False,
                         lambda r: {"package": {k: v for k, v in (r.package or {}).items() if k != "registry"},
                                    "backends": list(r.backends), "inputs": r.to_dict()["inputs"],
                                    "dims": r.to_dict()["dims"], "outputs": list(r.outputs)},
                         "package the target's artifacts into a container image <image>:<version>-<target>",
-                        upstream_view="package", cacheable=False),
+                        upstream_view="package", cacheable=False,
+                        outputs=Outputs(("image.json",), ("Dockerfile", "oci/*"))),
     "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
                        lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": list(r.outputs)},
-                       "run every artifact on the reference inputs and compare with eager PyTorch"),
+                       "run every artifact on the reference inputs and compare with eager PyTorch",
+                       outputs=Outputs(("report.json",), ("failures.txt",))),
 }
 ARTIFACT_STAGE = {"onnxruntime": "onnx", "aoti": "aoti", "tensorrt": "trt_engine"}  # backend -> its artifact
 NO_GPU = "no CUDA GPU on this host (nvidia-smi finds none)"

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from .artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
-from .cache import configured_caches, differs_from, restore, same_files, store
+from .cache import Wanted, configured_caches, differs_from, restore, same_files, store, unusable
 from .errors import InfbuildError
 from .fingerprint import host_fingerprint
 from .hashing import DigestCache
@@ -96,6 +96,22 @@ _leftovers_cleaned: set[str] = set()
 
 
 def run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
+    """doit action: build (or restore) one stage. Every user-facing problem is a one-line TaskFailed."""
+    try:
+        return _run_stage(root, task_name)
+    except InfbuildError as exc:
+        return TaskFailed(f"{task_name}: {exc}")
+    except OSError as exc:
+        return TaskFailed(f"{task_name}: {os_problem(exc)}")
+
+
+def os_problem(exc: OSError) -> str:
+    """One line for a file-system failure: which path, and why."""
+    where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "") if exc.filename else "a file"
+    return f"cannot write or read {where}: {exc.strerror or exc}"
+
+
+def _run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
     ctx = context(root)
     p = ctx.planned[task_name]
     if p.not_buildable:
@@ -134,7 +150,7 @@ def run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
             if p.stage.name == "verify":
                 stamp["passed"] = code == 0
             failures = (staging / "failures.txt").read_text(encoding="utf-8").splitlines() if code else []
-            stamp = commit(staging, p.folder, stamp)
+            stamp = commit(staging, p.folder, stamp, p.stage.outputs)
             failed_log.unlink(missing_ok=True)
             update_manifest(ctx.project.artifacts)
             if failures:
@@ -194,23 +210,30 @@ def share(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any], stamp
         discard(staging)
     if adopted is None:  # the entry is damaged or gone: ours replaces it
         store([stored.held_by], key, public, p.folder, replace=True)
-    return adopted if isinstance(adopted, TaskFailed) else None
+    return None
+
+
+def wanted(p: PlannedStage, key: str) -> Wanted:
+    """What a cache entry must be to stand in for building ``p`` under ``key``."""
+    return Wanted(key, p.stage.name, p.recipe.name, p.target, p.stage.outputs)
 
 
 def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any], staging: Path,
-                  caches: list[Any], adopting: bool = False) -> TaskFailed | dict[str, Any] | None:
-    """Commit a stage from the first cache holding its key; None on a miss (then build)."""
+                  caches: list[Any], adopting: bool = False) -> dict[str, Any] | None:
+    """Commit a stage from the first cache holding exactly its outputs under its key; None on a miss (build)."""
     started = time.perf_counter()
-    hit = restore(caches, key, staging)
+    hit = restore(caches, wanted(p, key), staging)
     if hit is None:
         return None
     extra = {k: hit.stamp[k] for k in ("passed",) if k in hit.stamp}
     stamp = commit(staging, p.folder, {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                                        "fingerprint": hit.stamp["fingerprint"], "inputs": inputs,
-                                       "restored_from": hit.cache, **extra})
-    if not same_files(stamp, hit.stamp):
-        remove_stage(p.folder)  # the bytes were checked, so this cannot happen; never keep a mismatch
-        return TaskFailed(f"{p.task_name}: restored files differ from the cache entry's stamp")
+                                       "restored_from": hit.cache, **extra}, p.stage.outputs)
+    if not same_files(stamp, hit.stamp):  # the bytes were checked on the way in: never keep a mismatch
+        remove_stage(p.folder)
+        cache = next(c for c in caches if c.name == hit.cache)
+        say("warning: " + unusable(cache, key, "the restored files differ from its stamp"))
+        return None
     update_manifest(ctx.project.artifacts)
     if adopting:
         say(f"adopted {p.task_name} from {hit.cache}: another build stored this key first")
@@ -260,8 +283,12 @@ def hold_build_lock(artifacts: Path) -> None:
     if _build_lock is not None:
         return
     lock_dir = artifacts / ".infbuild"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_dir / "build.lock", "a+")
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_dir / "build.lock", "a+")
+    except OSError as exc:
+        print(f"infbuild: {os_problem(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -274,6 +301,21 @@ def hold_build_lock(artifacts: Path) -> None:
     handle.write(str(os.getpid()))
     handle.flush()
     _build_lock = handle
+
+
+def check_writable(artifacts: Path) -> None:
+    """Fail early, with the path, when the build could not record its work: a read-only artifacts folder, or a
+    lock, DB or bookkeeping path that is not what it must be (an OSError naming the path)."""
+    import errno
+
+    (artifacts / ".infbuild").mkdir(parents=True, exist_ok=True)
+    for folder in (artifacts, artifacts / ".infbuild"):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "the folder is not writable", str(folder))
+    for path in (artifacts / ".infbuild" / "build.lock", artifacts / ".infbuild" / "gpu.lock",
+                 artifacts / ".manifest.lock", artifacts / ".doit.db"):
+        if path.exists() and not path.is_file():
+            raise IsADirectoryError(errno.EISDIR, "must be a file (remove it)", str(path))
 
 
 def _check_dep_db(path: Path) -> None:
@@ -298,8 +340,12 @@ def doit_config(root: Path | None = None) -> dict[str, Any]:
     except InfbuildError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    project.artifacts.mkdir(parents=True, exist_ok=True)
-    _check_dep_db(project.artifacts / ".doit.db")
+    try:
+        check_writable(project.artifacts)
+        _check_dep_db(project.artifacts / ".doit.db")
+    except OSError as exc:
+        print(f"infbuild: {os_problem(exc)}", file=sys.stderr)
+        raise SystemExit(1) from None
     return {
         "dep_file": str(project.artifacts / ".doit.db"),
         "backend": "sqlite3",

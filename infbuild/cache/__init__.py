@@ -2,6 +2,8 @@
 content-addressed folder and OCI registries. Entries are untrusted: every file is checked against the
 cached stamp before anything reaches artifacts/, and a bad entry is a miss, never a crash."""
 from .config import Cache, configured_caches
-from .ops import CacheOutcome, Stored, differs_from, restore, same_files, store
+from .entry import Wanted
+from .ops import CacheOutcome, Stored, differs_from, restore, same_files, store, unusable
 
-__all__ = ["Cache", "CacheOutcome", "Stored", "configured_caches", "differs_from", "restore", "same_files", "store"]
+__all__ = ["Cache", "CacheOutcome", "Stored", "Wanted", "configured_caches", "differs_from", "restore", "same_files",
+           "store", "unusable"]

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
-STAMP_FIELDS = ("key", "stage", "files", "fingerprint")
+from ..artifacts import Outputs, stamp_problem, unsafe_name
+
+STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "fingerprint")
 
 
 class BadEntry(Exception):
@@ -13,13 +17,44 @@ class BadEntry(Exception):
 
 
 def safe_name(name: Any) -> str:
-    """A file name inside a stage folder: relative, no '..', no absolute path, no backslashes or NULs."""
-    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
-        raise BadEntry(f"invalid file name {name!r}")
-    path = PurePosixPath(name)
-    if path.is_absolute() or any(part in ("..", ".", "") for part in name.split("/")):
-        raise BadEntry(f"file name {name!r} would escape the stage folder")
-    return str(path)
+    """A file name inside a stage folder (see ``unsafe_name``), else BadEntry."""
+    why = unsafe_name(name)
+    if why:
+        raise BadEntry(why)
+    return str(name)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The stage being built: an entry is a hit only when its stamp says it is exactly this stage's output."""
+
+    key: str
+    stage: str
+    recipe: str
+    target: str
+    outputs: Outputs
+
+    def check(self, stamp: dict[str, Any]) -> None:
+        why = stamp_problem(stamp, self.stage, self.recipe, self.target, self.outputs)
+        if why:
+            raise BadEntry(why)
+
+
+MAX_STAMP_BYTES = 16 << 20  # a stamp lists file names and digests: anything larger is not one
+
+
+def read_entry_json(read: Callable[[], bytes]) -> Any:
+    """Parse an entry's stamp JSON; anything unreadable, oversized or too deeply nested is a BadEntry."""
+    try:
+        raw = read()
+    except OSError as exc:
+        raise BadEntry(f"entry unreadable: {exc.strerror or exc}") from None
+    if len(raw) > MAX_STAMP_BYTES:
+        raise BadEntry(f"entry stamp is {len(raw)} bytes, more than a stamp can be")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadEntry("entry is not valid JSON") from None
 
 
 def check_stamp(stamp: Any, key: str) -> dict[str, Any]:
@@ -31,8 +66,13 @@ def check_stamp(stamp: Any, key: str) -> dict[str, Any]:
         raise BadEntry("entry lists no files")
     for name, meta in stamp["files"].items():
         safe_name(name)
-        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not isinstance(meta.get("size"), int):
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not isinstance(meta.get("size"), int) \
+                or isinstance(meta.get("size"), bool) or meta["size"] < 0:
             raise BadEntry(f"entry file {name!r} has no sha256/size")
+    folders = {str(parent) for name in stamp["files"] for parent in PurePosixPath(name).parents}
+    clash = sorted(folders & set(stamp["files"]))
+    if clash:
+        raise BadEntry(f"entry lists {clash[0]!r} both as a file and as a folder")
     return stamp
 
 

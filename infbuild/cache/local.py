@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .entry import BadEntry, check_bytes, check_stamp
+from .entry import BadEntry, Wanted, check_bytes, check_stamp, read_entry_json
 
 
 class LocalCache:
@@ -52,35 +52,40 @@ class LocalCache:
     def _atomic_write(self, dest: Path, data: bytes) -> None:
         os.replace(self._write_temp(dest, data), dest)
 
-    def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        path = self._entry(key)
+    def where(self, key: str) -> str:
+        """The entry's location, for messages."""
+        return str(self._entry(key))
+
+    def get(self, wanted: Wanted) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """The entry for ``wanted.key``, checked: its stamp names this stage and its outputs, every blob
+        matches the stamp's size and sha256. None when absent; BadEntry when unusable."""
+        path = self._entry(wanted.key)
         if not path.is_file():
             return None
         with self._lock(exclusive=False):
-            try:
-                stamp = check_stamp(json.loads(path.read_text(encoding="utf-8")), key)
-            except ValueError:
-                raise BadEntry("entry is not valid JSON") from None
+            stamp = check_stamp(read_entry_json(path.read_bytes), wanted.key)
+            wanted.check(stamp)
             files = {}
             for name, meta in stamp["files"].items():
                 blob = self._blob(meta["sha256"])
-                if not blob.is_file():
-                    raise BadEntry(f"{name}: blob missing from the cache")
-                data = blob.read_bytes()
+                try:
+                    if blob.stat().st_size != meta["size"]:
+                        raise BadEntry(f"{name}: blob has {blob.stat().st_size} bytes, the stamp says {meta['size']} "
+                                       "(truncated?)")
+                    data = blob.read_bytes()
+                except FileNotFoundError:
+                    raise BadEntry(f"{name}: blob missing from the cache") from None
                 check_bytes(name, data, meta)
                 files[name] = data
             os.utime(path)  # last use, for gc
         return stamp, files
 
     def peek(self, key: str) -> dict[str, Any] | None:
-        """The entry's stamp as stored (unchecked), or None when the key has no entry."""
-        try:
-            stamp = json.loads(self._entry(key).read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        """The entry's stamp as stored (its files unchecked), or None when the key has no entry."""
+        path = self._entry(key)
+        if not path.exists():
             return None
-        except (OSError, ValueError):
-            raise BadEntry("entry is not valid JSON") from None
-        return check_stamp(stamp, key)
+        return check_stamp(read_entry_json(path.read_bytes), key)
 
     def put(self, key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> bool:
         """Store the stage unless its key already has an entry (first writer wins; ``replace`` overrides).

@@ -2,6 +2,7 @@
 Every problem with a cache is a warning (reported once) and a local build, never a failed build."""
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Sequence
 
 from ..errors import InfbuildError
 from ..worker import say
-from .entry import BadEntry
+from .entry import BadEntry, Wanted
 
 _warned: set[str] = set()
 _down: set[str] = set()  # caches that failed to answer: not asked again by this process
@@ -28,30 +29,56 @@ class CacheOutcome:
     seconds: float
 
 
-def restore(caches: Sequence[Any], key: str, staging: Path) -> CacheOutcome | None:
-    """Write the cached files for ``key`` into ``staging`` (checked against the cached stamp) and say whence."""
+def unusable(cache: Any, key: str, why: object) -> str:
+    """The warning for an entry that is a miss: which cache, which entry, why, and what happens instead."""
+    return f"cache {cache.name}: entry {cache.where(key)} unusable ({why}); building instead"
+
+
+def restore(caches: Sequence[Any], wanted: Wanted, staging: Path) -> CacheOutcome | None:
+    """Write the cached files of the stage ``wanted`` names into the empty folder ``staging``, from the first
+    cache whose entry is exactly that stage's output (its stamp's stage, recipe, target, key and outputs) with
+    every byte checked; say whence. Anything else is a miss, warned about once, and ``staging`` is left empty."""
     for cache in caches:
         if cache.name in _down:
             continue
         started = time.perf_counter()
         try:
-            found = cache.get(key)
+            found = cache.get(wanted)
+            if found is None:
+                continue
+            stamp, files = found
+            _write_files(staging, files)
         except BadEntry as exc:
-            warn_once(f"cache {cache.name}: entry {key[:12]} unusable ({exc}); building instead")
+            _empty(staging)
+            warn_once(unusable(cache, wanted.key, exc))
             continue
         except (InfbuildError, OSError) as exc:
+            _empty(staging)
             _down.add(cache.name)
             warn_once(f"cache {cache.name} unavailable ({exc}); building locally")
             continue
-        if found is None:
-            continue
-        stamp, files = found
-        for name, data in files.items():
-            dest = staging / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
         return CacheOutcome(cache.name, stamp, time.perf_counter() - started)
     return None
+
+
+def _write_files(staging: Path, files: dict[str, bytes]) -> None:
+    """Write checked entry files; a name the folder cannot hold is the entry's fault (BadEntry)."""
+    for name, data in files.items():
+        dest = staging / name
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "xb") as f:  # never through a link or over another file of the entry
+                f.write(data)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            raise BadEntry(f"{name}: cannot be written into the stage folder ({exc.strerror})") from None
+
+
+def _empty(staging: Path) -> None:
+    for child in staging.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 @dataclass

@@ -2,14 +2,13 @@
 the config blob is the stamp, each layer one file (annotated with its name). Credentials from the environment."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..package.oci import canonical, sha256
 from ..package.reference import parse
-from ..package.registry import Registry, RegistryError
-from .entry import BadEntry, check_bytes, check_stamp, safe_name
+from ..package.registry import NotFound, Registry, RegistryError, Unavailable
+from .entry import MAX_STAMP_BYTES, BadEntry, Wanted, check_bytes, check_stamp, read_entry_json, safe_name
 
 ARTIFACT_TYPE = "application/vnd.infbuild.stage.v1"
 STAMP_TYPE = "application/vnd.infbuild.stamp.v1+json"
@@ -29,40 +28,58 @@ class RegistryCache:
     def _client(self) -> Registry:
         return Registry(self.ref, self.credentials, timeout=30)
 
+    def where(self, key: str) -> str:
+        """The entry's location, for messages."""
+        return f"{self.ref.name}:{key}"
+
     def _entry(self, client: Registry, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(manifest, stamp) of the entry tagged ``key``, the stamp checked for shape; None when absent."""
         try:
             manifest, _, _ = client.manifest(key)
+        except NotFound:
+            return None
+        except Unavailable:
+            raise  # the cache is down: not this entry's fault
         except RegistryError as exc:
-            if "not found" in str(exc):
-                return None
-            raise
+            raise BadEntry(str(exc)) from None
         try:
-            return manifest, check_stamp(json.loads(client.blob(manifest["config"]["digest"])), key)
-        except (KeyError, TypeError, ValueError, RegistryError) as exc:
+            config = manifest["config"]
+            if not isinstance(config.get("size"), int) or config["size"] > MAX_STAMP_BYTES:
+                raise BadEntry(f"stamp blob size {config.get('size')!r} is not a stamp's")
+            raw = client.blob(str(config["digest"]), max_bytes=config["size"])
+        except (KeyError, TypeError, AttributeError, RegistryError) as exc:
             raise BadEntry(f"malformed cache artifact: {exc}") from None
+        return manifest, check_stamp(read_entry_json(lambda: raw), key)
 
     def peek(self, key: str) -> dict[str, Any] | None:
         """The entry's stamp as stored (its files unchecked), or None when the key has no entry."""
         found = self._entry(self._client(), key)
         return found[1] if found else None
 
-    def get(self, key: str) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    def get(self, wanted: Wanted) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """The entry for ``wanted.key``, checked like a local one. Each layer's descriptor must give the size and
+        digest the stamp names before anything is fetched, and no fetch reads more than that size."""
         client = self._client()
-        found = self._entry(client, key)
+        found = self._entry(client, wanted.key)
         if found is None:
             return None
         manifest, stamp = found
+        wanted.check(stamp)
         try:
             layers = {safe_name((layer.get("annotations") or {}).get(TITLE)): layer for layer in manifest["layers"]}
         except (KeyError, TypeError, AttributeError) as exc:
             raise BadEntry(f"malformed cache artifact: {exc}") from None
-        if set(layers) != set(stamp["files"]):
+        if set(layers) != set(stamp["files"]) or len(layers) != len(manifest["layers"]):
             raise BadEntry("cache artifact files differ from its stamp")
+        for name, layer in layers.items():
+            meta = stamp["files"][name]
+            if layer.get("size") != meta["size"] or layer.get("digest") != "sha256:" + meta["sha256"]:
+                raise BadEntry(f"{name}: layer descriptor ({layer.get('size')!r} bytes, {str(layer.get('digest'))[:19]}) "
+                               "differs from the stamp")
         files = {}
         for name, layer in layers.items():
             try:
-                data = client.blob(layer["digest"])
+                data = client.blob(layer["digest"], max_bytes=stamp["files"][name]["size"])
             except RegistryError as exc:
                 raise BadEntry(f"{name}: {exc}") from None
             check_bytes(name, data, stamp["files"][name])
@@ -96,10 +113,5 @@ class RegistryCache:
         return True
 
     def entries(self) -> list[dict[str, Any]]:
-        client = self._client()
-        status, _, body = client._request("GET", client.base.rsplit("/v2/", 1)[0] + f"/v2/{self.ref.repository}/tags/list")
-        if status == 404:
-            return []
-        client._check(status, body, "list tags", (200,))
         return [{"key": tag, "stage": None, "recipe": None, "target": None, "size": None, "used": None}
-                for tag in (json.loads(body).get("tags") or [])]
+                for tag in self._client().tags()]

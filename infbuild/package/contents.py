@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import read_stamp
+from ..artifacts import STAMP, read_stamp
 from ..errors import StageFailed
 from ..manifest import choose_preferred, read_json
 from ..plan import ARTIFACT_STAGE
@@ -53,7 +53,7 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
         folder = upstream[art["stage"]]
         stamp = read_stamp(folder) or {}
         stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.get(k) for k in ("key", "stage", "recipe", "target", "files")}
-        for name in art["files"]:
+        for name in [*art["files"], STAMP]:  # the stamp too: the runtime checks files against it, not the index
             files[f"{PREFIX}/{recipe['name']}/{art['target']}/{art['stage']}/{name}"] = folder / name
     manifest = {"schema": 1, "recipes": {recipe["name"]: {"io": io, "targets": {
         t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"],

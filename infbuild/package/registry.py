@@ -28,6 +28,18 @@ class RegistryError(InfbuildError):
     """A registry could not be reached, refused us, or answered something unusable."""
 
 
+class Unavailable(RegistryError):
+    """The registry cannot be reached or refuses our credentials: nothing it holds can be used now."""
+
+
+class NotFound(RegistryError):
+    """The registry answered 404: no such manifest, tag or blob."""
+
+
+MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec lets registries refuse larger manifests; so do we
+MAX_INDEX_DEPTH = 2  # an index names manifests; an index of indexes of ... is refused, not followed forever
+
+
 class Registry:
     def __init__(self, ref: Reference, credentials: tuple[str, str] | None = None, timeout: float = 60) -> None:
         self.ref = ref
@@ -41,7 +53,8 @@ class Registry:
 
     # -- transport ---------------------------------------------------------------------------
     def _request(self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
-                 retry_auth: bool = True) -> tuple[int, dict[str, str], bytes]:
+                 retry_auth: bool = True, max_bytes: int | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP exchange; a body longer than ``max_bytes`` is refused after reading at most one byte more."""
         headers = dict(headers or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -51,15 +64,19 @@ class Registry:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+                body = response.read() if max_bytes is None else response.read(max_bytes + 1)
+                if max_bytes is not None and len(body) > max_bytes:
+                    raise RegistryError(f"registry {self.ref.registry}: {method} {url.rsplit('/', 2)[-2]} answered "
+                                        f"more than the expected {max_bytes} bytes")
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, body
         except urllib.error.HTTPError as exc:
-            body = exc.read()
+            body = exc.read(64 << 10)
             if exc.code == 401 and retry_auth and self._authenticate(exc.headers.get("WWW-Authenticate", "")):
-                return self._request(method, url, data, headers, retry_auth=False)
+                return self._request(method, url, data, headers, retry_auth=False, max_bytes=max_bytes)
             return exc.code, {k.lower(): v for k, v in exc.headers.items()}, body
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise RegistryError(f"registry {self.ref.registry} unreachable: {reason}") from None
+            raise Unavailable(f"registry {self.ref.registry} unreachable: {reason}") from None
 
     def _authenticate(self, challenge: str) -> bool:
         if not challenge.lower().startswith("bearer "):
@@ -86,34 +103,59 @@ class Registry:
             return
         detail = body[:300].decode("utf-8", "replace").strip()
         if status in (401, 403):
-            raise RegistryError(f"registry {self.ref.registry} refused {what} (HTTP {status}): check the credentials "
+            raise Unavailable(f"registry {self.ref.registry} refused {what} (HTTP {status}): check the credentials "
                                 f"in the environment; {detail}")
         raise RegistryError(f"registry {self.ref.registry}: {what} failed (HTTP {status}): {detail}")
 
     # -- pull --------------------------------------------------------------------------------
-    def manifest(self, reference: str, platform: tuple[str, str] = ("linux", "amd64")) -> tuple[dict[str, Any], str, bytes]:
+    def manifest(self, reference: str, platform: tuple[str, str] = ("linux", "amd64"),
+                 _depth: int = 0) -> tuple[dict[str, Any], str, bytes]:
         """(manifest, its digest, raw bytes), resolving an index to the platform's manifest."""
         status, headers, body = self._request("GET", f"{self.base}/manifests/{reference}",
-                                              headers={"Accept": ", ".join(MANIFEST_TYPES)})
+                                              headers={"Accept": ", ".join(MANIFEST_TYPES)},
+                                              max_bytes=MAX_MANIFEST_BYTES)
         if status == 404:
-            raise RegistryError(f"image {self.ref.name}:{reference} not found in {self.ref.registry}")
+            raise NotFound(f"image {self.ref.name}:{reference} not found in {self.ref.registry}")
         self._check(status, body, f"GET manifest {reference}", (200,))
-        document = json.loads(body)
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise RegistryError(f"registry {self.ref.registry}: manifest {self.ref.name}:{reference} is not JSON") from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"registry {self.ref.registry}: manifest {self.ref.name}:{reference} is not an object")
         media = document.get("mediaType") or headers.get("content-type", "")
         if media in INDEX_TYPES or "manifests" in document:
-            for entry in document.get("manifests", []):
-                p = entry.get("platform", {})
-                if (p.get("os"), p.get("architecture")) == platform:
-                    return self.manifest(entry["digest"], platform)
+            if _depth >= MAX_INDEX_DEPTH:
+                raise RegistryError(f"registry {self.ref.registry}: {self.ref.name}:{reference} is an index of "
+                                    f"indexes more than {MAX_INDEX_DEPTH} deep")
+            for entry in document.get("manifests") or []:
+                p = entry.get("platform", {}) if isinstance(entry, dict) else {}
+                if isinstance(p, dict) and (p.get("os"), p.get("architecture")) == platform:
+                    return self.manifest(str(entry.get("digest")), platform, _depth + 1)
             raise RegistryError(f"image {self.ref.name}:{reference} has no {platform[0]}/{platform[1]} manifest")
         return document, "sha256:" + hashlib.sha256(body).hexdigest(), body
 
-    def blob(self, digest: str) -> bytes:
-        status, _, body = self._request("GET", f"{self.base}/blobs/{digest}")
+    def blob(self, digest: str, max_bytes: int | None = None) -> bytes:
+        """A blob, checked against its digest; ``max_bytes`` caps what is read (the size the caller expects)."""
+        status, _, body = self._request("GET", f"{self.base}/blobs/{digest}", max_bytes=max_bytes)
+        if status == 404:
+            raise NotFound(f"registry {self.ref.registry}: blob {digest[:19]} not found")
         self._check(status, body, f"GET blob {digest[:19]}", (200,))
         if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise RegistryError(f"registry {self.ref.registry}: blob {digest[:19]} does not match its digest")
         return body
+
+    def tags(self) -> list[str]:
+        """The repository's tags (empty when the repository does not exist yet)."""
+        status, _, body = self._request("GET", f"{self.base}/tags/list", max_bytes=MAX_MANIFEST_BYTES)
+        if status == 404:
+            return []
+        self._check(status, body, "list tags", (200,))
+        try:
+            tags = json.loads(body).get("tags") or []
+        except (ValueError, AttributeError, RecursionError):
+            raise RegistryError(f"registry {self.ref.registry}: the tag list of {self.ref.name} is not JSON") from None
+        return [str(t) for t in tags]
 
     # -- push --------------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:

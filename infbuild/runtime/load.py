@@ -24,6 +24,13 @@ from .backends import NUMPY_DTYPES, Runner, artifact_device, load_backend
 
 
 def _summary(fp: dict[str, Any] | None, target: str) -> str:
+    try:
+        return _describe(fp, target)
+    except (AttributeError, KeyError, TypeError):
+        return f"{target} (its recorded fingerprint is damaged)"
+
+
+def _describe(fp: dict[str, Any] | None, target: str) -> str:
     if not fp:
         return f"{target} (no fingerprint recorded)"
     if target.startswith("cuda-"):
@@ -62,12 +69,14 @@ def _mismatch(target: str, built: dict[str, Any] | None, host: dict[str, Any]) -
 class Model:
     """A loaded artifact: call with keyword arrays named after the recipe's inputs; get {output: array}."""
 
-    def __init__(self, recipe: str, target: str, backend: str, io: dict[str, Any], runner: Runner) -> None:
+    def __init__(self, recipe: str, target: str, backend: str, io: dict[str, Any], runner: Runner,
+                 check_finite: bool = True) -> None:
         self.recipe, self.target, self.backend = recipe, target, backend
         self.inputs: dict[str, Any] = io["inputs"]
         self.dims: dict[str, Any] = io["dims"] or {}
         self.outputs: list[str] = io["outputs"]
         self.runner = runner
+        self.check_finite = check_finite
 
     def __repr__(self) -> str:
         return f"<infbuild Model {self.recipe} {self.backend} on {self.target}>"
@@ -82,15 +91,14 @@ class Model:
         arrays: dict[str, np.ndarray] = {}
         bound: dict[str, tuple[int, str]] = {}
         for name, spec in self.inputs.items():
-            value = given[name]
-            if hasattr(value, "detach"):  # a torch tensor
-                value = value.detach().cpu()
-                value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
-            array = np.asarray(value)
+            array = _as_array(self.recipe, name, given[name])
             expected = np.dtype(NUMPY_DTYPES[spec["dtype"]])
             if array.dtype != expected:
                 raise InputError(f"{self.recipe}: input {name} has dtype {array.dtype}, expected {expected} "
                                  f"(recipe dtype {spec['dtype']})")
+            if self.check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InputError(f"{self.recipe}: input {name} holds NaN or infinite values "
+                                 "(load(..., check_finite=False) to allow them)")
             shape = spec["shape"]
             if array.ndim != len(shape):
                 raise InputError(f"{self.recipe}: input {name} has rank {array.ndim} {list(array.shape)}, "
@@ -114,76 +122,188 @@ class Model:
         return self.runner(self.validate(inputs))
 
 
+def _as_array(recipe: str, name: str, value: Any) -> np.ndarray:
+    """An input as a numpy array (torch tensors included); a ragged or non-numeric value is an InputError."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu()
+        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{recipe}: input {name} is not an array ({str(exc).splitlines()[0][:200]})") from None
+    if array.dtype == object:
+        raise InputError(f"{recipe}: input {name} is not a numeric array (ragged nesting or mixed types)")
+    return array
+
+
+REPAIR = "rewrite it from the stamps with: doit build (or infbuild verify-artifacts --fix)"
+
+
 def _manifest(path: Path) -> tuple[dict[str, Any], Path]:
     manifest_path = path if path.is_file() else path / "manifest.json"
     try:
-        return json.loads(manifest_path.read_text(encoding="utf-8")), manifest_path.parent
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"no manifest at {manifest_path}: build first (doit build)") from None
-    except ValueError as exc:
-        raise ArtifactError(f"{manifest_path} is not valid JSON ({exc}): rebuild it with doit build") from None
+    except OSError as exc:
+        raise ArtifactError(f"{manifest_path} cannot be read ({exc.strerror or exc}): {REPAIR}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{manifest_path} is not valid JSON ({str(exc)[:100]}): {REPAIR}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("recipes"), dict):
+        raise ArtifactError(f"{manifest_path} is damaged (no 'recipes' object): {REPAIR}")
+    return data, manifest_path.parent
+
+
+def _obj(value: Any, where: str, root: Path) -> dict[str, Any]:
+    """A manifest field that must be an object, else an ArtifactError naming the damaged field."""
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{root / 'manifest.json'} is damaged ({where} is not an object): {REPAIR}")
+    return value
+
+
+def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any) -> dict[str, Any]:
+    """The artifact stage's own stamp, checked: it names this stage's exact outputs, its key is the digest of what
+    it was built from and the manifest lists that key, and every file has its stamped sha256. The manifest is
+    only an index: nothing is loaded on its word alone."""
+    from ..artifacts import read_stamp, stamp_problem
+    from ..hashing import digest_json
+    from ..plan import STAGES
+
+    folder = root / recipe / target / stage
+    stamp = read_stamp(folder)
+    if stamp is None:
+        raise ArtifactError(f"{recipe}: {folder / 'stamp.json'} is missing or damaged: rebuild with doit build")
+    why = stamp_problem(stamp, stage, recipe, target, STAGES[stage].outputs)
+    if why or digest_json(stamp.get("inputs")) != stamp["key"]:
+        raise ArtifactError(f"{recipe}: {folder / 'stamp.json'} was altered ({why or 'its key is not the digest of its inputs'})"
+                            ": rebuild with doit build")
+    if not isinstance(listed, dict) or listed.get("key") != stamp["key"]:
+        raise ArtifactError(f"{recipe}: the manifest's {stage} entry for {target} is not the build stamped in {folder}: "
+                            f"{REPAIR}")
+    for name, meta in stamp["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{recipe}: {path} is missing: rebuild with doit build")
+        if sha256_file(path) != meta.get("sha256"):
+            raise ArtifactError(f"{recipe}: {path} does not match its stamped sha256 (tampered, corrupted or "
+                                "rebuilt without the manifest): rebuild with doit build")
+    return stamp
+
+
+def _io(stamp: dict[str, Any], listed_io: Any, recipe: str, root: Path) -> dict[str, Any]:
+    """Input names, dtypes, shapes and dim bounds from the stamped build (what the artifact was built for), the
+    output names from the stamp too where it records them; checked so that a damaged index cannot get through."""
+    built = (stamp.get("inputs") or {}).get("recipe") or {}
+    io = {**_obj(listed_io or {}, f"recipes.{recipe}.io", root), **{k: built[k] for k in ("inputs", "dims", "outputs")
+                                                                    if k in built}}
+    try:
+        inputs, dims, outputs = _obj(io["inputs"], "io.inputs", root), _obj(io.get("dims") or {}, "io.dims", root), io["outputs"]
+        for name, spec in inputs.items():
+            if spec["dtype"] not in NUMPY_DTYPES:
+                raise ValueError(f"input {name} has unknown dtype {spec['dtype']!r}")
+            for size in spec["shape"]:
+                if not isinstance(size, int) and not (isinstance(dims.get(size), dict) and isinstance(dims[size].get("min"), int)
+                                                      and isinstance(dims[size].get("max"), int)):
+                    raise ValueError(f"input {name}: dim {size!r} has no min/max")
+        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+            raise ValueError("outputs is not a list of names")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{recipe}: the input/output description is damaged ({exc}): {REPAIR}") from None
+    return io
+
+
+def _verdict(root: Path, recipe: str, target: str, entry: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The backend's verify result: from the stamped verify report when this folder holds one (an image carries
+    only the manifest's word, which its own stamped artifacts back)."""
+    from ..artifacts import read_stamp, rehash_problems
+
+    folder = root / recipe / target / "verify"
+    stamp = read_stamp(folder)
+    if stamp is not None and not rehash_problems(folder, stamp):
+        try:
+            results = json.loads((folder / "report.json").read_text(encoding="utf-8"))["results"]
+        except (OSError, ValueError, KeyError, TypeError):
+            results = None
+        if isinstance(results, dict):
+            return results.get(backend) or {}
+    verdicts = _obj(entry.get("verify") or {}, f"recipes.{recipe}.targets.{target}.verify", root)
+    return _obj(verdicts.get(backend) or {}, f"verify.{backend}", root)
 
 
 def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = None, backend: str | None = None, *,
-         allow_target_mismatch: bool = False, threads: int | None = None) -> Model:
-    """Load ``recipe``'s artifact for this host from an artifacts folder (or its manifest.json)."""
+         allow_target_mismatch: bool = False, threads: int | None = None, check_finite: bool = True) -> Model:
+    """Load ``recipe``'s artifact for this host from an artifacts folder (or its manifest.json). Inputs holding
+    NaN or infinities are refused unless ``check_finite=False``."""
     manifest, root = _manifest(Path(artifacts))
-    entry = (manifest.get("recipes") or {}).get(recipe)
+    entry = manifest["recipes"].get(recipe)
     if entry is None:
-        known = ", ".join(sorted(manifest.get("recipes") or {})) or "none"
+        known = ", ".join(sorted(manifest["recipes"])) or "none"
         raise ArtifactError(f"no recipe '{recipe}' in {root / 'manifest.json'} (built: {known})")
+    entry = _obj(entry, f"recipes.{recipe}", root)
+    targets = _obj(entry.get("targets") or {}, f"recipes.{recipe}.targets", root)
     host = host_fingerprint()
-    targets = entry.get("targets") or {}
-    if target is None:
-        mine = [t for t in (host["targets"].get("cuda"), host["targets"]["cpu"]) if t and t in targets]
-        built = sorted(t for t in targets if t != "portable")
-        if not mine:
-            if not (allow_target_mismatch and built):
-                here = "; ".join(_summary(host, t) for t in (host["targets"].get("cuda"), host["targets"]["cpu"]) if t)
-                there = "; ".join(_summary(targets[t].get("fingerprint"), t) for t in built) or "nothing"
-                raise ArtifactError(f"{recipe}: no artifacts for this host ({here}); built for: {there}. "
-                                    "Build matching ones here with: doit build")
-            mine = built
-        target = mine[0]
+    target = target or _host_target(recipe, targets, host, allow_target_mismatch)
     if target not in targets:
         raise ArtifactError(f"{recipe}: no target {target} in the manifest (built: {', '.join(sorted(targets))})")
-    built_fp = targets[target].get("fingerprint")
-    why = _mismatch(target, built_fp, host)
-    if why:
-        message = (f"{recipe}: refusing artifacts built for {_summary(built_fp, target)}: {why} "
-                   f"({_summary(host, host['targets']['cuda'] if target.startswith('cuda-') and host['targets']['cuda'] else host['targets']['cpu'])}). "
-                   f"Build matching ones on this host with: doit build (or infbuild build verify:{recipe})")
-        if not allow_target_mismatch and not os.environ.get("INFBUILD_ALLOW_TARGET_MISMATCH"):
-            raise ArtifactError(message)
-        warnings.warn("LOADING A MISMATCHED ARTIFACT (allow_target_mismatch): it may crash with illegal "
-                      "instructions or compute wrong results. " + message, RuntimeWarning, stacklevel=2)
-        print("WARNING: " + message, file=sys.stderr)
-    backend = backend or targets[target].get("preferred")
+    here = _obj(targets[target], f"recipes.{recipe}.targets.{target}", root)
+    _check_target(recipe, target, here.get("fingerprint"), host, allow_target_mismatch)
+    backend = backend or here.get("preferred")
     if backend is None:
         raise ArtifactError(f"{recipe}: no artifact passed verification on {target}; see "
                             f"{root / recipe / target / 'verify' / 'report.json'}")
     if backend not in ARTIFACT_STAGE:
         raise ArtifactError(f"{recipe}: unknown backend '{backend}' (known: {', '.join(ARTIFACT_STAGE)})")
-    verdict = (targets[target].get("verify") or {}).get(backend) or {}
+    built_with = list(_obj(here.get("verify") or {}, "verify", root))
+    if built_with and backend not in built_with:
+        raise ArtifactError(f"{recipe}: no {backend} artifact: the recipe was not built for it "
+                            f"(its backends: {', '.join(built_with)})")
+    verdict = _verdict(root, recipe, target, here, backend)
     if verdict.get("passed") is not True:
         raise ArtifactError(f"{recipe}: the {backend} artifact on {target} has not passed verification "
                             f"({verdict.get('status') or ('failed' if verdict.get('passed') is False else 'not verified')})")
     stage = ARTIFACT_STAGE[backend]
-    stage_target = next((t for t in (target, "portable") if stage in (targets.get(t) or {}).get("stages", {})), None)
+    stage_target = next((t for t in (target, "portable")
+                         if isinstance(targets.get(t), dict) and stage in (targets[t].get("stages") or {})), None)
     if stage_target is None:
         raise ArtifactError(f"{recipe}: the manifest lists no {stage} stage for {target}")
+    stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage])
+    io = _io(stamp, entry.get("io"), recipe, root)
     folder = root / recipe / stage_target / stage
-    for name, meta in targets[stage_target]["stages"][stage]["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{recipe}: {path} is missing: rebuild with doit build")
-        if sha256_file(path) != meta["sha256"]:
-            raise ArtifactError(f"{recipe}: {path} does not match the manifest's sha256 (tampered, corrupted or "
-                                "rebuilt without the manifest): rebuild with doit build")
-    io = entry.get("io")
-    if not io:
-        raise ArtifactError(f"{recipe}: the manifest has no input/output description (io): rebuild with doit build")
     dtypes = {n: spec["dtype"] for n, spec in io["inputs"].items()}
     device = artifact_device(folder, "cuda" if target.startswith("cuda-") else "cpu")
     runner = load_backend(backend, folder, tuple(io["outputs"]), dtypes, device=device, threads=threads)
-    return Model(recipe, target, backend, io, runner)
+    return Model(recipe, target, backend, io, runner, check_finite)
+
+
+def _host_target(recipe: str, targets: dict[str, Any], host: dict[str, Any], allow_target_mismatch: bool) -> str:
+    """This host's target among those built (its GPU's first, then its CPU's)."""
+    mine = [t for t in (host["targets"].get("cuda"), host["targets"]["cpu"]) if t and t in targets]
+    built = sorted(t for t in targets if t != "portable")
+    if not mine:
+        if not (allow_target_mismatch and built):
+            here = "; ".join(_summary(host, t) for t in (host["targets"].get("cuda"), host["targets"]["cpu"]) if t)
+            there = "; ".join(_summary((targets[t] or {}).get("fingerprint") if isinstance(targets[t], dict) else None, t)
+                              for t in built) or "nothing"
+            raise ArtifactError(f"{recipe}: no artifacts for this host ({here}); built for: {there}. "
+                                "Build matching ones here with: doit build")
+        mine = built
+    return mine[0]
+
+
+def _check_target(recipe: str, target: str, built_fp: Any, host: dict[str, Any], allow_target_mismatch: bool) -> None:
+    """Refuse (or, when allowed, loudly accept) an artifact whose target is not this host's."""
+    built_fp = built_fp if isinstance(built_fp, dict) else None
+    try:
+        why = _mismatch(target, built_fp, host)
+    except (KeyError, TypeError, AttributeError):
+        why = "the manifest's fingerprint for it is damaged"
+    if not why:
+        return
+    mine = host["targets"]["cuda"] if target.startswith("cuda-") and host["targets"]["cuda"] else host["targets"]["cpu"]
+    message = (f"{recipe}: refusing artifacts built for {_summary(built_fp, target)}: {why} ({_summary(host, mine)}). "
+               f"Build matching ones on this host with: doit build (or infbuild build verify:{recipe})")
+    if not allow_target_mismatch and not os.environ.get("INFBUILD_ALLOW_TARGET_MISMATCH"):
+        raise ArtifactError(message)
+    warnings.warn("LOADING A MISMATCHED ARTIFACT (allow_target_mismatch): it may crash with illegal "
+                  "instructions or compute wrong results. " + message, RuntimeWarning, stacklevel=3)
+    print("WARNING: " + message, file=sys.stderr)
