@@ -79,3 +79,20 @@ def convnet(num_classes: int = 10, width: int = 32, seed: int = 0) -> nn.Module:
 def sequence_block(hidden: int = 64, heads: int = 4, seed: int = 0) -> nn.Module:
     _seeded(seed)
     return SequenceBlock(hidden, heads)
+
+
+class TinyOutputs(MLP):
+    """The MLP with outputs around 5e-8, far below float32's default atol (1e-4), like random-weight
+    MobileNetV3 or EfficientNet: an artifact computing zeros must still fail verification."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.scale
+
+
+def tiny_outputs(seed: int = 0, scale: float = 1e-7) -> nn.Module:
+    _seeded(seed)
+    return TinyOutputs(scale)

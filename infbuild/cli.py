@@ -64,8 +64,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "doit", "run"]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "-P", "thread"]
-    if args.keep_going:
-        argv.append("--continue")
+    if args.fail_fast:
+        argv.append("--no-continue")
     if args.reporter == "jsonl":
         argv += ["--reporter", "infbuild-jsonl"]
     argv += args.tasks or ["build"]
@@ -236,7 +236,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-j", "--jobs", type=int, default=1, help="build independent stages in parallel")
     b.add_argument("--require", action="append", default=[], metavar="STAGE",
                    help="fail instead of skipping STAGE when this host cannot build it (repeatable)")
-    b.add_argument("-k", "--keep-going", action="store_true", help="go on with other tasks after a failure")
+    b.add_argument("-k", "--keep-going", action="store_true",
+                   help="go on with other tasks after a failure (the default; kept for old scripts)")
+    b.add_argument("--fail-fast", action="store_true", help="stop at the first failed task")
     b.add_argument("--reporter", choices=["console", "jsonl"], default="console",
                    help="jsonl: one JSON event per task on stdout (stage output on stderr), for CI")
     b.set_defaults(func=cmd_build)

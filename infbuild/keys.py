@@ -11,6 +11,7 @@ from typing import Any
 from .artifacts import missing_or_resized, read_stamp, stamp_problem
 from .fingerprint import scope_fields
 from .hashing import DigestCache, digest_json
+from .packages import changes
 from .plan import PlannedStage
 
 Inputs = dict[str, Any]
@@ -35,6 +36,8 @@ def key_inputs(p: PlannedStage, fp: dict[str, Any], root: Path, digests: DigestC
         inputs["sources"] = {src: digests.sha256(root / src) for src in recipe.model.sources}
         weights = recipe.model.weights
         inputs["weights"] = {weights: digests.sha256(root / weights)} if weights else {}
+        if recipe.samples:  # the user's own sample inputs (absent from keys of recipes that give none)
+            inputs["samples"] = {sample: digests.sha256(root / sample) for sample in recipe.samples}
     upstream: dict[str, Any] = {}
     for name in p.upstream:
         folder = siblings[name].folder
@@ -104,6 +107,9 @@ def staleness(p: PlannedStage, fp: dict[str, Any], root: Path, digests: DigestCa
         return f"cannot read an input: {exc}"
     if stamp["key"] != stage_key(inputs):
         return _changed_parts(stamp.get("inputs"), inputs)
+    upgraded = changes(stamp.get("packages"))
+    if upgraded:
+        return f"key changed: packages ({', '.join(upgraded)})"
     reason = stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs) \
         or missing_or_resized(p.folder, stamp)
     if reason:

@@ -41,7 +41,7 @@ class StageDef:
 
 
 STAGES: dict[str, StageDef] = {
-    "onnx": StageDef("onnx", 3, "portable", ("torch", "onnx", "onnxscript"), True,
+    "onnx": StageDef("onnx", 4, "portable", ("torch", "onnx", "onnxscript"), True,
                      lambda r: {**_model_fields(r), "options": r.stages["onnx"]},
                      "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims",
                      outputs=Outputs(("model.onnx", "export.json"), ("model.onnx.data", "model.graph.onnx"))),
@@ -49,7 +49,7 @@ STAGES: dict[str, StageDef] = {
                           lambda r: {**_model_fields(r), "options": r.stages["reference"]},
                           "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
                           outputs=Outputs(("reference.json", "opt.npz"), ("*.npz",))),
-    "aoti": StageDef("aoti", 2, "device", ("torch",), True,
+    "aoti": StageDef("aoti", 3, "device", ("torch",), True,
                      lambda r: {**_model_fields(r), "options": r.stages["aoti"]},
                      "compile an AOTInductor package (model.pt2) for this target",
                      outputs=Outputs(("model.pt2", "aoti.json"))),
@@ -60,7 +60,7 @@ STAGES: dict[str, StageDef] = {
                            "build a TensorRT engine with trtexec (layer info, profile, times, build log)",
                            outputs=Outputs(("model.engine", "layers.json", "profile.json", "times.json", "build.log",
                                             "engine.json"))),
-    "bench": StageDef("bench", 2, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
+    "bench": StageDef("bench", 3, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), True,
                       lambda r: {"bench": r.bench, "backends": list(r.backends), **_model_fields(r)},
                       "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
                       upstream_view="bench", outputs=Outputs(("report.json", "report.md", "latency.png"))),
@@ -71,10 +71,10 @@ STAGES: dict[str, StageDef] = {
                         "package the target's artifacts into a container image <image>:<version>-<target>",
                         upstream_view="package", cacheable=False,
                         outputs=Outputs(("image.json",), ("Dockerfile", "oci/*"))),
-    "verify": StageDef("verify", 1, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
+    "verify": StageDef("verify", 2, "device", ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"), False,
                        lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": list(r.outputs)},
                        "run every artifact on the reference inputs and compare with eager PyTorch",
-                       outputs=Outputs(("report.json",), ("failures.txt",))),
+                       outputs=Outputs(("report.json", "report.md"), ("failures.txt",))),
 }
 ARTIFACT_STAGE = {"onnxruntime": "onnx", "aoti": "aoti", "tensorrt": "trt_engine"}  # backend -> its artifact
 NO_GPU = "no CUDA GPU on this host (nvidia-smi finds none)"

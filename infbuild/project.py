@@ -19,17 +19,22 @@ class Project:
     caches: tuple[str, ...] = ()
 
     def recipe_files(self) -> list[Path]:
+        """Every path the recipe globs match, files or not: the loader reports a directory, FIFO or device
+        matched by a recipe glob instead of skipping it silently."""
         found: set[Path] = set()
         for pattern in self.recipe_globs:
-            found.update(p for p in self.root.glob(pattern) if p.is_file())
+            found.update(self.root.glob(pattern))
         return sorted(found)
 
     def display(self, path: Path) -> str:
-        """Path as shown in messages: relative to the project root when inside it."""
-        try:
-            return str(path.resolve().relative_to(self.root))
-        except ValueError:
-            return str(path)
+        """Path as shown in messages: relative to the project root when inside it (a symlinked recipe is shown
+        where it is, not where it points)."""
+        for where in (os.path.abspath, os.path.realpath):
+            try:
+                return str(Path(where(path)).relative_to(self.root))
+            except ValueError:
+                continue
+        return str(path)
 
 
 def find_root(start: Path | None = None) -> Path:

@@ -9,19 +9,43 @@ import difflib
 import glob
 import importlib.util
 import json
+import math
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import Problem, RecipeError
 from .project import Project
-from .recipe_file import FieldPath, field_name, line_of, parse
+from .recipe_file import INT_MAX, INT_MIN, FieldPath, field_name, line_of, parse
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "recipe.schema.json"
 BACKENDS = ("onnxruntime", "aoti")  # the default; "tensorrt" is opt-in
 RESERVED_NAMES = {"manifest.json", "readme.md"}
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+NOT_FACTORY_MODULES = frozenset(sys.stdlib_module_names) | {"builtins", "__main__"}
+"""Top-level modules a factory may never come from: the standard library cannot build a model, and calling
+its callables with recipe kwargs (``subprocess:run``, ``os:system``) would run commands during validation."""
+
+INPUT_RANGES: dict[str, tuple[float, float]] = {
+    "float32": (-3.4028234663852886e38, 3.4028234663852886e38),
+    "float16": (-65504.0, 65504.0),
+    "bfloat16": (-3.3895313892515355e38, 3.3895313892515355e38),
+    "int32": (-(2**31), 2**31),  # integer high is exclusive
+    "int64": (INT_MIN, INT_MAX),
+    "bool": (0, 2),
+}
+"""Bounds of each input dtype for ``low``/``high`` (sample inputs are drawn in low..high, integer high exclusive)."""
+
+MAX_PROBLEMS_PER_FILE = 100
+"""Problems reported per file; the rest are counted in one last line (a huge hostile file stays readable)."""
+
+MAX_SOURCE_GLOBS = 256
+"""Source globs expanded per recipe (each walks the file system)."""
+
+_MAX_SUGGESTION_CANDIDATES = 200
 
 # Tolerances by model dtype: |actual - reference| <= atol + rtol * |reference| elementwise.
 DEFAULT_TOLERANCES = {
@@ -31,7 +55,7 @@ DEFAULT_TOLERANCES = {
 }
 BENCH_DEFAULTS: dict[str, Any] = {
     "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "rounds": 3, "threads": 1,
-    "baselines": ["eager", "torch_compile"], "torch_compile_mode": "default", "enabled": True,
+    "baselines": ["eager"], "torch_compile_mode": "default", "enabled": True,
 }
 PACKAGE_DEFAULTS: dict[str, Any] = {
     "base": {"cpu": "docker.io/library/python:3.11-slim", "cuda": "nvcr.io/nvidia/tensorrt:24.08-py3"},
@@ -93,6 +117,7 @@ class Recipe:
     verify: dict[str, float]
     bench: dict[str, Any] = field(default_factory=lambda: dict(BENCH_DEFAULTS))
     package: dict[str, Any] | None = None
+    samples: tuple[str, ...] = ()  # the user's own sample inputs (.npz, relative to the project root)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def bench_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -141,6 +166,7 @@ class Recipe:
             "verify": self.verify,
             "bench": self.bench,
             "package": self.package,
+            "samples": list(self.samples),
             "lines": self.lines,
         }
 
@@ -161,8 +187,26 @@ class Recipe:
             verify=d["verify"],
             bench=d.get("bench", dict(BENCH_DEFAULTS)),
             package=d.get("package"),
+            samples=tuple(d.get("samples") or ()),
             lines=d.get("lines", {}),
         )
+
+
+def _canonical(value: Any) -> str:
+    """Key for uniqueness: JSON with sorted keys, integral floats as ints (JSON Schema: 1 == 1.0, true != 1)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Any:
+    """uniqueItems in linear time (jsonschema's own falls back to a quadratic scan for lists of objects)."""
+    from jsonschema import ValidationError
+
+    if unique and validator.is_type(instance, "array"):
+        keys = [_canonical(item) for item in instance]
+        if len(set(keys)) != len(keys):
+            yield ValidationError("has non-unique elements")
 
 
 @lru_cache(maxsize=1)
@@ -170,14 +214,31 @@ def _validator() -> Any:
     import jsonschema  # deferred: only needed when a recipe is (re)validated
 
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
+    return cls(schema)
+
+
+def _json_text(value: Any, limit: int = 60) -> str:
+    """A value as JSON for a message, cut to ``limit`` characters; never raises."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _describe(value: Any) -> str:
     kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
     kind = "null" if value is None else kinds.get(type(value), type(value).__name__)
-    shown = json.dumps(value, ensure_ascii=False) if not isinstance(value, (dict, list)) else kind
-    return f"{kind} {shown[:40]}" if kind not in ("array", "object", "null") else kind
+    return f"{kind} {_json_text(value, 40)}" if kind not in ("array", "object", "null") else kind
+
+
+def _suggest(word: str, options: list[str]) -> str | None:
+    """The closest option, if any; skipped for huge inputs (difflib is quadratic)."""
+    if len(options) > _MAX_SUGGESTION_CANDIDATES or len(word) > 100:
+        return None
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _schema_problems(data: Any, display: str, lines: dict[FieldPath, int]) -> list[Problem]:
@@ -187,9 +248,9 @@ def _schema_problems(data: Any, display: str, lines: dict[FieldPath, int]) -> li
         kind = error.validator
         if kind == "additionalProperties" and isinstance(error.instance, dict):
             known = list(error.schema.get("properties", {}))
-            for key in sorted(set(error.instance) - set(known)):
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
+            for key in sorted(set(error.instance) - set(known), key=str):
+                close = _suggest(str(key), known)
+                hint = f"; did you mean '{close}'?" if close else f" (known: {', '.join(known)})"
                 problems.append(Problem(display, line_of(lines, path + (key,)), field_name(path + (key,)),
                                         f"unknown field{hint}"))
             continue
@@ -205,33 +266,33 @@ def _schema_problems(data: Any, display: str, lines: dict[FieldPath, int]) -> li
             message = f"expected {expected}, got {_describe(error.instance)}"
         elif kind == "enum":
             options = ", ".join(str(o) for o in error.validator_value)
-            message = f"must be one of: {options} (got {json.dumps(error.instance)})"
+            message = f"must be one of: {options} (got {_json_text(error.instance)})"
         elif kind == "pattern":
             message = _pattern_message(path, error.instance)
         elif kind == "propertyNames":
-            message = f"invalid name {json.dumps(error.instance)}: use letters, digits and '_' (not starting with a digit)"
+            message = f"invalid name {_json_text(error.instance)}: use letters, digits and '_' (not starting with a digit)"
         elif kind in ("minimum", "maximum"):
             word = "at least" if kind == "minimum" else "at most"
-            message = f"must be {word} {error.validator_value} (got {error.instance})"
+            message = f"must be {word} {error.validator_value} (got {_json_text(error.instance)})"
         elif kind in ("minItems", "minProperties"):
             message = "must not be empty"
         elif kind == "uniqueItems":
             message = "entries must be unique"
         else:
-            message = error.message
+            message = error.message[:200]
         problems.append(Problem(display, line_of(lines, path), field_name(path), message))
     return problems
 
 
 def _pattern_message(path: FieldPath, value: Any) -> str:
     if path == ("name",):
-        return (f"{json.dumps(value)} is not a valid recipe name: it becomes a folder under artifacts/, so use "
+        return (f"{_json_text(value)} is not a valid recipe name: it becomes a folder under artifacts/, so use "
                 "1-64 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', no '..')")
     if path == ("model", "factory"):
-        return f"{json.dumps(value)} is not of the form 'package.module:callable'"
+        return f"{_json_text(value)} is not of the form 'package.module:callable'"
     if len(path) >= 3 and path[-2] == "shape":
-        return f"{json.dumps(value)} is not a dim name (letters, digits, '_')"
-    return f"{json.dumps(value)} does not match the expected form"
+        return f"{_json_text(value)} is not a dim name (letters, digits, '_')"
+    return f"{_json_text(value)} does not match the expected form"
 
 
 def resolve_module_file(module: str, root: Path) -> Path | None:
@@ -270,6 +331,99 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def not_factory_module(module: str) -> bool:
+    """Whether a factory's module is one no model can come from (standard library, builtins, __main__)."""
+    return module.partition(".")[0] in NOT_FACTORY_MODULES
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symlink resolved, lies under ``root``."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        return False
+
+
+Add = Callable[[FieldPath, str], None]
+
+
+def _check_model(model: dict[str, Any], project: Project, add: Add) -> None:
+    """factory (never the standard library, module findable), weights and sources inside the project."""
+    factory = model.get("factory")
+    if isinstance(factory, str) and ":" in factory:
+        module = factory.partition(":")[0]
+        if not_factory_module(module):
+            add(("model", "factory"), f"'{module}' is a Python standard library module, not a model factory's "
+                "module: refused without importing it")
+        elif resolve_module_file(module, project.root) is None:
+            add(("model", "factory"), f"module '{module}' not found under the project root ({project.root}) "
+                "or among installed packages")
+    weights = model.get("weights")
+    if isinstance(weights, str) and weights:
+        _check_project_file(weights, "weights file", project.root, lambda message: add(("model", "weights"), message))
+    sources = model.get("sources")
+    for index, pattern in enumerate(sources[:MAX_SOURCE_GLOBS] if isinstance(sources, list) else []):
+        if isinstance(pattern, str):
+            _check_source(pattern, project.root, lambda message, i=index: add(("model", "sources", i), message))
+
+
+def _check_project_file(name: str, what: str, root: Path, add: Callable[[str], None]) -> None:
+    """A file the recipe names (weights, samples): inside the project, and there."""
+    path = root / name
+    if "\0" in name:
+        add("a file name cannot hold a NUL character")
+    elif not _inside(path, root):
+        add(f"{what} '{name}' is outside the project root")
+    elif not path.is_file():
+        add(f"{what} '{name}' not found (relative to {root})")
+
+
+def _check_source(pattern: str, root: Path, add: Callable[[str], None]) -> None:
+    """A source glob stays inside the project: no absolute path or '..', no match resolving outside."""
+    if "\0" in pattern:
+        add("a file name cannot hold a NUL character")
+        return
+    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        add(f"'{pattern}' is outside the project root (source globs are relative to it, without '..')")
+        return
+    matches = _glob_files(pattern, root)
+    if not matches:
+        add(f"glob '{pattern}' matches no file")
+    outside = next((m for m in matches if not _inside(m, root)), None)
+    if outside is not None:
+        add(f"'{outside.relative_to(root)}' (matched by '{pattern}') is outside the project root "
+            f"(it resolves to {outside.resolve()})")
+
+
+def input_range(spec: dict[str, Any], model_dtype: str) -> tuple[str, Any, Any]:
+    """An input's (dtype, low, high) with defaults: -1..1 for floats, 0..100 for integers, 0..2 for bool."""
+    dtype = spec.get("dtype", model_dtype)
+    is_float = dtype in FLOAT_DTYPES
+    low = spec.get("low", -1.0 if is_float else 0)
+    high = spec.get("high", 1.0 if is_float else (2 if dtype == "bool" else 100))
+    return dtype, low, high
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_input_range(name: str, spec: dict[str, Any], model_dtype: Any, add: Add) -> None:
+    """low < high, both within the input dtype's range, whole numbers for integer dtypes: what sample_inputs needs."""
+    dtype, low, high = input_range(spec, model_dtype if model_dtype in FLOAT_DTYPES else "float32")
+    if not (_is_number(low) and _is_number(high)) or not isinstance(dtype, str) or dtype not in INPUT_RANGES:
+        return  # the schema or the number check reports it
+    lowest, highest = INPUT_RANGES[dtype]
+    for key, value in (("low", low), ("high", high)):
+        if dtype not in FLOAT_DTYPES and not (isinstance(value, int) or value.is_integer()):
+            add(("inputs", name, key), f"{key} ({value}) must be a whole number for {dtype} inputs")
+        elif not lowest <= value <= highest:
+            exclusive = "; high is exclusive" if dtype not in FLOAT_DTYPES else ""
+            add(("inputs", name, key), f"{key} ({value}) is outside the range of {dtype} ({lowest}..{highest}{exclusive})")
+    if low >= high:
+        add(("inputs", name, "high"), f"high ({high}) must be greater than low ({low})")
+
+
 def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], project: Project) -> list[Problem]:
     """Checks beyond the schema. Defensive: runs even on schema-invalid data, so all problems come at once."""
     problems: list[Problem] = []
@@ -281,23 +435,11 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
     if isinstance(name, str) and name.lower() in RESERVED_NAMES:
         add(("name",), f"'{name}' is reserved under artifacts/; choose another name")
     model = _obj(data.get("model"))
-    factory = model.get("factory")
-    if isinstance(factory, str) and ":" in factory:
-        module = factory.partition(":")[0]
-        if resolve_module_file(module, project.root) is None:
-            add(("model", "factory"), f"module '{module}' not found under the project root ({project.root}) "
-                "or among installed packages")
-    weights = model.get("weights")
-    if isinstance(weights, str) and weights:
-        weights_path = project.root / weights
-        if not weights_path.resolve().is_relative_to(project.root):
-            add(("model", "weights"), f"weights file '{weights}' is outside the project root")
-        elif not weights_path.is_file():
-            add(("model", "weights"), f"weights file '{weights}' not found (relative to {project.root})")
-    sources = model.get("sources")
-    for index, pattern in enumerate(sources if isinstance(sources, list) else []):
-        if isinstance(pattern, str) and not _glob_files(pattern, project.root):
-            add(("model", "sources", index), f"glob '{pattern}' matches no file")
+    _check_model(model, project, add)
+    samples = data.get("samples")
+    for index, sample in enumerate(samples if isinstance(samples, list) else []):
+        if isinstance(sample, str):
+            _check_project_file(sample, "sample file", project.root, lambda m, i=index: add(("samples", i), m))
 
     dims = _obj(data.get("dims"))
     for dim_name, spec in dims.items():
@@ -317,12 +459,10 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
             if isinstance(size, str):
                 used.add(size)
                 if size not in dims:
-                    close = difflib.get_close_matches(size, list(dims), n=1)
-                    hint = f"; did you mean '{close[0]}'?" if close else " (declare it under dims)"
+                    close = _suggest(size, list(dims))
+                    hint = f"; did you mean '{close}'?" if close else " (declare it under dims)"
                     add(("inputs", input_name, "shape", index), f"dim '{size}' is not declared{hint}")
-        low, high = spec.get("low"), spec.get("high")
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low >= high:
-            add(("inputs", input_name, "high"), f"high ({high}) must be greater than low ({low})")
+        _check_input_range(input_name, spec, model.get("dtype", "float32"), add)
     if isinstance(data.get("inputs"), dict):
         for dim_name in sorted(set(dims) - used):
             add(("dims", dim_name), "declared but used by no input shape")
@@ -394,10 +534,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         dims[dim_name] = Dim(dim_name, spec["min"], spec.get("opt", spec["max"]), spec["max"])
     inputs = []
     for input_name, spec in data["inputs"].items():
-        in_dtype = spec.get("dtype", dtype)
-        is_float = in_dtype in FLOAT_DTYPES
-        low = spec.get("low", -1.0 if is_float else 0)
-        high = spec.get("high", 1.0 if is_float else (2 if in_dtype == "bool" else 100))
+        in_dtype, low, high = input_range(spec, dtype)
         inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high))
     stages = {
         stage: {**defaults, **((data.get("stages") or {}).get(stage) or {})} for stage, defaults in STAGE_DEFAULTS.items()
@@ -414,12 +551,13 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         verify={**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})},
         bench={**BENCH_DEFAULTS, **(data.get("bench") or {})},
         package=_package(data.get("package")),
+        samples=tuple(data.get("samples") or ()),
         lines={field_name(p): line for p, line in lines.items() if p},
     )
 
 
-def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem]]:
-    display = project.display(path)
+def _check_file(path: Path, display: str, project: Project) -> tuple[Recipe | None, list[Problem]]:
+    """Parse, validate against the schema, check meaning, build: every problem of the file at once."""
     data, lines, problems = parse(path, display)
     if data is None and problems:
         return None, problems
@@ -429,6 +567,28 @@ def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem
     if problems:
         return None, problems
     return _build(data, display, lines, project), []
+
+
+def _capped(problems: list[Problem], display: str) -> list[Problem]:
+    """At most MAX_PROBLEMS_PER_FILE problems (first by line), then one line counting the rest."""
+    if len(problems) <= MAX_PROBLEMS_PER_FILE:
+        return problems
+    shown = sorted(problems, key=lambda p: (p.line, p.field))[:MAX_PROBLEMS_PER_FILE]
+    rest = len(problems) - len(shown)
+    return shown + [Problem(display, shown[-1].line, "~", f"{rest} more problem(s) not shown; fix the ones above first")]
+
+
+def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem]]:
+    """Load one recipe file: (recipe, []) or (None, located problems). Never raises for anything in the file."""
+    display = project.display(path)
+    try:
+        recipe, problems = _check_file(path, display, project)
+    except RecursionError:
+        recipe, problems = None, [Problem(display, 1, "", "nesting too deep to check")]
+    except Exception as exc:  # noqa: BLE001 - a hostile file must never turn into a traceback
+        message = f"cannot check this recipe (an infbuild bug, please report it): {type(exc).__name__}: {exc}"
+        recipe, problems = None, [Problem(display, 1, "", message[:300])]
+    return recipe, _capped(problems, display)
 
 
 def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Recipe]:

@@ -40,6 +40,8 @@ class SummaryReporter(ConsoleReporter):
         self.restored: dict[str, list[float]] = defaultdict(list)
         self.uptodate = 0
         self.failed: list[str] = []
+        self.reasons: dict[str, str] = {}
+        self.blocked: list[str] = []
         self.started = time.perf_counter()
         self.total = 0
         self.done = 0
@@ -78,7 +80,12 @@ class SummaryReporter(ConsoleReporter):
 
     def add_failure(self, task: Any, fail: Any) -> None:
         super().add_failure(task, fail)
+        if fail.get_name() == "UnmetDependency":  # not run because something it needs failed: not a failure itself
+            self.blocked.append(task.name)
+            return
         self.failed.append(task.name)
+        first = (str(getattr(fail, "message", "")) or "failed").strip().splitlines()[0]
+        self.reasons[task.name] = first if first.startswith(task.name) else f"{task.name}: {first}"
 
     def summary(self) -> str | None:
         if not (self.built or self.restored or self.uptodate or self.failed):
@@ -89,6 +96,9 @@ class SummaryReporter(ConsoleReporter):
         parts.append(f"{self.uptodate} up to date")
         if self.failed:
             parts.append(f"{len(self.failed)} failed ({', '.join(self.failed)})")
+        stages_blocked = [t for t in self.blocked if ":" in t]
+        if stages_blocked:
+            parts.append(f"{len(stages_blocked)} not run because a stage they need failed ({', '.join(stages_blocked)})")
         return "infbuild: " + ", ".join(parts)
 
     def complete_run(self) -> None:
@@ -96,6 +106,8 @@ class SummaryReporter(ConsoleReporter):
         line = self.summary()
         if line and (self.built or self.restored or self.failed):
             self.outstream.write(line + "\n")
+        for name in self.failed:  # every failure with its reason, after everything that could be built was
+            self.outstream.write(f"  FAILED {self.reasons.get(name, name)}\n")
 
 
 class JsonLinesReporter:

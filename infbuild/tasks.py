@@ -141,6 +141,7 @@ def _run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
             "out": str(staging), "device": p.device, "target": p.target,
             "upstream": {name: str(s.folder) for name, s in ctx.siblings(p).items()},
             "error_file": str(staging / "error.json.tmp"), "tools": p.tools,
+            "packages_file": str(staging / PACKAGES_FILE) if p.stage.reads_model else None,
         }
         with gpu_lock(ctx.project.artifacts, p.device == "cuda"):
             code, tail = run_worker(request, staging / LOG)
@@ -149,6 +150,8 @@ def _run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
                      "fingerprint": ctx.fingerprint, "inputs": inputs}
             if p.stage.name == "verify":
                 stamp["passed"] = code == 0
+            if p.stage.reads_model:
+                stamp["packages"] = _take_packages(staging)
             failures = (staging / "failures.txt").read_text(encoding="utf-8").splitlines() if code else []
             stamp = commit(staging, p.folder, stamp, p.stage.outputs)
             failed_log.unlink(missing_ok=True)
@@ -172,6 +175,18 @@ def _run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
         return TaskFailed(f"{task_name}: stage worker failed (exit {code}); full log: {failed_log}\n{shown}")
     finally:
         discard(staging)
+
+
+PACKAGES_FILE = "packages.json.tmp"
+
+
+def _take_packages(staging: Path) -> dict[str, str]:
+    """The distributions the worker recorded (removed from the folder before it is stamped)."""
+    path = staging / PACKAGES_FILE
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    finally:
+        path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -225,7 +240,7 @@ def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any
     hit = restore(caches, wanted(p, key), staging)
     if hit is None:
         return None
-    extra = {k: hit.stamp[k] for k in ("passed",) if k in hit.stamp}
+    extra = {k: hit.stamp[k] for k in ("passed", "packages") if k in hit.stamp}
     stamp = commit(staging, p.folder, {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                                        "fingerprint": hit.stamp["fingerprint"], "inputs": inputs,
                                        "restored_from": hit.cache, **extra}, p.stage.outputs)
@@ -350,6 +365,7 @@ def doit_config(root: Path | None = None) -> dict[str, Any]:
         "dep_file": str(project.artifacts / ".doit.db"),
         "backend": "sqlite3",
         "default_tasks": ["build"],
+        "continue": True,  # independent recipes keep building past a failure; `doit --no-continue` stops at the first
         "verbosity": 2,
         "reporter": SummaryReporter,
     }
@@ -385,7 +401,8 @@ def generate(root: Path | None = None) -> Iterator[dict[str, Any]]:
         "doc": "index every stamped artifact in artifacts/manifest.json",
         "actions": [(write_manifest, [root_s])],
         "uptodate": [(manifest_uptodate, [root_s])],
-        "task_dep": buildable,
+        # No task_dep: every stage updates the manifest when it commits, so this task only repairs a manifest
+        # edited or lost by hand, and it must run even when some recipe failed (doit skips dependents of failures).
         "verbosity": 2,
     }
     yield {

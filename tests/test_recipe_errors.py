@@ -164,7 +164,7 @@ def test_schema_ships_in_the_package_and_is_draft_2020_12() -> None:
 def test_build_reports_forward_mismatch_at_the_recipe_line(project: Project) -> None:
     project.add_recipe("a.yaml", mlp_recipe().replace("  x: {shape", "  inp: {shape"))
     result = project.doit("build")
-    assert result.returncode == 1 and "Traceback" not in result.output
+    assert result.returncode != 0 and "Traceback" not in result.output  # doit: 1 failed, 2 dependents not run
     assert "recipes/a.yaml:6: inputs.inp: not a parameter of MLP.forward(x)" in result.output
     assert not list(project.artifacts.rglob("stamp.json")) and not list(project.artifacts.glob("*/*/onnx"))
 

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from typing import Any, Callable
 
 from ..artifacts import Outputs, stamp_problem, unsafe_name
+from ..packages import changes
 
 STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "fingerprint")
 
@@ -36,8 +37,9 @@ class Wanted:
 
     def check(self, stamp: dict[str, Any]) -> None:
         why = stamp_problem(stamp, self.stage, self.recipe, self.target, self.outputs)
-        if why:
-            raise BadEntry(why)
+        upgraded = changes(stamp.get("packages"))
+        if why or upgraded:
+            raise BadEntry(why or f"built with other package versions than this host's: {', '.join(upgraded)}")
 
 
 MAX_STAMP_BYTES = 16 << 20  # a stamp lists file names and digests: anything larger is not one

@@ -44,6 +44,12 @@ def main(argv: list[str]) -> int:
         upstream = {k: Path(v) for k, v in request["upstream"].items()}
         args = (recipe, Path(request["root"]), Path(request["out"]), upstream, request["device"])
         code = module.run(*args, request["tools"]) if request["stage"] in NEEDS_TOOLS else module.run(*args)
+        if request.get("packages_file"):  # what building the model imported: those versions join the stamp
+            from ..packages import distributions_of
+
+            model = sys.modules.get("infbuild.stages.model")
+            imported = getattr(model, "IMPORTED_BY_MODEL", set())
+            Path(request["packages_file"]).write_text(json.dumps(distributions_of(imported)), encoding="utf-8")
         return int(code or 0)
     except FieldError as exc:
         error_file.write_text(json.dumps({"field": exc.field, "message": exc.message}), encoding="utf-8")

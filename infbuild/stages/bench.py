@@ -18,7 +18,7 @@ from ..manifest import choose_preferred
 from ..plan import ARTIFACT_STAGE
 from ..recipe import Recipe
 from ..runtime.backends import artifact_device, load_backend
-from .model import build_model, sample_inputs, to_torch
+from .model import build_model, sample_inputs, to_torch, user_samples
 
 BASELINES = ("eager", "torch_compile")
 Call = Callable[[], Any]
@@ -70,16 +70,34 @@ def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, 
     plt.close(fig)
 
 
+def first_calls(recipe: Recipe, callers: dict[str, dict[str, Call]], loading: dict[str, float],
+                sync: Callable[[], Any]) -> dict[str, float]:
+    """Set-up seconds per backend: loading it plus its first call at each shape (where torch.compile compiles and
+    lazy runtimes initialise), shown as it happens and reported, never counted in the timings."""
+    setup = {}
+    for backend, per_label in callers.items():
+        t0 = time.perf_counter()
+        for call in per_label.values():
+            call()
+        sync()
+        setup[backend] = round(loading.get(backend, 0.0) + time.perf_counter() - t0, 3)
+        print(f"[bench] {recipe.name} {backend}: set-up {setup[backend]:.1f}s (load + first call at each shape; "
+              "not timed)", flush=True)
+    return setup
+
+
 def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], preferred: str | None,
-              verify: dict[str, Any], meta: dict[str, Any], runs_on: dict[str, str]) -> str:
+              verify: dict[str, Any], meta: dict[str, Any], runs_on: dict[str, str], setup: dict[str, float]) -> str:
     lines = [f"# {recipe.name}: latency on {meta['target']}",
              "",
              f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs x {meta['rounds']} "
              f"interleaved rounds per backend and shape; p50/p90/p99 in ms, throughput in items/s.",
              f"Preferred (fastest verified at `{meta['primary_shape']}`): **{preferred or 'none'}**.",
              "",
-             "| backend | runs on | verified | shape | p50 ms | p90 ms | p99 ms | throughput/s | x eager (p50) |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "Set-up (load or compile, plus the first call at each shape) is not part of any timing.",
+             "",
+             "| backend | runs on | verified | set-up s | shape | p50 ms | p90 ms | p99 ms | throughput/s | x eager (p50) |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for backend, per_shape in results.items():
         status = "baseline" if backend in BASELINES else {True: "yes", False: "FAILED"}.get(verify.get(backend, {}).get("passed"), "-")
         for label in labels:
@@ -88,7 +106,7 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
             r = per_shape[label]
             eager = results.get("eager", {}).get(label, {}).get("p50_ms")
             speedup = f"{eager / r['p50_ms']:.2f}" if eager else "-"
-            lines.append(f"| {backend} | {runs_on.get(backend, '-')} | {status} | {label} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | "
+            lines.append(f"| {backend} | {runs_on.get(backend, '-')} | {status} | {setup.get(backend, 0.0):.1f} | {label} | {r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | "
                          f"{r['throughput']:.1f} | {speedup} |")
     return "\n".join(lines) + "\n"
 
@@ -98,24 +116,32 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     torch.set_num_threads(opts["threads"])
     verify = json.loads((upstream["verify"] / "report.json").read_text(encoding="utf-8"))["results"]
     shape_specs = recipe.bench_shapes()
-    labels = list(shape_specs)
     arrays = {label: sample_inputs(recipe, shapes, seed=1234) for label, shapes in shape_specs.items()}
+    for label, given in user_samples(recipe, root).items():  # the user's own inputs are timed too
+        arrays[label] = given
+        shape_specs[label] = {k: tuple(v.shape) for k, v in given.items()}
+    labels = list(shape_specs)
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     callers: dict[str, dict[str, Call]] = {}
     runs_on: dict[str, str] = {}  # where each backend actually ran: execution provider or device
+    loading: dict[str, float] = {}  # seconds to load or build each backend, never part of its timings
     for backend in recipe.backends:
         stage = ARTIFACT_STAGE[backend]
         if stage not in upstream or verify.get(backend, {}).get("passed") is None:
             print(f"[bench] {recipe.name}: skipping {backend} ({verify.get(backend, {}).get('status', 'not built')})")
             continue
+        t0 = time.perf_counter()
         runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
                               device=artifact_device(upstream[stage], device), threads=opts["threads"])
+        loading[backend] = time.perf_counter() - t0
         callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
         runs_on[backend] = runner.detail
     # Baselines run where torch can: a GPU target with a CPU build of torch times them on the CPU (recorded).
     torch_device = device if device != "cuda" or torch.cuda.is_available() else "cpu"
     if "eager" in opts["baselines"] or "torch_compile" in opts["baselines"]:
+        t0 = time.perf_counter()
         model = build_model(recipe, root, device=torch_device)
+        loading["eager"] = loading["torch_compile"] = time.perf_counter() - t0
         if "eager" in opts["baselines"]:
             callers["eager"] = _torch_callers(model, recipe, arrays, torch_device)
             runs_on["eager"] = torch_device
@@ -126,6 +152,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
             callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, torch_device)
             runs_on["torch_compile"] = torch_device
     sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
+    setup = first_calls(recipe, callers, loading, sync)
     samples: dict[str, dict[str, list[int]]] = {b: {label: [] for label in labels} for b in callers}
     order = list(callers)
     total = opts["rounds"] * len(labels) * len(order)
@@ -156,11 +183,12 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     meta = {"target": out.parent.name, "device": device, "baseline_device": torch_device,
             "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
             "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
-    report = {**meta, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
+    report = {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
               "results": results, "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends},
               "preferred": preferred, "runs_on": runs_on}
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on, setup),
+                                   encoding="utf-8")
     ticks = {label: ", ".join("x".join(str(d) for d in s) for s in shapes.values()) for label, shapes in shape_specs.items()}
     _plot(out / "latency.png", labels, results, f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))", ticks)
     print((out / "report.md").read_text(encoding="utf-8"), flush=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import FieldError
-from ..recipe import Recipe
+from ..recipe import Recipe, not_factory_module
 from ..runtime.backends import NUMPY_DTYPES
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -23,7 +23,11 @@ SHAPE_LABELS = ("opt", "min", "max")
 
 
 def import_factory(spec: str, root: Path) -> Any:
+    """The factory callable named ``module:attr.path``; never one from the standard library (nor imported)."""
     module_name, _, attr_path = spec.partition(":")
+    if not_factory_module(module_name):
+        raise FieldError("model.factory", f"'{module_name}' is a Python standard library module, not a model "
+                         "factory's module: refused without importing it")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
@@ -39,7 +43,18 @@ def import_factory(spec: str, root: Path) -> Any:
         target = getattr(target, part)
     if not callable(target):
         raise FieldError("model.factory", f"'{spec}' is not callable (it is a {type(target).__name__})")
+    _refuse_stdlib_callable(spec, target)
     return target
+
+
+def _refuse_stdlib_callable(spec: str, target: Any) -> None:
+    """A project module's attribute may still be a standard library callable (``mymod:subprocess.run``)."""
+    if not (inspect.isroutine(target) or inspect.isclass(target)):
+        return
+    module = getattr(target, "__module__", None) or "builtins"
+    if not_factory_module(module):
+        raise FieldError("model.factory", f"'{spec}' is {module}.{getattr(target, '__qualname__', '?')}, from the "
+                         "Python standard library: it cannot build a model (refused without calling it)")
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -56,7 +71,19 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
+IMPORTED_BY_MODEL: set[str] = set()  # modules first imported while building the model: its discovered deps
+
+
 def build_model(recipe: Recipe, root: Path, device: str = "cpu") -> torch.nn.Module:
+    """The recipe's model, cast and in eval mode, returning its outputs as the flat tuple the recipe names."""
+    before = set(sys.modules)
+    try:
+        return flat_outputs(_build(recipe, root, device), recipe)
+    finally:
+        IMPORTED_BY_MODEL.update(set(sys.modules) - before)
+
+
+def _build(recipe: Recipe, root: Path, device: str) -> torch.nn.Module:
     factory = import_factory(recipe.model.factory, root)
     try:
         model = factory(**recipe.model.kwargs)
@@ -99,6 +126,39 @@ def check_forward(model: torch.nn.Module, recipe: Recipe) -> None:
                          "which the recipe does not declare")
 
 
+def user_samples(recipe: Recipe, root: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The recipe's own sample inputs, labelled ``sample_<file stem>``: one array per input name, cast to the
+    input's dtype when that loses nothing, every shape within the dims the artifacts are built for."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for index, name in enumerate(recipe.samples):
+        field = f"samples[{index}]"
+        try:
+            with np.load(root / name, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise FieldError(field, f"cannot read '{name}' as .npz: {str(exc)[:200]}") from None
+        wanted = [i.name for i in recipe.inputs]
+        if sorted(arrays) != sorted(wanted):
+            raise FieldError(field, f"'{name}' holds {', '.join(sorted(arrays)) or 'nothing'}; the recipe's inputs "
+                             f"are {', '.join(wanted)}")
+        bound: dict[str, int] = {}
+        for spec in recipe.inputs:
+            array, target = arrays[spec.name], np.dtype(NUMPY_DTYPES[spec.dtype])
+            if not np.can_cast(array.dtype, target, casting="same_kind") or array.ndim != len(spec.shape):
+                raise FieldError(field, f"'{name}': {spec.name} is {array.dtype} {list(array.shape)}, the recipe "
+                                 f"wants {spec.dtype} {list(spec.shape)}")
+            for size, want in zip(array.shape, spec.shape):
+                dim = recipe.dims.get(want) if isinstance(want, str) else None
+                ok = size == want if dim is None else dim.min <= size <= dim.max and bound.setdefault(want, size) == size
+                if not ok:
+                    raise FieldError(field, f"'{name}': {spec.name} has shape {list(array.shape)}, outside "
+                                     f"{list(spec.shape)} with dims {', '.join(f'{d.name} {d.min}..{d.max}' for d in recipe.dims.values())}")
+            arrays[spec.name] = np.ascontiguousarray(array.astype(target))
+        label = "sample_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).stem)
+        out[label if label not in out else f"{label}_{index}"] = arrays
+    return out
+
+
 def shape_labels(recipe: Recipe) -> dict[str, dict[str, tuple[int, ...]]]:
     """Distinct concrete shapes to check: opt, min, max (duplicates dropped, e.g. for static inputs)."""
     labels: dict[str, dict[str, tuple[int, ...]]] = {}
@@ -118,15 +178,23 @@ def sample_inputs(recipe: Recipe, shapes: dict[str, tuple[int, ...]], seed: int)
     for spec in recipe.inputs:
         salt = zlib.crc32(f"{spec.name}:{shapes[spec.name]}".encode())
         rng = np.random.default_rng([seed, salt])
-        shape = shapes[spec.name]
-        if spec.dtype == "bool":
-            value = rng.random(shape) < 0.5
-        elif spec.dtype in ("int64", "int32"):
-            value = rng.integers(int(spec.low), int(spec.high), size=shape)
-        else:
-            value = rng.uniform(spec.low, spec.high, size=shape)
-        out[spec.name] = np.ascontiguousarray(value.astype(NUMPY_DTYPES[spec.dtype]))
+        try:
+            out[spec.name] = _sample(rng, spec.dtype, spec.low, spec.high, shapes[spec.name])
+        except (ValueError, OverflowError) as exc:  # validate refuses such ranges; a hand-made Recipe may not
+            raise FieldError(f"inputs.{spec.name}", f"cannot draw samples in {spec.low}..{spec.high} as "
+                             f"{spec.dtype}: {exc}") from None
     return out
+
+
+def _sample(rng: np.random.Generator, dtype: str, low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
+    """One input's random values: bool coin flips, integers in [low, high), floats in [low, high)."""
+    if dtype == "bool":
+        value = rng.random(shape) < 0.5
+    elif dtype in ("int64", "int32"):
+        value = rng.integers(int(low), int(high), size=shape)
+    else:
+        value = rng.uniform(low, high, size=shape)
+    return np.ascontiguousarray(value.astype(NUMPY_DTYPES[dtype]))
 
 
 def to_torch(recipe: Recipe, arrays: dict[str, np.ndarray], device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -143,22 +211,78 @@ def dynamic_shapes(recipe: Recipe) -> dict[str, dict[int, Any] | None]:
     }
 
 
-def output_list(result: Any, recipe: Recipe) -> list[torch.Tensor]:
-    """The model's outputs in the recipe's order (a tensor, a tuple/list, or a dict by name)."""
-    if isinstance(result, torch.Tensor):
-        values = [result]
-    elif isinstance(result, dict):
-        missing = [n for n in recipe.outputs if n not in result]
-        if missing:
-            raise FieldError("outputs", f"the model returns a dict without {', '.join(missing)}")
-        values = [result[n] for n in recipe.outputs]
-    elif isinstance(result, (tuple, list)):
-        values = list(result)
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(name, leaf) pairs of a nested output in one documented order: a tensor is ``output``; dicts and
+    ModelOutputs give their keys in order (nested ones joined with '.'); tuples and lists give ``output_<i>`` at the
+    top and ``<name>.<i>`` below; None entries are skipped."""
+    if isinstance(value, torch.Tensor) or value is None:
+        return [(prefix or "output", value)] if value is not None else []
+    if isinstance(value, dict):  # ModelOutput is an OrderedDict of its non-None fields
+        return [pair for k, v in value.items() for pair in flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, (tuple, list)):
+        return [pair for i, v in enumerate(value) for pair in flatten(v, f"{prefix}.{i}" if prefix else f"output_{i}")]
+    return [(prefix or "output", value)]  # not a tensor (a cache object, a number): nameable, never selectable
+
+
+def select_outputs(result: Any, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    """The recipe's outputs from whatever the model returned: by name when every name is one of the flattened
+    names, else by position when the model returned only tensors (a tensor, a tuple or a list)."""
+    flat = flatten(result)
+    by_name = dict(flat)
+    if all(n in by_name for n in names):
+        chosen = [by_name[n] for n in names]
+    elif not _has_mapping(result) and len(flat) == len(names):
+        chosen = [leaf for _, leaf in flat]
     else:
-        raise FieldError("outputs", f"the model returns a {type(result).__name__}, not tensors")
-    if len(values) != len(recipe.outputs):
-        raise FieldError("outputs", f"the recipe names {len(recipe.outputs)} output(s) but the model returns {len(values)}")
-    return values
+        found = ", ".join(f"{n} ({_kind(v)})" for n, v in flat) or "nothing"
+        raise FieldError("outputs", f"the recipe names {', '.join(names)} but the model returns {found}: name "
+                         "outputs after what it returns (dict keys, ModelOutput fields, or output_<i>)")
+    bad = [n for n, v in zip(names, chosen) if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise FieldError("outputs", f"{', '.join(bad)} is not a tensor ({_kind(by_name.get(bad[0]))})")
+    return tuple(chosen)
+
+
+def _has_mapping(value: Any) -> bool:
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (tuple, list)) and any(_has_mapping(v) for v in value)
+
+
+def _kind(value: Any) -> str:
+    return f"tensor {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+class FlatOutputs(torch.nn.Module):
+    """The user's model, returning exactly the recipe's outputs as a flat tuple of tensors, so that every artifact
+    (ONNX, AOTInductor, TensorRT) takes and returns flat named tensors, and loading one never needs the model's
+    library (no ModelOutput to unflatten)."""
+
+    def __init__(self, model: torch.nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        return select_outputs(self.model(*args, **kwargs), self.names)
+
+
+def flat_outputs(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """Wrap ``model`` in FlatOutputs with the model's own forward() signature (torch.export binds by it)."""
+    signature = inspect.signature(model.forward)
+
+    def forward(self: FlatOutputs, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        return FlatOutputs.forward(self, *args, **kwargs)
+
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    forward.__signature__ = signature.replace(parameters=[self_param, *signature.parameters.values()])  # type: ignore[attr-defined]
+    cls = type(f"FlatOutputs_{type(model).__name__}", (FlatOutputs,), {"forward": forward})
+    return cls(model, tuple(recipe.outputs)).eval()
+
+
+def output_list(result: Any, recipe: Recipe) -> list[torch.Tensor]:
+    """The model's outputs in the recipe's order (``result`` of a FlatOutputs model, or anything a model returns)."""
+    return list(select_outputs(result, tuple(recipe.outputs)))
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:

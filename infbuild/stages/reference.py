@@ -1,4 +1,5 @@
-"""reference stage: deterministic sample inputs and eager PyTorch outputs at each distinct shape."""
+"""reference stage: deterministic sample inputs at each distinct shape, plus the recipe's own samples, and eager
+PyTorch outputs for each."""
 from __future__ import annotations
 
 import json
@@ -8,15 +9,16 @@ import numpy as np
 import torch
 
 from ..recipe import Recipe
-from .model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch
+from .model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch, user_samples
 
 
 def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
     model = build_model(recipe, root)
     seed = recipe.stages["reference"]["seed"]
     meta = {"seed": seed, "torch": torch.__version__, "shapes": {}}
-    for label, shapes in shape_labels(recipe).items():
-        arrays = sample_inputs(recipe, shapes, seed)
+    samples = {label: sample_inputs(recipe, shapes, seed) for label, shapes in shape_labels(recipe).items()}
+    for label, arrays in {**samples, **user_samples(recipe, root)}.items():
+        shapes = {k: tuple(v.shape) for k, v in arrays.items()}
         with torch.inference_mode():
             outputs = output_list(model(**to_torch(recipe, arrays)), recipe)
         payload = {f"input.{k}": v for k, v in arrays.items()}

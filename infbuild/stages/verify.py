@@ -15,81 +15,167 @@ from ..runtime.backends import artifact_device, load_backend, unavailable_reason
 
 
 
+RULE = ("every element |actual - reference| <= atol_eff + rtol * |reference|, where atol_eff = min(atol, rtol * "
+        "max|reference|): the absolute floor never exceeds the output's own scale, so an all-zero or constant "
+        "output cannot pass for a small reference")
+
+
 def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> dict[str, Any]:
+    """Error statistics of one output and its verdict under ``RULE`` (see the report)."""
     if actual.shape != expected.shape:
         return {"passed": False, "max_abs_err": float("inf"), "max_rel_err": float("inf"),
                 "error": f"shape {list(actual.shape)} != reference {list(expected.shape)}"}
-    a, e = actual.astype(np.float64), expected.astype(np.float64)
-    diff = np.abs(a - e)
-    diff = np.where(np.isnan(a) & np.isnan(e), 0.0, diff)
-    finite = np.isfinite(diff)
-    max_abs = float(diff.max()) if diff.size and finite.all() else (float("inf") if diff.size else 0.0)
-    rel = diff / np.maximum(np.abs(e), np.finfo(np.float32).tiny)
-    max_rel = float(rel.max()) if rel.size and finite.all() else (float("inf") if rel.size else 0.0)
-    passed = bool(finite.all() and (diff <= atol + rtol * np.abs(e)).all())
-    return {"passed": passed, "max_abs_err": max_abs, "max_rel_err": max_rel}
+    a, e = actual.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
+    if not e.size:
+        return {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "mean_abs_err": 0.0, "rel_l2_err": 0.0,
+                "cosine": 1.0, "ref_max_abs": 0.0, "atol_eff": atol}
+    diff = np.where(np.isnan(a) & np.isnan(e), 0.0, np.abs(a - e))
+    finite = bool(np.isfinite(diff).all())
+    scale = float(np.nanmax(np.abs(e))) if np.isfinite(e).any() else 0.0
+    atol_eff = min(atol, rtol * scale)
+    stats: dict[str, Any] = {"ref_max_abs": scale, "atol_eff": atol_eff}
+    if finite:
+        rel = diff / np.maximum(np.abs(e), np.finfo(np.float32).tiny)
+        norm_e, norm_a = float(np.linalg.norm(np.nan_to_num(e))), float(np.linalg.norm(np.nan_to_num(a)))
+        stats.update(max_abs_err=float(diff.max()), max_rel_err=float(rel.max()), mean_abs_err=float(diff.mean()),
+                     rel_l2_err=float(np.linalg.norm(diff) / norm_e) if norm_e else (0.0 if not diff.any() else float("inf")),
+                     cosine=float(np.dot(np.nan_to_num(a), np.nan_to_num(e)) / (norm_a * norm_e)) if norm_a and norm_e
+                     else float(norm_a == norm_e))
+    else:
+        stats.update(max_abs_err=float("inf"), max_rel_err=float("inf"), mean_abs_err=float("inf"),
+                     rel_l2_err=float("inf"), cosine=float("nan"))
+    stats["passed"] = finite and bool((diff <= atol_eff + rtol * np.abs(e)).all())
+    if scale == 0.0 and stats["passed"]:
+        stats.update(passed=False, error="the reference output is all zeros: no artifact can be told apart from one "
+                                         "that computes nothing; give sample inputs that produce a non-zero output")
+    return stats
+
+
+# What a backend says when it has no kernel for the model's dtype on this target (onnxruntime's CPU provider and
+# bfloat16, e.g.): the artifact is unsupported here, not wrong.
+UNSUPPORTED = ("NOT_IMPLEMENTED", "Could not find an implementation for")
+
+
+def tolerances(recipe: Recipe, output: str) -> tuple[float, float]:
+    """(rtol, atol) for one output: the recipe's, overridden by ``verify.outputs.<name>``."""
+    own = (recipe.verify.get("outputs") or {}).get(output) or {}
+    return float(own.get("rtol", recipe.verify["rtol"])), float(own.get("atol", recipe.verify["atol"]))
+
+
+def check_shape(recipe: Recipe, runner: Any, inputs: dict[str, np.ndarray],
+                expected: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Run one reference sample and compare every output."""
+    try:
+        actual = runner(inputs)
+    except Exception as exc:  # noqa: BLE001 - a crash inside a backend is a verification failure
+        return {"passed": False, "max_abs_err": float("inf"), "max_rel_err": float("inf"),
+                "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+    per_output = {n: compare(np.asarray(actual[n]), expected[n], *tolerances(recipe, n)) for n in recipe.outputs}
+    return {"passed": all(r["passed"] for r in per_output.values()),
+            "max_abs_err": max(r["max_abs_err"] for r in per_output.values()),
+            "max_rel_err": max(r["max_rel_err"] for r in per_output.values()),
+            "outputs": per_output}
+
+
+def _unsupported(message: str) -> bool:
+    return any(marker in message for marker in UNSUPPORTED)
+
+
+def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, reference: Path,
+                   meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """One artifact against every reference sample: (its report entry, its failure lines)."""
+    dtypes = {i.name: i.dtype for i in recipe.inputs}
+    try:
+        runner = load_backend(backend, folder, recipe.outputs, dtypes, device=artifact_device(folder, device))
+    except ArtifactError as exc:
+        if _unsupported(str(exc)):
+            return _unsupported_entry(recipe, backend, str(exc)), []
+        return {"passed": False, "error": str(exc), "max_abs_err": float("inf"), "max_rel_err": float("inf")}, \
+            [f"{backend}: {exc}"]
+    entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {},
+                             "runner": runner.detail}
+    failures = []
+    for label in meta["shapes"]:
+        with np.load(reference / f"{label}.npz") as data:
+            inputs = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
+            expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
+        result = check_shape(recipe, runner, inputs, expected)
+        if not result["passed"] and _unsupported(result.get("error", "")):
+            return _unsupported_entry(recipe, backend, result["error"]), []
+        result["inputs"] = meta["shapes"][label]["inputs"]
+        entry["shapes"][label] = result
+        entry["max_abs_err"] = max(entry["max_abs_err"], result["max_abs_err"])
+        entry["max_rel_err"] = max(entry["max_rel_err"], result["max_rel_err"])
+        print(f"[verify] {recipe.name} {backend} @ {label}: {_summary(result)}", flush=True)
+        if not result["passed"]:
+            entry["passed"] = False
+            shape = ", ".join(f"{k}{v}" for k, v in result["inputs"].items())
+            failures.append(f"{backend} at {label} shape ({shape}): {result.get('error') or _summary(result)}")
+    return entry, failures
+
+
+def _unsupported_entry(recipe: Recipe, backend: str, message: str) -> dict[str, Any]:
+    reason = message.strip().splitlines()[-1][:300]
+    print(f"[verify] {recipe.name} {backend}: unsupported on this target ({reason})", flush=True)
+    return {"passed": None, "status": f"unsupported on this target: {reason}"}
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """One line per sample: each output's errors against its allowance, and the verdict."""
+    if "outputs" not in result:
+        return f"FAILED ({result.get('error')})"
+    parts = []
+    for name, r in result["outputs"].items():
+        if "error" in r and "rel_l2_err" not in r:
+            parts.append(f"{name}: {r['error']}")
+            continue
+        parts.append(f"{name}: max abs {r['max_abs_err']:.3g} (allowed {r['atol_eff']:.3g} + rtol*|ref|, "
+                     f"|ref| <= {r['ref_max_abs']:.3g}), rel L2 {r['rel_l2_err']:.3g}, cosine {r['cosine']:.6f}"
+                     + ("" if r["passed"] else " FAILED" + (f": {r['error']}" if r.get("error") else "")))
+    return "; ".join(parts) + (" ok" if result["passed"] else "")
+
+
+def markdown(recipe: Recipe, results: dict[str, Any]) -> str:
+    """report.md: the pass rule, then one row per artifact, sample and output."""
+    lines = [f"# verify: {recipe.name}", "", f"Pass rule: {RULE}.", "",
+             "| artifact | sample | output | rtol | atol_eff | max abs | max rel | mean abs | rel L2 | cosine | passed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for backend, entry in results.items():
+        if not entry.get("shapes"):
+            lines.append(f"| {backend} | - | - | | | | | | | | {entry.get('status') or entry.get('error') or '-'} |")
+            continue
+        for label, shape in entry["shapes"].items():
+            for name, r in (shape.get("outputs") or {"-": {"passed": False, "error": shape.get("error")}}).items():
+                if "rel_l2_err" not in r:
+                    lines.append(f"| {backend} | {label} | {name} | | | | | | | | no: {r.get('error')} |")
+                    continue
+                lines.append(f"| {backend} | {label} | {name} | {tolerances(recipe, name)[0]:g} | {r['atol_eff']:.3g} | "
+                             f"{r['max_abs_err']:.3g} | {r['max_rel_err']:.3g} | {r['mean_abs_err']:.3g} | "
+                             f"{r['rel_l2_err']:.3g} | {r['cosine']:.6f} | "
+                             f"{'yes' if r['passed'] else 'no' + (': ' + r['error'] if r.get('error') else '')} |")
+    return "\n".join(lines) + "\n"
 
 
 def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> int:
-    rtol, atol = recipe.verify["rtol"], recipe.verify["atol"]
     meta = json.loads((upstream["reference"] / "reference.json").read_text(encoding="utf-8"))
-    dtypes = {i.name: i.dtype for i in recipe.inputs}
     results: dict[str, Any] = {}
-    failures = []
+    failures: list[str] = []
     for backend in recipe.backends:
         if ARTIFACT_STAGE[backend] not in upstream:
             results[backend] = {"passed": None, "status": "not buildable here"}
             continue
-        folder = upstream[ARTIFACT_STAGE[backend]]
         unavailable = unavailable_reason(backend)
         if unavailable:
             results[backend] = {"passed": None, "status": f"not verifiable here: {unavailable}"}
             print(f"[verify] {recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
             continue
-        entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {}}
-        try:
-            runner = load_backend(backend, folder, recipe.outputs, dtypes, device=artifact_device(folder, device))
-            entry["runner"] = runner.detail
-        except ArtifactError as exc:
-            entry.update(passed=False, error=str(exc), max_abs_err=float("inf"), max_rel_err=float("inf"))
-            failures.append(f"{backend}: {exc}")
-            results[backend] = entry
-            continue
-        for label in meta["shapes"]:
-            with np.load(upstream["reference"] / f"{label}.npz") as data:
-                inputs = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
-                expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
-            try:
-                actual = runner(inputs)
-            except Exception as exc:  # noqa: BLE001 - a crash inside a backend is a verification failure
-                shape_result = {"passed": False, "max_abs_err": float("inf"), "max_rel_err": float("inf"),
-                                "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
-            else:
-                per_output = {n: compare(np.asarray(actual[n]), expected[n], rtol, atol) for n in recipe.outputs}
-                shape_result = {
-                    "passed": all(r["passed"] for r in per_output.values()),
-                    "max_abs_err": max(r["max_abs_err"] for r in per_output.values()),
-                    "max_rel_err": max(r["max_rel_err"] for r in per_output.values()),
-                    "outputs": per_output,
-                }
-            shape_result["inputs"] = meta["shapes"][label]["inputs"]
-            entry["shapes"][label] = shape_result
-            entry["max_abs_err"] = max(entry["max_abs_err"], shape_result["max_abs_err"])
-            entry["max_rel_err"] = max(entry["max_rel_err"], shape_result["max_rel_err"])
-            status = "ok" if shape_result["passed"] else "FAILED"
-            print(f"[verify] {recipe.name} {backend} @ {label}: max abs {shape_result['max_abs_err']:.3g}, "
-                  f"max rel {shape_result['max_rel_err']:.3g} {status}", flush=True)
-            if not shape_result["passed"]:
-                entry["passed"] = False
-                detail = shape_result.get("error") or (f"max abs err {shape_result['max_abs_err']:.3g}, "
-                                                       f"max rel err {shape_result['max_rel_err']:.3g} "
-                                                       f"> rtol {rtol:g} / atol {atol:g}")
-                shape = ", ".join(f"{k}{v}" for k, v in shape_result["inputs"].items())
-                failures.append(f"{backend} at {label} shape ({shape}): {detail}")
-        results[backend] = entry
-    report = {"backends": list(recipe.backends), "rtol": rtol, "atol": atol, "results": results,
-              "failures": failures}
+        results[backend], failed = verify_backend(recipe, backend, upstream[ARTIFACT_STAGE[backend]], device,
+                                                  upstream["reference"], meta)
+        failures += failed
+    report = {"backends": list(recipe.backends), "rtol": recipe.verify["rtol"], "atol": recipe.verify["atol"],
+              "rule": RULE, "results": results, "failures": failures}
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(markdown(recipe, results), encoding="utf-8")
     if failures:
         (out / "failures.txt").write_text("\n".join(failures) + "\n", encoding="utf-8")
         return FAILED_VERIFY_EXIT
