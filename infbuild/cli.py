@@ -202,7 +202,7 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
             bad.append(p.task_name)
             if args.fix:
                 (p.folder / STAMP).unlink(missing_ok=True)
-    manifest = manifest_problem(ctx.project.artifacts)
+    manifest = manifest_problem(ctx.project.artifacts, ctx.names)
     if manifest:
         print(f"manifest.json: {manifest}; doit build rewrites it from the stamps")
     if not bad and not manifest:

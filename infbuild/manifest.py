@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from .artifacts import read_stamp, write_json_atomic
 
@@ -46,14 +46,16 @@ def _version() -> str | None:
         return None
 
 
-def build_manifest(artifacts: Path) -> dict[str, Any]:
+def build_manifest(artifacts: Path, names: Collection[str] | None = None) -> dict[str, Any]:
+    """The index of every stamp under ``artifacts`` (of the recipes ``names`` only, when given: the folders of a
+    deleted recipe stay on disk but leave the index)."""
     recipes: dict[str, Any] = {}
     for stamp_path in sorted(artifacts.glob("*/*/*/stamp.json")):
         folder = stamp_path.parent
         stamp = read_stamp(folder)
-        if stamp is None:
-            continue
         recipe, target, stage = folder.parent.parent.name, folder.parent.name, folder.name
+        if stamp is None or (names is not None and recipe not in names):
+            continue
         entry = recipes.setdefault(recipe, {"targets": {}})["targets"].setdefault(target, {"stages": {}})
         entry["stages"][stage] = {k: v for k, v in stamp.items() if k != "inputs"}
         if stage == "reference":  # the I/O contract the runtime validates inputs against
@@ -96,11 +98,11 @@ def choose_preferred(verify: dict[str, Any], bench: dict[str, Any] | None, order
     return passed[0]
 
 
-def update_manifest(artifacts: Path) -> bool:
+def update_manifest(artifacts: Path, names: Collection[str] | None = None) -> bool:
     """Rewrite the manifest if it differs from the stamps; True when it was written. Whatever stands in its place
     (a folder, a FIFO) is moved aside first, so a damaged manifest is always repaired, never a crash."""
     with locked(artifacts):
-        fresh = build_manifest(artifacts)
+        fresh = build_manifest(artifacts, names)
         path = artifacts / MANIFEST
         if read_json(path) == fresh:
             return False
@@ -112,7 +114,7 @@ def update_manifest(artifacts: Path) -> bool:
         return True
 
 
-def manifest_problem(artifacts: Path) -> str | None:
+def manifest_problem(artifacts: Path, names: Collection[str] | None = None) -> str | None:
     """What is wrong with the manifest on disk (None when it matches the stamps)."""
     path = artifacts / MANIFEST
     if not path.exists():
@@ -122,10 +124,10 @@ def manifest_problem(artifacts: Path) -> str | None:
     on_disk = read_json(path)
     if on_disk is None:
         return "unreadable or not valid JSON"
-    if on_disk != build_manifest(artifacts):
+    if on_disk != build_manifest(artifacts, names):
         return "differs from the stamps (edited by hand?)"
     return None
 
 
-def manifest_current(artifacts: Path) -> bool:
-    return manifest_problem(artifacts) is None
+def manifest_current(artifacts: Path, names: Collection[str] | None = None) -> bool:
+    return manifest_problem(artifacts, names) is None

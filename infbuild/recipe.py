@@ -87,6 +87,7 @@ class InputSpec:
     dtype: str
     low: float
     high: float
+    values: tuple[float, ...] = ()  # draw samples from these instead of [low, high)
 
     def concrete(self, dims: dict[str, Dim], which: str) -> tuple[int, ...]:
         """Shape with every named dim set to its ``min``, ``opt`` or ``max``."""
@@ -157,7 +158,8 @@ class Recipe:
                 "sources": list(self.model.sources),
             },
             "inputs": {
-                i.name: {"shape": list(i.shape), "dtype": i.dtype, "low": i.low, "high": i.high} for i in self.inputs
+                i.name: {"shape": list(i.shape), "dtype": i.dtype, "low": i.low, "high": i.high,
+                         **({"values": list(i.values)} if i.values else {})} for i in self.inputs
             },
             "dims": {d.name: {"min": d.min, "opt": d.opt, "max": d.max} for d in self.dims.values()},
             "outputs": list(self.outputs),
@@ -178,7 +180,8 @@ class Recipe:
             file=d["file"],
             model=ModelSpec(m["factory"], m["kwargs"], m["weights"], m["dtype"], tuple(m["sources"])),
             inputs=tuple(
-                InputSpec(n, tuple(i["shape"]), i["dtype"], i["low"], i["high"]) for n, i in d["inputs"].items()
+                InputSpec(n, tuple(i["shape"]), i["dtype"], i["low"], i["high"], tuple(i.get("values") or ()))
+                for n, i in d["inputs"].items()
             ),
             dims={n: Dim(n, v["min"], v["opt"], v["max"]) for n, v in d["dims"].items()},
             outputs=tuple(d["outputs"]),
@@ -422,6 +425,17 @@ def _check_input_range(name: str, spec: dict[str, Any], model_dtype: Any, add: A
             add(("inputs", name, key), f"{key} ({value}) is outside the range of {dtype} ({lowest}..{highest}{exclusive})")
     if low >= high:
         add(("inputs", name, "high"), f"high ({high}) must be greater than low ({low})")
+    values = spec.get("values")
+    if isinstance(values, list) and values:
+        if "low" in spec or "high" in spec:
+            add(("inputs", name, "values"), "give either values or low/high, not both")
+        for index, value in enumerate(values):
+            if not _is_number(value):
+                continue  # the number check reports NaN/inf, the schema other types
+            if dtype not in FLOAT_DTYPES and not (isinstance(value, int) or value.is_integer()):
+                add(("inputs", name, "values", index), f"{value} must be a whole number for {dtype} inputs")
+            elif not lowest <= value <= highest:
+                add(("inputs", name, "values", index), f"{value} is outside the range of {dtype} ({lowest}..{highest})")
 
 
 def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], project: Project) -> list[Problem]:
@@ -535,7 +549,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
     inputs = []
     for input_name, spec in data["inputs"].items():
         in_dtype, low, high = input_range(spec, dtype)
-        inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high))
+        inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high, tuple(spec.get("values") or ())))
     stages = {
         stage: {**defaults, **((data.get("stages") or {}).get(stage) or {})} for stage, defaults in STAGE_DEFAULTS.items()
     }

@@ -41,6 +41,11 @@ class Context:
     digests: DigestCache
     caches: list[Any]
 
+    @property
+    def names(self) -> set[str]:
+        """The project's recipes: the manifest indexes these only."""
+        return {r.name for r in self.recipes}
+
     def siblings(self, p: PlannedStage) -> dict[str, PlannedStage]:
         return {name: self.planned[f"{name}:{p.recipe.name}"] for name in p.upstream}
 
@@ -155,7 +160,7 @@ def _run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
             failures = (staging / "failures.txt").read_text(encoding="utf-8").splitlines() if code else []
             stamp = commit(staging, p.folder, stamp, p.stage.outputs)
             failed_log.unlink(missing_ok=True)
-            update_manifest(ctx.project.artifacts)
+            update_manifest(ctx.project.artifacts, ctx.names)
             if failures:
                 lines = "\n".join(f"  {f}" for f in failures)
                 return TaskFailed(f"{task_name}: verification failed for recipe '{p.recipe.name}' "
@@ -249,7 +254,7 @@ def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any
         cache = next(c for c in caches if c.name == hit.cache)
         say("warning: " + unusable(cache, key, "the restored files differ from its stamp"))
         return None
-    update_manifest(ctx.project.artifacts)
+    update_manifest(ctx.project.artifacts, ctx.names)
     if adopting:
         say(f"adopted {p.task_name} from {hit.cache}: another build stored this key first")
     else:
@@ -264,13 +269,13 @@ def clean_stage(root: str, task_name: str) -> None:
 
 
 def write_manifest(root: str) -> None:
-    if update_manifest(context(root).project.artifacts):
+    if update_manifest(context(root).project.artifacts, context(root).names):
         say("manifest.json updated")
 
 
 def manifest_uptodate(root: str) -> bool:
     try:
-        return manifest_current(context(root).project.artifacts)
+        return manifest_current(context(root).project.artifacts, context(root).names)
     except Exception:  # noqa: BLE001
         return False
 

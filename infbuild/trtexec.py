@@ -56,11 +56,34 @@ def _cache_file() -> Path:
     return base / "infbuild" / "trtexec-versions.json"
 
 
+_LDD_LINE = re.compile(r"^\s*(\S+)\s+=>\s+(/\S+)", re.M)
+
+
+def resolved_libraries(path: Path) -> list[str]:
+    """The shared libraries the dynamic loader resolves for ``path`` right now (``ldd``), each as
+    ``name=>file|size|mtime``: another LD_LIBRARY_PATH, or a tar install beside a deb one, changes this even
+    when the trtexec binary is the same file. Empty for a static binary or a script."""
+    try:
+        done = subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=30, check=False,
+                              env={**os.environ, "LC_ALL": "C"})
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    found = []
+    for name, file in _LDD_LINE.findall(done.stdout):
+        try:
+            st = os.stat(file)
+        except OSError:
+            continue
+        found.append(f"{name}=>{os.path.realpath(file)}|{st.st_size}|{st.st_mtime_ns}")
+    return sorted(found)
+
+
 @lru_cache(maxsize=8)
 def version(path: Path) -> str | None:
-    """TensorRT version of a trtexec binary, cached on disk by (path, size, mtime): no-op builds don't run it."""
+    """TensorRT version of a trtexec binary, cached on disk by the binary's (path, size, mtime) and the libraries
+    the loader resolves for it (its TensorRT version lives in libnvinfer): no-op builds don't run it."""
     st = path.stat()
-    stat_key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    stat_key = f"{path}|{st.st_size}|{st.st_mtime_ns}|" + ";".join(resolved_libraries(path))
     cache_path = _cache_file()
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ name: bert
 model: {{factory: "examples.hf:bert", dtype: {dtype}}}
 inputs:
   input_ids: {{shape: [batch, seq], dtype: int64, low: 0, high: 128}}
-  attention_mask: {{shape: [batch, seq], dtype: int64, low: 1, high: 2}}
+  attention_mask: {{shape: [batch, seq], dtype: int64, values: [1]}}
 dims:
   batch: {{min: 1, opt: 2, max: 4}}
   seq: {{min: 4, opt: 16, max: 32}}
@@ -170,3 +170,48 @@ def test_one_failing_recipe_does_not_stop_the_others(tmp_path: Path, cpu_target:
     assert "  FAILED onnx:b: " in result.output and "unexpected keyword argument 'boom'" in result.output
     fast = p.infbuild("build", "--fail-fast", env=p.env(INFBUILD_CACHE="off"))
     assert fast.returncode != 0
+
+
+def test_a_backend_without_kernels_for_the_dtype_is_unsupported_not_a_failure(tmp_path: Path, cpu_target: str) -> None:
+    """bfloat16: onnxruntime's CPU provider has no bf16 Gemm. That artifact is reported unsupported with
+    onnxruntime's reason and never preferred; AOTI verifies, benches and is preferred; the build succeeds."""
+    p = Project(tmp_path / "proj")
+    p.add_recipe("bf.yaml", mlp_recipe(name="bf", bench=SMALL_BENCH, extra_model="  dtype: bfloat16\n")
+                 .replace("dtype: float32}", "dtype: bfloat16}").replace("verify: {rtol: 0.001, atol: 1.0e-4}\n", ""))
+    result = p.doit("build", env=p.env(INFBUILD_CACHE="off"))
+    assert result.returncode == 0, result.output[-3000:]
+    report = json.loads((p.stage("bf", cpu_target, "verify") / "report.json").read_text())["results"]
+    assert report["onnxruntime"]["passed"] is None
+    assert report["onnxruntime"]["status"].startswith("unsupported on this target: ") and "NOT_IMPLEMENTED" in \
+        report["onnxruntime"]["status"]
+    assert report["aoti"]["passed"] is True
+    manifest = json.loads((p.artifacts / "manifest.json").read_text())
+    assert manifest["recipes"]["bf"]["targets"][cpu_target]["preferred"] == "aoti"
+
+
+def test_a_deleted_recipe_leaves_the_manifest(tmp_path: Path) -> None:
+    p = Project(tmp_path / "proj")
+    p.add_recipe("a.yaml", mlp_recipe(name="a"))
+    p.add_recipe("b.yaml", mlp_recipe(name="b"))
+    assert p.doit("build", env=p.env(INFBUILD_CACHE="off")).returncode == 0
+    (p.root / "recipes" / "b.yaml").unlink()
+    result = p.doit("build", env=p.env(INFBUILD_CACHE="off"))
+    assert result.returncode == 0 and result.stages_ran() == set()
+    assert list(json.loads((p.artifacts / "manifest.json").read_text())["recipes"]) == ["a"]
+
+
+def test_constant_integer_inputs_come_from_values(tmp_path: Path) -> None:
+    from infbuild.project import load_project
+    from infbuild.recipe import load_recipes
+    from infbuild.stages.model import sample_inputs
+
+    p = Project(tmp_path / "proj")
+    p.add_recipe("bert.yaml", BERT.format(dtype="float32", bench=""))
+    (recipe,) = load_recipes(load_project(p.root))
+    arrays = sample_inputs(recipe, {"input_ids": (2, 5), "attention_mask": (2, 5)}, seed=0)
+    assert arrays["attention_mask"].dtype == np.int64 and (arrays["attention_mask"] == 1).all()
+    p.add_recipe("bert.yaml", BERT.format(dtype="float32", bench="").replace("values: [1]", "values: [1], low: 0"))
+    from infbuild.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="give either values or low/high, not both"):
+        load_recipes(load_project(p.root))

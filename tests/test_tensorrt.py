@@ -256,3 +256,35 @@ def test_not_buildable_without_gpu_or_trtexec_unless_required(tmp_path: Path, ho
     p.add_recipe("mlp.yaml", trt_recipe(tensorrt="{required: true}"))
     strict = p.doit("build", env=no_gpu)
     assert strict.returncode != 0 and "not buildable here: no CUDA GPU" in strict.output
+
+
+def test_swapping_the_tensorrt_libraries_trtexec_loads_is_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same trtexec binary, another libnvinfer found through LD_LIBRARY_PATH (a tar install beside a deb one):
+    the cached version is keyed on the libraries the loader resolves, so the new version is read. A real ELF
+    program and real shared libraries, built here with gcc, stand in for trtexec and libnvinfer."""
+    import shutil as _shutil
+    import subprocess as _subprocess
+
+    from infbuild import trtexec
+
+    if _shutil.which("gcc") is None or _shutil.which("ldd") is None:
+        pytest.skip("needs gcc and ldd")
+    for version_code in ("100300", "100500"):
+        lib_dir = tmp_path / f"trt-{version_code}"
+        lib_dir.mkdir()
+        (lib_dir / "v.c").write_text(f"int trt_version(void) {{ return {version_code}; }}\n")
+        _subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib_dir / "libnvinfer.so.10"), str(lib_dir / "v.c")],
+                        check=True)
+    main = tmp_path / "main.c"
+    main.write_text('#include <stdio.h>\nint trt_version(void);\n'
+                    'int main(void) { printf("&&&& RUNNING TensorRT.trtexec [TensorRT v%d]\\n", trt_version()); return 0; }\n')
+    binary = tmp_path / "trtexec"
+    _subprocess.run(["gcc", "-o", str(binary), str(main), f"-L{tmp_path / 'trt-100300'}", "-l:libnvinfer.so.10"],
+                    check=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    found = {}
+    for version_code in ("100300", "100500", "100300"):
+        monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / f"trt-{version_code}"))
+        trtexec.version.cache_clear()
+        found.setdefault(version_code, []).append(trtexec.version(binary))
+    assert found == {"100300": ["10.3.0", "10.3.0"], "100500": ["10.5.0"]}

@@ -179,7 +179,11 @@ def sample_inputs(recipe: Recipe, shapes: dict[str, tuple[int, ...]], seed: int)
         salt = zlib.crc32(f"{spec.name}:{shapes[spec.name]}".encode())
         rng = np.random.default_rng([seed, salt])
         try:
-            out[spec.name] = _sample(rng, spec.dtype, spec.low, spec.high, shapes[spec.name])
+            if spec.values:
+                drawn = rng.choice(np.asarray(spec.values, dtype=np.float64), size=shapes[spec.name])
+                out[spec.name] = np.ascontiguousarray(drawn.astype(NUMPY_DTYPES[spec.dtype]))
+            else:
+                out[spec.name] = _sample(rng, spec.dtype, spec.low, spec.high, shapes[spec.name])
         except (ValueError, OverflowError) as exc:  # validate refuses such ranges; a hand-made Recipe may not
             raise FieldError(f"inputs.{spec.name}", f"cannot draw samples in {spec.low}..{spec.high} as "
                              f"{spec.dtype}: {exc}") from None
