@@ -144,13 +144,15 @@ def test_two_builds_populating_one_cache_at_once_agree_on_every_key(tmp_path: Pa
         other = stamps[1][stage]
         assert stamp["key"] == other["key"], stage
         assert {n: m["sha256"] for n, m in stamp["files"].items()} == {n: m["sha256"] for n, m in other["files"].items()}, stage
+    from infbuild.cache import Wanted
     from infbuild.cache.local import LocalCache
+    from infbuild.plan import STAGES
 
     local = LocalCache(_local_root(cache))
     entries = local.entries()
     assert len(entries) == 8  # one per key: the later writer adopted the entry instead of adding its own
-    for e in entries:
-        assert local.get(e["key"]) is not None  # every entry complete and intact
+    for e in entries:  # every entry complete and intact, exactly its stage's outputs
+        assert local.get(Wanted(e["key"], e["stage"], e["recipe"], e["target"], STAGES[e["stage"]].outputs)) is not None
     third = clone(tmp_path, "p2", recipes)
     result = third.doit("build", env=third.env(INFBUILD_CACHE=cache))
     assert built(result) == set() and len(restored(result)) == 8
