@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import SMALL_BENCH, Project, mlp_recipe
@@ -49,6 +50,9 @@ def expected_digests(proj: Project, target: str) -> dict[str, str]:
         stamp = json.loads((proj.stage("mlp", folder_target, stage) / "stamp.json").read_text())
         for name, meta in stamp["files"].items():
             out[f"/opt/infbuild/mlp/{folder_target}/{stage}/{name}"] = meta["sha256"]
+        # the stamp travels too: the runtime in the image checks the files against it, never the index alone
+        out[f"/opt/infbuild/mlp/{folder_target}/{stage}/stamp.json"] = hashlib.sha256(
+            (proj.stage("mlp", folder_target, stage) / "stamp.json").read_bytes()).hexdigest()
     return out
 
 
@@ -159,6 +163,10 @@ def test_oci_layout_is_valid_and_builds_are_reproducible(oci_proj: Project, serv
     model = bundle / "rootfs" / "opt" / "infbuild" / "mlp" / "portable" / "onnx" / "model.onnx"
     assert hashlib.sha256(model.read_bytes()).hexdigest() == expected_digests(oci_proj, cpu_target)[
         "/opt/infbuild/mlp/portable/onnx/model.onnx"]
+    from infbuild.runtime import load  # the image's own manifest and stamps are enough to load and check it
+
+    packaged = load(bundle / "rootfs" / "opt" / "infbuild", "mlp")
+    assert packaged(x=np.ones((2, 10), np.float32))["y"].shape == (2, 1)
     inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{image_info(oci_proj, cpu_target)['reference']}"],
                              capture_output=True, text=True)
     assert inspect.returncode == 0 and json.loads(inspect.stdout)["Digest"] == first
