@@ -54,7 +54,8 @@ DEFAULT_TOLERANCES = {
     "bfloat16": {"rtol": 5e-2, "atol": 1e-2},
 }
 BENCH_DEFAULTS: dict[str, Any] = {
-    "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "rounds": 3, "threads": 1,
+    "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "max_seconds": 1.0, "rounds": 3,
+    "threads": 1,
     "baselines": ["eager"], "torch_compile_mode": "default", "enabled": True,
 }
 PACKAGE_DEFAULTS: dict[str, Any] = {

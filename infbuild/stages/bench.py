@@ -21,6 +21,7 @@ from ..runtime.backends import artifact_device, load_backend
 from .model import build_model, sample_inputs, to_torch, user_samples
 
 BASELINES = ("eager", "torch_compile")
+MIN_SAMPLES = 10  # timed calls per backend, shape and round even past bench.max_seconds
 Call = Callable[[], Any]
 
 
@@ -90,8 +91,9 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
               verify: dict[str, Any], meta: dict[str, Any], runs_on: dict[str, str], setup: dict[str, float]) -> str:
     lines = [f"# {recipe.name}: latency on {meta['target']}",
              "",
-             f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs x {meta['rounds']} "
-             f"interleaved rounds per backend and shape; p50/p90/p99 in ms, throughput in items/s.",
+             f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs (or "
+             f"{meta['max_seconds']:g} s, at least {MIN_SAMPLES}) x {meta['rounds']} interleaved rounds per backend and "
+             "shape; p50/p90/p99 in ms, throughput in items/s.",
              f"Preferred (fastest verified at `{meta['primary_shape']}`): **{preferred or 'none'}**.",
              "",
              "Set-up (load or compile, plus the first call at each shape) is not part of any timing.",
@@ -167,11 +169,14 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
                     call()
                 sync()
                 bucket = samples[backend][label]
-                for _ in range(opts["iterations"]):
+                deadline = time.perf_counter_ns() + int(opts["max_seconds"] * 1e9)
+                for index in range(opts["iterations"]):
                     t0 = time.perf_counter_ns()
                     call()
                     sync()
                     bucket.append(time.perf_counter_ns() - t0)
+                    if index + 1 >= MIN_SAMPLES and bucket[-1] + t0 > deadline:
+                        break  # slow shapes stop at the time budget (samples counts what was timed)
                 done += 1
             print(f"[bench] {recipe.name} round {round_index + 1}/{opts['rounds']} {label}: {done}/{total} "
                   f"({time.perf_counter() - started:.1f}s)", flush=True)
@@ -182,6 +187,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     preferred = choose_preferred(verify, {"primary_shape": primary, "results": results}, list(recipe.backends))
     meta = {"target": out.parent.name, "device": device, "baseline_device": torch_device,
             "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
+            "max_seconds": opts["max_seconds"],
             "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
     report = {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
               "results": results, "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends},
