@@ -7,7 +7,9 @@ import http.server
 import json
 import os
 import shutil
+import subprocess
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -306,15 +308,34 @@ def test_artifacts_path_that_cannot_be_a_folder_is_one_line(tmp_path: Path) -> N
     assert f"infbuild: cannot write or read {p.artifacts}" in result.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` read-only for this process: a read-only bind mount as root (chmod does not bind root), else chmod."""
+    if os.geteuid() != 0:
+        os.chmod(folder, 0o555)
+        try:
+            yield
+        finally:
+            os.chmod(folder, 0o755)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode()[:200]}")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True, check=False).returncode:
+            pytest.skip("cannot remount read-only here")
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True, check=False)
+
+
 def test_read_only_artifacts_is_one_line(built: tuple[Project, Path], tmp_path: Path) -> None:
     p, _ = fresh_copy(built, tmp_path)
-    os.chmod(p.artifacts, 0o555)
-    try:
+    (p.artifacts / ".infbuild").mkdir(exist_ok=True)
+    with read_only(p.artifacts):
         result = p.doit("build", env=p.env(INFBUILD_CACHE="off"))
-    finally:
-        os.chmod(p.artifacts, 0o755)
-    assert result.returncode == 1 and "the folder is not writable" in result.output
+    assert result.returncode == 1, result.output[-2000:]
+    assert f"infbuild: cannot write or read {p.artifacts}: the folder is not writable" in result.output
     clean_output(result.output)
 
 
@@ -435,3 +456,57 @@ def test_a_registry_layer_larger_than_its_stamp_is_never_downloaded(hostile_regi
         del os.environ["INFBUILD_INSECURE_REGISTRY"]
     assert hostile_registry.huge_fetched is False
     assert "layer descriptor (314572800 bytes" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OCI registry (Debian's docker-registry) on loopback."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip("needs docker-registry (Debian: docker-registry)")
+    from services import RegistryServer
+
+    server = RegistryServer(tmp_path_factory.mktemp("registry"))
+    os.environ["INFBUILD_INSECURE_REGISTRY"] = server.address
+    try:
+        yield server.address
+    finally:
+        del os.environ["INFBUILD_INSECURE_REGISTRY"]
+        server.stop()
+
+
+@pytest.mark.parametrize("forgery,why", [
+    ({"stage": "aoti", "target": "cpu-x86_64-avx2"}, "the stamp is labelled stage 'aoti', not 'onnx'"),
+    ({"recipe": "other"}, "the stamp is labelled recipe 'other', not 'mlp'"),
+    ({"extra": "stamp.json"}, "infbuild's own bookkeeping"),
+    ({"extra": "evil.so"}, "holds file(s) this stage never produces: evil.so"),
+])
+def test_registry_cache_entries_follow_the_same_rule(registry: str, tmp_path: Path, forgery: dict[str, str], why: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A forged entry pushed to a real registry under the key being built is a miss naming the cache and entry."""
+    import hashlib
+
+    from infbuild.cache.registry_cache import RegistryCache
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    names = ["model.onnx", "export.json"] + ([forgery["extra"]] if "extra" in forgery else [])
+    for name in names:
+        (folder / name).write_bytes(f"bytes of {name}".encode())
+    files = {n: {"sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest(), "size": (folder / n).stat().st_size}
+             for n in names}
+    key = hashlib.sha256(why.encode()).hexdigest()
+    stamp = {"key": key, "stage": "onnx", "recipe": "mlp", "target": "portable", "fingerprint": {}, "files": files,
+             **{k: v for k, v in forgery.items() if k != "extra"}}
+    cache = RegistryCache(f"{registry}/hostile/cache", writable=True)
+    assert cache.put(key, stamp, folder)
+    staging = tmp_path / ".staging"
+    staging.mkdir()
+    assert restore([cache], wanted_onnx(key), staging) is None and list(staging.iterdir()) == []
+    out = capsys.readouterr().out
+    assert f"cache {cache.name}: entry {registry}/hostile/cache:{key} unusable (" in out and why in out
+    honest = {**stamp, "stage": "onnx", "recipe": "mlp", "target": "portable",
+              "files": {n: m for n, m in files.items() if n in ("model.onnx", "export.json")}}
+    honest_key = hashlib.sha256(b"honest" + why.encode()).hexdigest()
+    assert cache.put(honest_key, {**honest, "key": honest_key}, folder)
+    hit = restore([cache], wanted_onnx(honest_key), staging)
+    assert hit is not None and sorted(p.name for p in staging.iterdir()) == ["export.json", "model.onnx"]
