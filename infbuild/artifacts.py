@@ -170,7 +170,7 @@ def _pid_alive(pid: int) -> bool:
 
 def clean_leftovers(artifacts: Path) -> list[Path]:
     """Remove staging/trash folders left by killed builds (those whose process is gone)."""
-    removed = []
+    removed: list[Path] = []
     if not artifacts.is_dir():
         return removed
     for folder in artifacts.glob("*/*/.*"):

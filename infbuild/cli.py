@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         flat = value.reshape(-1)[:6]
         print(f"  {name}: {value.dtype} {list(value.shape)} [{', '.join(f'{v:.6g}' for v in flat)}{', ...' if value.size > 6 else ''}]")
     if args.output:
-        np.savez(args.output, **outputs)
+        np.savez(args.output, **outputs)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         print(f"wrote {args.output}")
     return 0
 
@@ -127,7 +127,7 @@ def _size(text: str) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .artifacts import new_staging, discard, read_stamp
+    from .artifacts import discard, new_staging, read_stamp
     from .cache import store
     from .keys import UpstreamMissing, key_inputs, stage_key
     from .tasks import context, restore_stage

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import AbstractSet, Any, Callable
 
 from .artifacts import Outputs, stage_dir
 from .fingerprint import cuda_target, tensorrt_info, torch_has_cuda
@@ -128,7 +128,7 @@ def trt_placement(recipe: Recipe, fp: dict[str, Any], root: Path) -> tuple[dict[
 
 
 def plan_recipe(recipe: Recipe, fp: dict[str, Any], artifacts: Path, root: Path,
-                required: set[str] = frozenset()) -> list[PlannedStage]:
+                required: AbstractSet[str] = frozenset()) -> list[PlannedStage]:
     """The recipe's stages in build order. Required stages that cannot be built stay in (and fail)."""
     aoti_device, aoti_reason = aoti_placement(recipe, fp)
     gpu_target = cuda_target(fp) or "cuda-unavailable"
@@ -176,10 +176,10 @@ def package_reason(recipe: Recipe) -> str | None:
     return engine_available()
 
 
-def is_required(p: PlannedStage, required: set[str]) -> bool:
+def is_required(p: PlannedStage, required: AbstractSet[str]) -> bool:
     return p.required or p.stage.name in required or p.task_name in required
 
 
 def plan(recipes: list[Recipe], fp: dict[str, Any], artifacts: Path, root: Path,
-         required: set[str] = frozenset()) -> list[PlannedStage]:
+         required: AbstractSet[str] = frozenset()) -> list[PlannedStage]:
     return [p for r in recipes for p in plan_recipe(r, fp, artifacts, root, required)]

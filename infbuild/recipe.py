@@ -116,7 +116,7 @@ class Recipe:
     outputs: tuple[str, ...]
     backends: tuple[str, ...]
     stages: dict[str, dict[str, Any]]
-    verify: dict[str, float]
+    verify: dict[str, Any]  # rtol, atol, and per-output overrides under "outputs"
     bench: dict[str, Any] = field(default_factory=lambda: dict(BENCH_DEFAULTS))
     package: dict[str, Any] | None = None
     samples: tuple[str, ...] = ()  # the user's own sample inputs (.npz, relative to the project root)
@@ -368,7 +368,12 @@ def _check_model(model: dict[str, Any], project: Project, add: Add) -> None:
     sources = model.get("sources")
     for index, pattern in enumerate(sources[:MAX_SOURCE_GLOBS] if isinstance(sources, list) else []):
         if isinstance(pattern, str):
-            _check_source(pattern, project.root, lambda message, i=index: add(("model", "sources", i), message))
+            _check_source(pattern, project.root, _at(add, ("model", "sources", index)))
+
+
+def _at(add: Add, path: FieldPath) -> Callable[[str], None]:
+    """``add`` with its field path bound: for checks that only produce messages."""
+    return lambda message: add(path, message)
 
 
 def _check_project_file(name: str, what: str, root: Path, add: Callable[[str], None]) -> None:
@@ -454,13 +459,13 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
     samples = data.get("samples")
     for index, sample in enumerate(samples if isinstance(samples, list) else []):
         if isinstance(sample, str):
-            _check_project_file(sample, "sample file", project.root, lambda m, i=index: add(("samples", i), m))
+            _check_project_file(sample, "sample file", project.root, _at(add, ("samples", index)))
 
     dims = _obj(data.get("dims"))
     for dim_name, spec in dims.items():
         spec = _obj(spec)
         lo, hi, opt = spec.get("min"), spec.get("max"), spec.get("opt", spec.get("max"))
-        if not all(isinstance(v, int) for v in (lo, hi, opt)):
+        if not (isinstance(lo, int) and isinstance(hi, int) and isinstance(opt, int)):
             continue
         if lo > hi:
             add(("dims", dim_name), f"min ({lo}) > max ({hi})")

@@ -31,7 +31,6 @@ from .reporter import SummaryReporter
 from .worker import FAILED_VERIFY_EXIT, run_worker, say
 
 
-
 @dataclass
 class Context:
     project: Project
@@ -151,7 +150,7 @@ def _run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
         with gpu_lock(ctx.project.artifacts, p.device == "cuda"):
             code, tail = run_worker(request, staging / LOG)
         if code == 0 or (code == FAILED_VERIFY_EXIT and p.stage.name == "verify"):
-            stamp = {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
+            stamp: dict[str, Any] = {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                      "fingerprint": ctx.fingerprint, "inputs": inputs}
             if p.stage.name == "verify":
                 stamp["passed"] = code == 0
@@ -245,7 +244,7 @@ def restore_stage(ctx: Context, p: PlannedStage, key: str, inputs: dict[str, Any
     hit = restore(caches, wanted(p, key), staging)
     if hit is None:
         return None
-    extra = {k: hit.stamp[k] for k in ("passed", "packages") if k in hit.stamp}
+    extra: dict[str, Any] = {k: hit.stamp[k] for k in ("passed", "packages") if k in hit.stamp}
     stamp = commit(staging, p.folder, {"key": key, "stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
                                        "fingerprint": hit.stamp["fingerprint"], "inputs": inputs,
                                        "restored_from": hit.cache, **extra}, p.stage.outputs)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 FAILED_VERIFY_EXIT = 3  # verify finished and an artifact failed: the stage is stamped, the task fails
 
 

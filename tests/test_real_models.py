@@ -132,8 +132,8 @@ def test_outputs_that_do_not_match_the_model_are_caught_by_validate(tmp_path: Pa
 
 def test_an_artifact_computing_zeros_fails_verify_for_a_model_with_tiny_outputs(tmp_path: Path, cpu_target: str) -> None:
     """Outputs around 5e-8 sit far below float32's atol (1e-4): the old rule passed an all-zeros artifact."""
-    from infbuild.recipe import load_recipes
     from infbuild.project import load_project
+    from infbuild.recipe import load_recipes
     from infbuild.runtime.backends import load_backend
     from infbuild.stages.verify import check_shape
 

@@ -109,7 +109,7 @@ class RegistryCache:
                     "config": {"mediaType": STAMP_TYPE, "digest": sha256(config), "size": len(config)},
                     "layers": layers,
                     "annotations": {"dev.infbuild.stage": str(stamp.get("stage")), "dev.infbuild.target": str(stamp.get("target"))}}
-        client.push_manifest(key, canonical(manifest), manifest["mediaType"])
+        client.push_manifest(key, canonical(manifest), str(manifest["mediaType"]))
         return True
 
     def entries(self) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
         raise StageFailed(f"{recipe['name']}: no artifact passed verification on {target}: nothing to package")
     files: dict[str, Path | bytes] = {}
     stages: dict[str, dict[str, Any]] = {}
-    for backend, art in chosen["artifacts"].items():
+    for art in chosen["artifacts"].values():
         folder = upstream[art["stage"]]
         stamp = read_stamp(folder) or {}
         stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.get(k) for k in ("key", "stage", "recipe", "target", "files")}

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..errors import ArtifactError
 
-
 # numpy has no bfloat16: such arrays travel as float32 and are cast where they reach torch.
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32, "int64": np.int64,
                 "int32": np.int32, "bool": np.bool_}

@@ -22,7 +22,6 @@ from ..plan import ARTIFACT_STAGE
 from .backends import NUMPY_DTYPES, Runner, artifact_device, load_backend
 
 
-
 def _summary(fp: dict[str, Any] | None, target: str) -> str:
     try:
         return _describe(fp, target)

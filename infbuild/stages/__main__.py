@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
             from ..packages import distributions_of
 
             model = sys.modules.get("infbuild.stages.model")
-            imported = getattr(model, "IMPORTED_BY_MODEL", set())
+            imported: set[str] = getattr(model, "IMPORTED_BY_MODEL", set())
             Path(request["packages_file"]).write_text(json.dumps(distributions_of(imported)), encoding="utf-8")
         return int(code or 0)
     except FieldError as exc:

@@ -38,6 +38,7 @@ def compile_and_package(program: torch.export.ExportedProgram, path: Path, confi
     try:
         files = torch._inductor.aot_compile(module, args, kwargs, options={
             **configs, "aot_inductor.package": True, "aot_inductor.output_path": str(build_dir)})
+        assert isinstance(files, list), f"aot_compile with aot_inductor.package returned {type(files).__name__}"
         package_aoti(str(path), files)
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)

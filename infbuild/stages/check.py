@@ -1,5 +1,6 @@
 """Deep recipe check for `infbuild validate`: import each factory, call it, load its weights, match
-forward()'s parameters, run it once at the smallest shape and match its outputs to the recipe's. Reads recipes (JSON list) on stdin, writes problems (JSON list) on stdout."""
+forward()'s parameters, run it once at the smallest shape and match its outputs to the recipe's, read its own
+samples. Reads recipes (JSON list) on stdin, writes problems (JSON list) on stdout."""
 from __future__ import annotations
 
 import contextlib

@@ -147,12 +147,16 @@ def user_samples(recipe: Recipe, root: Path) -> dict[str, dict[str, np.ndarray]]
             if not np.can_cast(array.dtype, target, casting="same_kind") or array.ndim != len(spec.shape):
                 raise FieldError(field, f"'{name}': {spec.name} is {array.dtype} {list(array.shape)}, the recipe "
                                  f"wants {spec.dtype} {list(spec.shape)}")
+            ranges = ", ".join(f"{d.name} {d.min}..{d.max}" for d in recipe.dims.values())
             for size, want in zip(array.shape, spec.shape):
-                dim = recipe.dims.get(want) if isinstance(want, str) else None
-                ok = size == want if dim is None else dim.min <= size <= dim.max and bound.setdefault(want, size) == size
+                if isinstance(want, int):
+                    ok = size == want
+                else:
+                    dim = recipe.dims[want]
+                    ok = dim.min <= size <= dim.max and bound.setdefault(want, size) == size
                 if not ok:
                     raise FieldError(field, f"'{name}': {spec.name} has shape {list(array.shape)}, outside "
-                                     f"{list(spec.shape)} with dims {', '.join(f'{d.name} {d.min}..{d.max}' for d in recipe.dims.values())}")
+                                     f"{list(spec.shape)} with dims {ranges}")
             arrays[spec.name] = np.ascontiguousarray(array.astype(target))
         label = "sample_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).stem)
         out[label if label not in out else f"{label}_{index}"] = arrays
@@ -174,7 +178,7 @@ def shape_labels(recipe: Recipe) -> dict[str, dict[str, tuple[int, ...]]]:
 
 def sample_inputs(recipe: Recipe, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
     """Deterministic random inputs (never zeros) within each input's low..high."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for spec in recipe.inputs:
         salt = zlib.crc32(f"{spec.name}:{shapes[spec.name]}".encode())
         rng = np.random.default_rng([seed, salt])
@@ -192,6 +196,7 @@ def sample_inputs(recipe: Recipe, shapes: dict[str, tuple[int, ...]], seed: int)
 
 def _sample(rng: np.random.Generator, dtype: str, low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
     """One input's random values: bool coin flips, integers in [low, high), floats in [low, high)."""
+    value: np.ndarray
     if dtype == "bool":
         value = rng.random(shape) < 0.5
     elif dtype in ("int64", "int32"):

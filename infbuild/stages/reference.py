@@ -23,7 +23,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
             outputs = output_list(model(**to_torch(recipe, arrays)), recipe)
         payload = {f"input.{k}": v for k, v in arrays.items()}
         payload.update({f"output.{n}": to_numpy(t) for n, t in zip(recipe.outputs, outputs)})
-        np.savez(out / f"{label}.npz", **payload)
+        np.savez(out / f"{label}.npz", **payload)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         meta["shapes"][label] = {"inputs": {k: list(v) for k, v in shapes.items()},
                                  "outputs": {n: list(t.shape) for n, t in zip(recipe.outputs, outputs)}}
         print(f"[reference] {recipe.name} @ {label}: " + ", ".join(f"{k}{list(v)}" for k, v in shapes.items()), flush=True)

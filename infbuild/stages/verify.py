@@ -10,10 +10,8 @@ import numpy as np
 from ..errors import ArtifactError
 from ..plan import ARTIFACT_STAGE
 from ..recipe import Recipe
-from ..worker import FAILED_VERIFY_EXIT
 from ..runtime.backends import artifact_device, load_backend, unavailable_reason
-
-
+from ..worker import FAILED_VERIFY_EXIT
 
 RULE = ("every element |actual - reference| <= atol_eff + rtol * |reference|, where atol_eff = min(atol, rtol * "
         "max|reference|): the absolute floor never exceeds the output's own scale, so an all-zero or constant "
