@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL_BENCH, Project, mlp_recipe
+from infbuild.package.contents import image_stamp
 
 SECRET = "s3cr3t-registry-password-do-not-leak"
 
@@ -51,8 +52,7 @@ def expected_digests(proj: Project, target: str) -> dict[str, str]:
         for name, meta in stamp["files"].items():
             out[f"/opt/infbuild/mlp/{folder_target}/{stage}/{name}"] = meta["sha256"]
         # the stamp travels too: the runtime in the image checks the files against it, never the index alone
-        out[f"/opt/infbuild/mlp/{folder_target}/{stage}/stamp.json"] = hashlib.sha256(
-            (proj.stage("mlp", folder_target, stage) / "stamp.json").read_bytes()).hexdigest()
+        out[f"/opt/infbuild/mlp/{folder_target}/{stage}/stamp.json"] = hashlib.sha256(image_stamp(stamp)).hexdigest()
     return out
 
 

@@ -53,14 +53,26 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
         folder = upstream[art["stage"]]
         stamp = read_stamp(folder) or {}
         stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.get(k) for k in ("key", "stage", "recipe", "target", "files")}
-        for name in [*art["files"], STAMP]:  # the stamp too: the runtime checks files against it, not the index
-            files[f"{PREFIX}/{recipe['name']}/{art['target']}/{art['stage']}/{name}"] = folder / name
+        where = f"{PREFIX}/{recipe['name']}/{art['target']}/{art['stage']}"
+        for name in art["files"]:
+            files[f"{where}/{name}"] = folder / name
+        files[f"{where}/{STAMP}"] = image_stamp(stamp)
     manifest = {"schema": 1, "recipes": {recipe["name"]: {"io": io, "targets": {
         t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"],
                              "verify": {b: {"passed": p} for b, p in chosen["verify"].items()}} if t == target else {})}
         for t, s in stages.items()}}}}
     files[f"{PREFIX}/manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     return files
+
+
+IMAGE_STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "inputs")
+
+
+def image_stamp(stamp: dict[str, Any]) -> bytes:
+    """The stamp an image carries: what the runtime checks files against (the key, the files, what the key is the
+    digest of), without what differs between builds of the same key (host, time, cache), so images stay
+    reproducible whether a stage was built or restored."""
+    return json.dumps({k: stamp.get(k) for k in IMAGE_STAMP_FIELDS}, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def labels(recipe: dict[str, Any], target: str, chosen: dict[str, Any], fingerprint: dict[str, Any],
