@@ -36,7 +36,6 @@ dims:
   batch: {min: 1, opt: 2, max: 4}
   seq: {min: 4, opt: 16, max: 32}
 outputs: [logits]
-bench: {enabled: false}
 """
 
 
@@ -50,7 +49,7 @@ def hf_built(tmp_path_factory: pytest.TempPathFactory) -> Project:
     np.savez(p.root / "samples" / "padded.npz", input_ids=np.arange(36, dtype=np.int64).reshape(3, 12) % 128,
              attention_mask=mask)
     p.add_recipe("bert.yaml", BERT.format(dtype="float32", bench=SMALL_BENCH) + "samples: [samples/padded.npz]\n")
-    p.add_recipe("gpt2.yaml", GPT2)
+    p.add_recipe("gpt2.yaml", GPT2 + SMALL_BENCH)
     result = p.doit("build", env=p.env(INFBUILD_CACHE="off"))
     assert result.returncode == 0, result.output[-4000:]
     return p
@@ -68,6 +67,8 @@ def test_hugging_face_models_build_verify_and_load_without_their_library(hf_buil
     padded = json.loads((p.stage("bert", cpu_target, "verify") / "report.json").read_text())["results"]
     assert all(padded[b]["shapes"]["sample_padded"]["passed"] is True for b in ("onnxruntime", "aoti"))
     assert padded["aoti"]["shapes"]["sample_padded"]["inputs"]["attention_mask"] == [3, 12]
+    for recipe in ("bert", "gpt2"):
+        assert json.loads((p.stage(recipe, cpu_target, "bench") / "report.json").read_text())["preferred"]
     bench = json.loads((p.stage("bert", cpu_target, "bench") / "report.json").read_text())
     assert "sample_padded" in bench["results"]["aoti"]
     assert set(bench["setup_s"]) >= {"onnxruntime", "aoti", "eager"} and bench["preferred"] in ("onnxruntime", "aoti")
@@ -80,13 +81,15 @@ def test_hugging_face_models_build_verify_and_load_without_their_library(hf_buil
         "    m = load(sys.argv[1], 'bert', backend=backend)\n"
         "    r = m(input_ids=np.ones((3, 20), np.int64), attention_mask=np.ones((3, 20), np.int64))\n"
         "    out[backend] = {k: list(v.shape) for k, v in r.items()}\n"
+        "    g = load(sys.argv[1], 'gpt2', backend=backend)(input_ids=np.ones((2, 9), np.int64))\n"
+        "    out[backend]['gpt2'] = list(g['logits'].shape)\n"
         "print(json.dumps({'shapes': out, 'transformers': 'transformers' in sys.modules}))\n")
     done = subprocess.run([sys.executable, "-c", code, str(p.artifacts)], capture_output=True, text=True, check=False,
                           cwd=p.root)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["transformers"] is False
-    assert result["shapes"]["aoti"] == {"last_hidden_state": [3, 20, 32], "pooler_output": [3, 32]}
+    assert result["shapes"]["aoti"] == {"last_hidden_state": [3, 20, 32], "pooler_output": [3, 32], "gpt2": [2, 9, 128]}
     assert result["shapes"]["onnxruntime"] == result["shapes"]["aoti"]
 
 
@@ -110,7 +113,8 @@ def test_library_version_is_a_discovered_dependency_of_exactly_the_model_stages(
     stale = {s["task"]: s["reason"] for s in json.loads(status.stdout) if s["state"] == "stale"}
     change = f"key changed: packages (transformers {transformers.__version__} → 99.0.0)"
     assert {t for t, r in stale.items() if r == change} == {"onnx:gpt2", "reference:gpt2", "aoti:gpt2",
-                                                           "onnx:bert", "reference:bert", "aoti:bert", "bench:bert"}
+                                                           "bench:gpt2", "onnx:bert", "reference:bert", "aoti:bert",
+                                                           "bench:bert"}
     assert all("upstream" in r for t, r in stale.items() if r != change)
     probe = ("import sys, runpy; sys.argv = ['infbuild', 'status']\n"
              "from infbuild.cli import main\n"
