@@ -37,7 +37,8 @@ def slug(text: str) -> str:
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = "", list[str]()
+    model = ""
+    flags: list[str] = []
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
