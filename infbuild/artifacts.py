@@ -12,12 +12,15 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ArtifactError
 from .hashing import sha256_file
+
+if TYPE_CHECKING:
+    from .stamp import Stamp
 
 STAMP = "stamp.json"
 LOG = "worker.log"
@@ -62,54 +65,6 @@ def unsafe_name(name: Any) -> str | None:
     return None
 
 
-def read_stamp(folder: Path) -> dict[str, Any] | None:
-    """The stamp of a stage folder, or None when absent, unreadable or naming files outside its folder (then the
-    stage is stale)."""
-    try:
-        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(stamp, dict) or not isinstance(stamp.get("files"), dict) or not isinstance(stamp.get("key"), str):
-        return None
-    if any(unsafe_name(name) or not isinstance(meta, dict) for name, meta in stamp["files"].items()):
-        return None
-    return stamp
-
-
-def stamp_problem(stamp: dict[str, Any], stage: str, recipe: str, target: str, outputs: Outputs) -> str | None:
-    """Why a stamp does not describe this stage's outputs (None when it does): a relabelled or foreign stamp."""
-    for field, value in (("stage", stage), ("recipe", recipe), ("target", target)):
-        if stamp.get(field) != value:
-            return f"the stamp is labelled {field} {str(stamp.get(field))[:40]!r}, not {value!r}"
-    why = outputs.problem(stamp["files"])
-    return f"the stamp {why}" if why else None
-
-
-def missing_or_resized(folder: Path, stamp: dict[str, Any]) -> str | None:
-    """Cheap completeness check: every stamped file exists with its size. Returns a reason or None."""
-    for name, meta in stamp["files"].items():
-        path = folder / name
-        try:
-            size = path.stat().st_size
-        except OSError:
-            return f"file {name} is missing"
-        if not isinstance(meta, dict) or size != meta.get("size"):
-            return f"file {name} changed size ({size} bytes, stamped {meta.get('size') if isinstance(meta, dict) else '?'})"
-    return None
-
-
-def rehash_problems(folder: Path, stamp: dict[str, Any]) -> list[str]:
-    """Full check: every stamped file exists and has the stamped sha256."""
-    problems = []
-    for name, meta in stamp["files"].items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-        elif sha256_file(path) != meta.get("sha256"):
-            problems.append(f"{name}: sha256 differs from the stamp (tampered or corrupted)")
-    return problems
-
-
 def new_staging(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -137,15 +92,15 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def commit(staging: Path, final: Path, stamp: dict[str, Any], outputs: Outputs | None = None) -> dict[str, Any]:
+def commit(staging: Path, final: Path, stamp: Stamp, outputs: Outputs) -> Stamp:
     """Stamp the staging folder (stamp written last) and move it into place; return the stamp. Refuses (and
     stamps nothing) when the folder is not exactly the stage's ``outputs``."""
     files = list_files(staging)
-    why = outputs.problem(files) if outputs is not None else None
+    why = outputs.problem(files)
     if why:
-        raise ArtifactError(f"{stamp.get('stage')}:{stamp.get('recipe')}: not stamped: the output folder {why}")
-    stamp = {**stamp, "files": files, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(staging / STAMP, stamp)
+        raise ArtifactError(f"{stamp.stage}:{stamp.recipe}: not stamped: the output folder {why}")
+    stamp = replace(stamp, files=files, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_json_atomic(staging / STAMP, stamp.to_json())
     trash = final.parent / f".{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if final.exists():
         os.replace(final, trash)

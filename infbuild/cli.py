@@ -7,10 +7,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InfbuildError, Problem, RecipeError
 from .project import load_project
 from .recipe import load_recipes
+
+if TYPE_CHECKING:
+    from .engine import BuildContext
+
+
+def build_context() -> BuildContext:
+    """The engine's view of the project in the working directory (with INFBUILD_REQUIRE/FORCE applied)."""
+    from .engine import BuildContext, BuildOptions
+
+    return BuildContext.load(options=BuildOptions.from_env())
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -46,9 +57,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import render, stage_states
-    from .tasks import context
 
-    states = stage_states(context(str(load_project().root)))
+    states = stage_states(build_context())
     if args.json:
         print(json.dumps([s.__dict__ for s in states], indent=2))
     else:
@@ -127,18 +137,15 @@ def _size(text: str) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .artifacts import discard, new_staging, read_stamp
-    from .cache import store
-    from .keys import UpstreamMissing, key_inputs, stage_key
-    from .tasks import context, restore_stage
+    from .engine.sync import pull, push
 
-    ctx = context(str(load_project().root))
+    ctx = build_context()
     if not ctx.caches:
         raise InfbuildError("no cache configured: set [tool.infbuild] cache = [\"local\"] or INFBUILD_CACHE")
     if args.action in ("stats", "ls"):
         for cache in ctx.caches:
             entries = cache.entries()
-            size = cache.size() if hasattr(cache, "size") else None
+            size = cache.size()
             print(f"{cache.name} ({'writable' if cache.writable else 'read-only'}): {len(entries)} entries"
                   + (f", {size / 1e6:.1f} MB" if size is not None else ""))
             if args.action == "ls":
@@ -150,28 +157,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
         if args.max_size is None:
             raise InfbuildError("cache gc needs --max-size (e.g. 10G)")
         for cache in ctx.caches:
-            if hasattr(cache, "gc"):
-                removed, freed = cache.gc(_size(args.max_size))
-                print(f"{cache.name}: evicted {removed} entries, freed {freed / 1e6:.1f} MB")
+            evicted = cache.gc(_size(args.max_size))
+            if evicted is None:
+                print(f"{cache.name}: not garbage-collected by infbuild (use the registry's retention policy)")
+                continue
+            removed, freed = evicted
+            print(f"{cache.name}: evicted {removed} entries, freed {freed / 1e6:.1f} MB")
         return 0
-    moved = 0
-    for p in ctx.planned.values():
-        if p.not_buildable or not p.stage.cacheable:
-            continue
-        try:
-            inputs = key_inputs(p, ctx.fingerprint, ctx.project.root, ctx.digests, ctx.siblings(p))
-        except UpstreamMissing:
-            continue
-        key, stale = stage_key(inputs), ctx.staleness(p)
-        if args.action == "push" and stale is None:
-            stamp = read_stamp(p.folder) or {}
-            moved += bool(store(ctx.caches, key, {k: v for k, v in stamp.items() if k != "inputs"}, p.folder).written)
-        elif args.action == "pull" and stale is not None:
-            staging = new_staging(p.folder)
-            try:
-                moved += restore_stage(ctx, p, key, inputs, staging, ctx.caches) is not None
-            finally:
-                discard(staging)
+    moved = push(ctx) if args.action == "push" else pull(ctx)
     print(f"{args.action}: {moved} stage(s)")
     return 0
 
@@ -179,11 +172,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_verify_artifacts(args: argparse.Namespace) -> int:
     """Re-hash every stamped file and check each stamp names its stage's outputs; report tampered or missing
     ones (and a manifest that disagrees with the stamps); --fix unstamps them and rebuilds."""
-    from .artifacts import STAMP, read_stamp, rehash_problems, stamp_problem
+    from .artifacts import STAMP
     from .manifest import manifest_problem
-    from .tasks import context
+    from .stamp import read_stamp, rehash_problems, stamp_problem
 
-    ctx = context(str(load_project().root))
+    ctx = build_context()
     bad: list[str] = []
     checked = 0
     for p in ctx.planned.values():
@@ -193,7 +186,7 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
                 print(f"{p.task_name} ({p.target}): stamp.json is damaged")
                 bad.append(p.task_name)
             continue
-        checked += len(stamp["files"])
+        checked += len(stamp.files)
         wrong = stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs)
         problems = ([wrong] if wrong else []) + rehash_problems(p.folder, stamp)
         for problem in problems:

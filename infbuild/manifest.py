@@ -15,7 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Collection, Iterator
 
-from .artifacts import read_stamp, write_json_atomic
+from . import stage as registry
+from .artifacts import write_json_atomic
+from .preferred import choose_preferred
+from .stamp import read_stamp
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -48,7 +51,8 @@ def _version() -> str | None:
 
 def build_manifest(artifacts: Path, names: Collection[str] | None = None) -> dict[str, Any]:
     """The index of every stamp under ``artifacts`` (of the recipes ``names`` only, when given: the folders of a
-    deleted recipe stay on disk but leave the index)."""
+    deleted recipe stay on disk but leave the index). Each stage adds what it knows (``Stage.index``)."""
+    known = {s.name: s for s in registry.stages()}
     recipes: dict[str, Any] = {}
     for stamp_path in sorted(artifacts.glob("*/*/*/stamp.json")):
         folder = stamp_path.parent
@@ -56,46 +60,20 @@ def build_manifest(artifacts: Path, names: Collection[str] | None = None) -> dic
         recipe, target, stage = folder.parent.parent.name, folder.parent.name, folder.name
         if stamp is None or (names is not None and recipe not in names):
             continue
-        entry = recipes.setdefault(recipe, {"targets": {}})["targets"].setdefault(target, {"stages": {}})
-        entry["stages"][stage] = {k: v for k, v in stamp.items() if k != "inputs"}
-        if stage == "reference":  # the I/O contract the runtime validates inputs against
-            fields = (stamp.get("inputs") or {}).get("recipe") or {}
-            recipes[recipe]["io"] = {k: fields.get(k) for k in ("inputs", "dims", "outputs")}
-        if stamp.get("fingerprint") and stamp.get("created", "") >= entry.get("_created", ""):
-            entry["fingerprint"], entry["_created"] = stamp["fingerprint"], stamp.get("created", "")
-        if stage == "verify":
-            report = read_json(folder / "report.json") or {}
-            entry["verify"] = report.get("results", {})
-            entry["verify_order"] = report.get("backends", [])
-        if stage == "package":
-            image = read_json(folder / "image.json") or {}
-            entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
-        if stage == "bench":
-            report = read_json(folder / "report.json") or {}
-            entry["bench"] = {"primary_shape": report.get("primary_shape"), "threads": report.get("threads"),
-                              "results": {b: {label: {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput")}
-                                              for label, r in per.items()}
-                                          for b, per in (report.get("results") or {}).items()}}
-    for recipe in recipes.values():
-        for entry in recipe["targets"].values():
+        recipe_entry = recipes.setdefault(recipe, {"targets": {}})
+        entry = recipe_entry["targets"].setdefault(target, {"stages": {}})
+        entry["stages"][stage] = stamp.public()
+        created = stamp.created or ""
+        if stamp.fingerprint and created >= entry.get("_created", ""):
+            entry["fingerprint"], entry["_created"] = stamp.fingerprint, created
+        if stage in known:
+            known[stage].index(folder, stamp, recipe_entry, entry)
+    for recipe_entry in recipes.values():
+        for entry in recipe_entry["targets"].values():
             entry.pop("_created", None)
-            entry["preferred"] = choose_preferred(entry.get("verify", {}), entry.get("bench"),
-                                                  entry.pop("verify_order", []))
+            order = entry.pop("_order", [])  # the recipe's backends in its order (set by a judging stage's index)
+            entry["preferred"] = choose_preferred(entry.get("verify", {}), entry.get("bench"), order)
     return {"schema": SCHEMA_VERSION, "infbuild": _version(), "recipes": recipes}
-
-
-def choose_preferred(verify: dict[str, Any], bench: dict[str, Any] | None, order: list[str]) -> str | None:
-    """The artifact the runtime loads: the fastest at the primary shape among those that passed verify
-    (never a failed or unverified one, however fast); before any bench, the first passed in recipe order."""
-    passed = [b for b in order if (verify.get(b) or {}).get("passed") is True]
-    if not passed:
-        return None
-    results = (bench or {}).get("results") or {}
-    primary = (bench or {}).get("primary_shape")
-    timed = [b for b in passed if primary in (results.get(b) or {})]
-    if timed:
-        return min(timed, key=lambda b: results[b][primary]["p50_ms"])
-    return passed[0]
 
 
 def update_manifest(artifacts: Path, names: Collection[str] | None = None) -> bool:

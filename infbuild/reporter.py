@@ -4,29 +4,23 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from typing import Any
 
 from doit.reporter import ConsoleReporter
 
-
-def _lock_build() -> None:
-    from .project import load_project
-    from .tasks import hold_build_lock
-
-    hold_build_lock(load_project().artifacts)
+from .console import use_stderr
 
 
-def _not_buildable() -> dict[str, str]:
-    try:
-        from .project import load_project
-        from .tasks import context
-
-        return {n: p.not_buildable for n, p in context(str(load_project().root)).planned.items() if p.not_buildable}
-    except Exception:  # noqa: BLE001 - reporting must never break a build
-        return {}
+def _not_buildable(tasks: Any) -> dict[str, str]:
+    """Tasks this host cannot build, with the reason (from the task's ``meta``, set by the doit adapter)."""
+    out: dict[str, str] = {}
+    for name, task in dict(tasks or {}).items():
+        reason = ((getattr(task, "meta", None) or {}).get("infbuild") or {}).get("not_buildable")
+        if reason:
+            out[name] = reason
+    return out
 
 
 def _outcome(task: Any) -> dict[str, Any]:
@@ -49,8 +43,7 @@ class SummaryReporter(ConsoleReporter):
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
-        _lock_build()
-        blocked = _not_buildable()
+        blocked = _not_buildable(tasks)
         self.total = sum(1 for name in tasks if ":" in name and name not in blocked)
 
     def execute_task(self, task: Any) -> None:
@@ -120,7 +113,7 @@ class JsonLinesReporter:
         self.started: dict[str, float] = {}
         self.counts: dict[str, int] = defaultdict(int)
         self.t0 = time.perf_counter()
-        os.environ["INFBUILD_WORKER_OUTPUT"] = "stderr"
+        use_stderr()  # stdout is this reporter's: build messages and stage output go to stderr
 
     def _emit(self, event: str, task: Any = None, **fields: Any) -> None:
         record: dict[str, Any] = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -134,8 +127,7 @@ class JsonLinesReporter:
         self.out.flush()
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
-        _lock_build()
-        for name, reason in sorted(_not_buildable().items()):
+        for name, reason in sorted(_not_buildable(tasks).items()):
             self.counts["not_buildable"] += 1
             self._emit("not_buildable", name, reason=reason)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .tasks import Context
+from .engine import BuildContext
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class StageState:
     reason: str
 
 
-def stage_states(ctx: Context) -> list[StageState]:
+def stage_states(ctx: BuildContext) -> list[StageState]:
     states: dict[str, StageState] = {}
     for name, p in ctx.planned.items():
         if p.not_buildable:

@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol, Union
 
 from ..errors import ConfigError
+from .base import Cache
 from .local import LocalCache
 from .registry_cache import RegistryCache
-
-Cache = Union[LocalCache, RegistryCache]
-
-
-class _HasCacheConfig(Protocol):
-    root: Path
 
 
 def default_local_path() -> Path:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Callable
 
-from ..artifacts import Outputs, stamp_problem, unsafe_name
+from ..artifacts import Outputs, unsafe_name
 from ..packages import changes
+from ..stamp import Stamp, stamp_problem
 
 STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "fingerprint")
 
@@ -36,7 +37,7 @@ class Wanted:
     outputs: Outputs
 
     def check(self, stamp: dict[str, Any]) -> None:
-        why = stamp_problem(stamp, self.stage, self.recipe, self.target, self.outputs)
+        why = stamp_problem(Stamp.from_json(stamp), self.stage, self.recipe, self.target, self.outputs)
         upgraded = changes(stamp.get("packages"))
         if why or upgraded:
             raise BadEntry(why or f"built with other package versions than this host's: {', '.join(upgraded)}")

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..console import say
 from ..errors import InfbuildError
-from ..worker import say
+from ..stamp import Stamp
+from .base import Cache
 from .entry import BadEntry, Wanted
 
 _warned: set[str] = set()
@@ -24,17 +26,17 @@ def warn_once(message: str) -> None:
 
 @dataclass
 class CacheOutcome:
-    cache: str
-    stamp: dict[str, Any]
+    cache: str  # the cache's name
+    stamp: Stamp  # the entry's stamp (checked)
     seconds: float
 
 
-def unusable(cache: Any, key: str, why: object) -> str:
+def unusable(cache: Cache, key: str, why: object) -> str:
     """The warning for an entry that is a miss: which cache, which entry, why, and what happens instead."""
     return f"cache {cache.name}: entry {cache.where(key)} unusable ({why}); building instead"
 
 
-def restore(caches: Sequence[Any], wanted: Wanted, staging: Path) -> CacheOutcome | None:
+def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path) -> CacheOutcome | None:
     """Write the cached files of the stage ``wanted`` names into the empty folder ``staging``, from the first
     cache whose entry is exactly that stage's output (its stamp's stage, recipe, target, key and outputs) with
     every byte checked; say whence. Anything else is a miss, warned about once, and ``staging`` is left empty."""
@@ -57,7 +59,7 @@ def restore(caches: Sequence[Any], wanted: Wanted, staging: Path) -> CacheOutcom
             _down.add(cache.name)
             warn_once(f"cache {cache.name} unavailable ({exc}); building locally")
             continue
-        return CacheOutcome(cache.name, stamp, time.perf_counter() - started)
+        return CacheOutcome(cache.name, Stamp.from_json(stamp), time.perf_counter() - started)
     return None
 
 
@@ -84,10 +86,10 @@ def _empty(staging: Path) -> None:
 @dataclass
 class Stored:
     written: list[str]  # the caches this call wrote the entry to
-    held_by: Any = None  # the first writable cache that already held an entry for the key (its writer won)
+    held_by: Cache | None = None  # the first writable cache that already held an entry for the key (its writer won)
 
 
-def store(caches: Sequence[Any], key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> Stored:
+def store(caches: Sequence[Cache], key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> Stored:
     """Put a built stage into every writable cache that has no entry for its key yet (first writer wins)."""
     outcome = Stored([])
     for cache in caches:
@@ -104,16 +106,11 @@ def store(caches: Sequence[Any], key: str, stamp: dict[str, Any], folder: Path, 
     return outcome
 
 
-def same_files(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two stamps name the same files with the same contents."""
-    return {n: m.get("sha256") for n, m in a["files"].items()} == {n: m.get("sha256") for n, m in b["files"].items()}
-
-
-def differs_from(cache: Any, key: str, stamp: dict[str, Any]) -> bool:
+def differs_from(cache: Cache, key: str, stamp: Stamp) -> bool:
     """Whether the cache's entry for ``key`` is anything but the files ``stamp`` names (unreadable or gone
     included: then adopting it fails and ours replaces it)."""
     try:
         held = cache.peek(key)
     except (BadEntry, InfbuildError, OSError):
         return True
-    return held is None or not same_files(held, stamp)
+    return held is None or {n: m.get("sha256") for n, m in held["files"].items()} != stamp.digests()

@@ -115,3 +115,9 @@ class RegistryCache:
     def entries(self) -> list[dict[str, Any]]:
         return [{"key": tag, "stage": None, "recipe": None, "target": None, "size": None, "used": None}
                 for tag in self._client().tags()]
+
+    def size(self) -> int | None:
+        return None  # a registry does not say how much a repository holds
+
+    def gc(self, max_size: int) -> tuple[int, int] | None:
+        return None  # pruned by the registry's own retention policy, not by infbuild

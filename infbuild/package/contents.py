@@ -8,30 +8,34 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import STAMP, read_stamp
+from .. import stage as registry
+from ..artifacts import STAMP
 from ..errors import StageFailed
-from ..manifest import choose_preferred, read_json
-from ..plan import ARTIFACT_STAGE
+from ..preferred import choose_preferred
+from ..reports import BenchReport, VerifyReport
+from ..stamp import Stamp, read_stamp
 
 PREFIX = "opt/infbuild"
 
 
 def selection(recipe: dict[str, Any], upstream: dict[str, Path]) -> dict[str, Any]:
     """Which backends go in and the stamped files of each: the part of the image that artifacts decide."""
-    verify = (read_json(upstream["verify"] / "report.json") or {}).get("results", {})
-    bench = (read_json(upstream["bench"] / "report.json") or {}) if "bench" in upstream else {}
+    verify = VerifyReport.read(upstream["verify"])
+    bench = BenchReport.read(upstream["bench"]) if "bench" in upstream else None
+    results = verify.results if verify else {}
     order = list(recipe["backends"])
-    preferred = choose_preferred(verify, bench or None, order)
-    passed = [b for b in order if (verify.get(b) or {}).get("passed") is True]
+    preferred = choose_preferred(results, bench.timings() if bench else None, order)
+    passed = [b for b in order if (results.get(b) or {}).get("passed") is True]
     backends = passed if recipe["package"]["include"] == "all" else ([preferred] if preferred else [])
     artifacts = {}
     for backend in backends:
-        folder = upstream[ARTIFACT_STAGE[backend]]
-        stamp = read_stamp(folder) or {}
-        artifacts[backend] = {"stage": ARTIFACT_STAGE[backend], "target": folder.parent.name, "key": stamp.get("key"),
-                              "files": {n: m["sha256"] for n, m in stamp.get("files", {}).items()}}
+        stage = registry.for_backend(backend).name
+        folder = upstream[stage]
+        stamp = read_stamp(folder)
+        artifacts[backend] = {"stage": stage, "target": folder.parent.name, "key": stamp.key if stamp else None,
+                              "files": stamp.digests() if stamp else {}}
     return {"preferred": preferred, "artifacts": artifacts,
-            "verify": {b: (verify.get(b) or {}).get("passed") for b in backends}}
+            "verify": {b: (results.get(b) or {}).get("passed") for b in backends}}
 
 
 def git_revision(root: Path) -> str | None:
@@ -51,8 +55,11 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
     stages: dict[str, dict[str, Any]] = {}
     for art in chosen["artifacts"].values():
         folder = upstream[art["stage"]]
-        stamp = read_stamp(folder) or {}
-        stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.get(k) for k in ("key", "stage", "recipe", "target", "files")}
+        stamp = read_stamp(folder)
+        if stamp is None:
+            raise StageFailed(f"{recipe['name']}: {art['stage']} on {art['target']} has no valid stamp: rebuild it")
+        stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.to_json().get(k) for k in
+                                                             ("key", "stage", "recipe", "target", "files")}
         where = f"{PREFIX}/{recipe['name']}/{art['target']}/{art['stage']}"
         for name in art["files"]:
             files[f"{where}/{name}"] = folder / name
@@ -68,11 +75,12 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
 IMAGE_STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "inputs")
 
 
-def image_stamp(stamp: dict[str, Any]) -> bytes:
+def image_stamp(stamp: Stamp) -> bytes:
     """The stamp an image carries: what the runtime checks files against (the key, the files, what the key is the
     digest of), without what differs between builds of the same key (host, time, cache), so images stay
     reproducible whether a stage was built or restored."""
-    return json.dumps({k: stamp.get(k) for k in IMAGE_STAMP_FIELDS}, indent=2, sort_keys=True).encode() + b"\n"
+    data = stamp.to_json()
+    return json.dumps({k: data.get(k) for k in IMAGE_STAMP_FIELDS}, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def labels(recipe: dict[str, Any], target: str, chosen: dict[str, Any], fingerprint: dict[str, Any],

@@ -15,10 +15,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .. import stage as registry
 from ..errors import ArtifactError, InputError
 from ..fingerprint import cpu_target, host_fingerprint, selected_gpu
 from ..hashing import sha256_file
-from ..plan import ARTIFACT_STAGE
+from ..reports import REPORT, VerifyReport
+from ..stamp import Stamp, read_stamp, rehash_problems, stamp_problem
 from .backends import NUMPY_DTYPES, Runner, artifact_device, load_backend
 
 
@@ -160,26 +162,24 @@ def _obj(value: Any, where: str, root: Path) -> dict[str, Any]:
     return value
 
 
-def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any) -> dict[str, Any]:
+def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any) -> Stamp:
     """The artifact stage's own stamp, checked: it names this stage's exact outputs, its key is the digest of what
     it was built from and the manifest lists that key, and every file has its stamped sha256. The manifest is
     only an index: nothing is loaded on its word alone."""
-    from ..artifacts import read_stamp, stamp_problem
     from ..hashing import digest_json
-    from ..plan import STAGES
 
     folder = root / recipe / target / stage
     stamp = read_stamp(folder)
     if stamp is None:
         raise ArtifactError(f"{recipe}: {folder / 'stamp.json'} is missing or damaged: rebuild with doit build")
-    why = stamp_problem(stamp, stage, recipe, target, STAGES[stage].outputs)
-    if why or digest_json(stamp.get("inputs")) != stamp["key"]:
+    why = stamp_problem(stamp, stage, recipe, target, registry.get(stage).outputs)
+    if why or digest_json(stamp.inputs) != stamp.key:
         raise ArtifactError(f"{recipe}: {folder / 'stamp.json'} was altered ({why or 'its key is not the digest of its inputs'})"
                             ": rebuild with doit build")
-    if not isinstance(listed, dict) or listed.get("key") != stamp["key"]:
+    if not isinstance(listed, dict) or listed.get("key") != stamp.key:
         raise ArtifactError(f"{recipe}: the manifest's {stage} entry for {target} is not the build stamped in {folder}: "
                             f"{REPAIR}")
-    for name, meta in stamp["files"].items():
+    for name, meta in stamp.files.items():
         path = folder / name
         if not path.is_file():
             raise ArtifactError(f"{recipe}: {path} is missing: rebuild with doit build")
@@ -189,10 +189,10 @@ def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any) -> d
     return stamp
 
 
-def _io(stamp: dict[str, Any], listed_io: Any, recipe: str, root: Path) -> dict[str, Any]:
+def _io(stamp: Stamp, listed_io: Any, recipe: str, root: Path) -> dict[str, Any]:
     """Input names, dtypes, shapes and dim bounds from the stamped build (what the artifact was built for), the
     output names from the stamp too where it records them; checked so that a damaged index cannot get through."""
-    built = (stamp.get("inputs") or {}).get("recipe") or {}
+    built = (stamp.inputs or {}).get("recipe") or {}
     io = {**_obj(listed_io or {}, f"recipes.{recipe}.io", root), **{k: built[k] for k in ("inputs", "dims", "outputs")
                                                                     if k in built}}
     try:
@@ -214,17 +214,12 @@ def _io(stamp: dict[str, Any], listed_io: Any, recipe: str, root: Path) -> dict[
 def _verdict(root: Path, recipe: str, target: str, entry: dict[str, Any], backend: str) -> dict[str, Any]:
     """The backend's verify result: from the stamped verify report when this folder holds one (an image carries
     only the manifest's word, which its own stamped artifacts back)."""
-    from ..artifacts import read_stamp, rehash_problems
-
-    folder = root / recipe / target / "verify"
+    folder = root / recipe / target / registry.judge().name
     stamp = read_stamp(folder)
     if stamp is not None and not rehash_problems(folder, stamp):
-        try:
-            results = json.loads((folder / "report.json").read_text(encoding="utf-8"))["results"]
-        except (OSError, ValueError, KeyError, TypeError):
-            results = None
-        if isinstance(results, dict):
-            return results.get(backend) or {}
+        report = VerifyReport.read(folder)
+        if report is not None:
+            return report.results.get(backend) or {}
     verdicts = _obj(entry.get("verify") or {}, f"recipes.{recipe}.targets.{target}.verify", root)
     return _obj(verdicts.get(backend) or {}, f"verify.{backend}", root)
 
@@ -249,9 +244,10 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     backend = backend or here.get("preferred")
     if backend is None:
         raise ArtifactError(f"{recipe}: no artifact passed verification on {target}; see "
-                            f"{root / recipe / target / 'verify' / 'report.json'}")
-    if backend not in ARTIFACT_STAGE:
-        raise ArtifactError(f"{recipe}: unknown backend '{backend}' (known: {', '.join(ARTIFACT_STAGE)})")
+                            f"{root / recipe / target / registry.judge().name / REPORT}")
+    by_backend = registry.backends()
+    if backend not in by_backend:
+        raise ArtifactError(f"{recipe}: unknown backend '{backend}' (known: {', '.join(by_backend)})")
     built_with = list(_obj(here.get("verify") or {}, "verify", root))
     if built_with and backend not in built_with:
         raise ArtifactError(f"{recipe}: no {backend} artifact: the recipe was not built for it "
@@ -260,7 +256,7 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     if verdict.get("passed") is not True:
         raise ArtifactError(f"{recipe}: the {backend} artifact on {target} has not passed verification "
                             f"({verdict.get('status') or ('failed' if verdict.get('passed') is False else 'not verified')})")
-    stage = ARTIFACT_STAGE[backend]
+    stage = by_backend[backend].name
     stage_target = next((t for t in (target, "portable")
                          if isinstance(targets.get(t), dict) and stage in (targets[t].get("stages") or {})), None)
     if stage_target is None:

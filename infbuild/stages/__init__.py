@@ -1,2 +1,4 @@
-"""Stage workers: each runs in its own subprocess (`python -m infbuild.stages REQUEST.json`), so torch,
-compiler caches and crashes stay out of doit's process and `doit -n N` can run them side by side."""
+"""The stages, one package each: ``<name>/__init__.py`` declares the stage (what its key reads, what it needs,
+where it runs, what it writes) and registers it; ``<name>/run.py`` is what the worker runs. Importing this
+package registers every stage, in build order."""
+from . import onnx, reference, aoti, trt_timing_cache, trt_engine, verify, bench, package  # noqa: F401, I001

@@ -1,11 +1,10 @@
-"""Worker entry: ``python -m infbuild.stages REQUEST.json``.
+"""Worker entry: ``python -m infbuild.stages REQUEST.json`` runs one stage (``infbuild/stages/<name>/run.py``).
 
-Exit 0: outputs written. Exit 3: verify finished with failures (report written). Exit 1: a user-facing
-error, written as JSON to the request's ``error_file``. Anything else is a bug and keeps its traceback.
+Exit 0: outputs written, with ``result.json.tmp`` (a judging stage's failures, the packages the model imported).
+Exit 1: a user-facing error, written as JSON to ``error.json.tmp``. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -13,13 +12,9 @@ import threading
 import time
 from pathlib import Path
 
+from .. import stage as registry
 from ..errors import FieldError, InfbuildError
-from ..recipe import Recipe
-
-STAGE_MODULES = {"onnx": "onnx", "reference": "reference", "aoti": "aoti", "verify": "verify",
-                 "trt_timing_cache": "trt_timing_cache", "trt_engine": "trt_engine", "bench": "bench",
-                 "package": "package"}
-NEEDS_TOOLS = {"trt_timing_cache", "trt_engine", "package"}
+from .request import ERROR_FILE, WorkerRequest, WorkerResult
 
 
 def _exit_with_parent() -> None:
@@ -34,28 +29,28 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
+def _imported_packages() -> dict[str, str]:
+    """The distributions building the model imported, with versions (they join the stamp)."""
+    from ..packages import distributions_of
+
+    model = sys.modules.get("infbuild.stages.model")
+    imported: set[str] = getattr(model, "IMPORTED_BY_MODEL", set())
+    return distributions_of(imported)
+
+
 def main(argv: list[str]) -> int:
     _exit_with_parent()
-    request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    error_file = Path(request["error_file"])
+    request = WorkerRequest.read(Path(argv[0]))
+    out = Path(request.out)
     try:
-        recipe = Recipe.from_dict(request["recipe"])
-        module = importlib.import_module(f"infbuild.stages.{STAGE_MODULES[request['stage']]}")
-        upstream = {k: Path(v) for k, v in request["upstream"].items()}
-        args = (recipe, Path(request["root"]), Path(request["out"]), upstream, request["device"])
-        code = module.run(*args, request["tools"]) if request["stage"] in NEEDS_TOOLS else module.run(*args)
-        if request.get("packages_file"):  # what building the model imported: those versions join the stamp
-            from ..packages import distributions_of
-
-            model = sys.modules.get("infbuild.stages.model")
-            imported: set[str] = getattr(model, "IMPORTED_BY_MODEL", set())
-            Path(request["packages_file"]).write_text(json.dumps(distributions_of(imported)), encoding="utf-8")
-        return int(code or 0)
+        failures = registry.get(request.stage).runner()(request.job())
+        WorkerResult(list(failures or []), _imported_packages() if request.record_packages else None).write(out)
+        return 0
     except FieldError as exc:
-        error_file.write_text(json.dumps({"field": exc.field, "message": exc.message}), encoding="utf-8")
+        (out / ERROR_FILE).write_text(json.dumps({"field": exc.field, "message": exc.message}), encoding="utf-8")
         return 1
     except InfbuildError as exc:
-        error_file.write_text(json.dumps({"field": None, "message": str(exc)}), encoding="utf-8")
+        (out / ERROR_FILE).write_text(json.dumps({"field": None, "message": str(exc)}), encoding="utf-8")
         return 1
 
 

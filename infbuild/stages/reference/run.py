@@ -3,16 +3,16 @@ PyTorch outputs for each."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..recipe import Recipe
-from .model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch, user_samples
+from ..model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch, user_samples
+from ..request import Job
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+def run(job: Job) -> None:
+    recipe, root, out = job.recipe, job.root, job.out
     model = build_model(recipe, root)
     seed = recipe.stages["reference"]["seed"]
     meta = {"seed": seed, "torch": torch.__version__, "shapes": {}}

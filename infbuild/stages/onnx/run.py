@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from ..errors import StageFailed
-from ..recipe import Recipe
-from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+from ...errors import StageFailed
+from ..model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+from ..request import Job
 
 
 def _without_weights(source: Path) -> Any:
@@ -66,7 +66,8 @@ def strip_checkout_paths(proto: Any, root: Path) -> bool:
     return changed
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+def run(job: Job) -> None:
+    recipe, root, out = job.recipe, job.root, job.out
     import onnx
 
     options = recipe.stages["onnx"]

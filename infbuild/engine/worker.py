@@ -1,49 +1,38 @@
-"""Run one stage worker subprocess, streaming its output (for doit and the log) and keeping a tail."""
+"""Run one stage worker subprocess (``python -m infbuild.stages``), streaming its output to the console and the
+stage's log, and keeping a tail for the failure message."""
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-FAILED_VERIFY_EXIT = 3  # verify finished and an artifact failed: the stage is stamped, the task fails
-
-
-def console() -> "object":
-    """Where build messages and stage output go: stdout, or stderr when a JSON-lines reporter owns stdout."""
-    return sys.stderr if os.environ.get("INFBUILD_WORKER_OUTPUT") == "stderr" else sys.stdout
+from ..console import stream
+from ..stages.request import WorkerRequest
 
 
-def say(message: str) -> None:
-    stream = console()
-    stream.write(message + "\n")  # type: ignore[attr-defined]
-    stream.flush()  # type: ignore[attr-defined]
-
-
-def run_worker(request: dict[str, Any], log_path: Path, tail_lines: int = 25) -> tuple[int, list[str]]:
-    """Run ``python -m infbuild.stages`` on ``request``; return (exit code, last lines of output)."""
+def run_worker(request: WorkerRequest, log_path: Path, tail_lines: int = 25) -> tuple[int, list[str]]:
+    """Run the worker on ``request``; return (exit code, last lines of output)."""
     request_path = log_path.with_name("request.json.tmp")
-    request_path.write_text(json.dumps(request), encoding="utf-8")
+    request.write(request_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-    echo = console()
+    echo = stream()
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infbuild.stages", str(request_path)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            cwd=request["root"], env=env, start_new_session=True,
+            cwd=request.root, env=env, start_new_session=True,
         )
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip("\n"))
-                echo.write(line)  # type: ignore[attr-defined]
-                echo.flush()  # type: ignore[attr-defined]
+                echo.write(line)
+                echo.flush()
             code = proc.wait()
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM): stop the worker's whole process group before unwinding.

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError
-from ..plan import ARTIFACT_STAGE
-from ..recipe import Recipe
-from ..runtime.backends import artifact_device, load_backend, unavailable_reason
-from ..worker import FAILED_VERIFY_EXIT
+from ...errors import ArtifactError
+from ...recipe import Recipe
+from ...reports import VerifyReport
+from ...runtime.backends import artifact_device, load_backend, unavailable_reason
+from ...stage import backends
+from ..request import Job
 
 RULE = ("every element |actual - reference| <= atol_eff + rtol * |reference|, where atol_eff = min(atol, rtol * "
         "max|reference|): the absolute floor never exceeds the output's own scale, so an all-zero or constant "
@@ -154,12 +155,14 @@ def markdown(recipe: Recipe, results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> int:
+def run(job: Job) -> list[str]:
+    recipe, out, upstream, device = job.recipe, job.out, job.upstream, job.device
     meta = json.loads((upstream["reference"] / "reference.json").read_text(encoding="utf-8"))
+    artifact_stage = {backend: stage.name for backend, stage in backends().items()}
     results: dict[str, Any] = {}
     failures: list[str] = []
     for backend in recipe.backends:
-        if ARTIFACT_STAGE[backend] not in upstream:
+        if artifact_stage[backend] not in upstream:
             results[backend] = {"passed": None, "status": "not buildable here"}
             continue
         unavailable = unavailable_reason(backend)
@@ -167,14 +170,11 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
             results[backend] = {"passed": None, "status": f"not verifiable here: {unavailable}"}
             print(f"[verify] {recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
             continue
-        results[backend], failed = verify_backend(recipe, backend, upstream[ARTIFACT_STAGE[backend]], device,
+        results[backend], failed = verify_backend(recipe, backend, upstream[artifact_stage[backend]], device,
                                                   upstream["reference"], meta)
         failures += failed
-    report = {"backends": list(recipe.backends), "rtol": recipe.verify["rtol"], "atol": recipe.verify["atol"],
-              "rule": RULE, "results": results, "failures": failures}
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    VerifyReport(list(recipe.backends), recipe.verify["rtol"], recipe.verify["atol"], RULE, results, failures).write(out)
     (out / "report.md").write_text(markdown(recipe, results), encoding="utf-8")
     if failures:
         (out / "failures.txt").write_text("\n".join(failures) + "\n", encoding="utf-8")
-        return FAILED_VERIFY_EXIT
-    return 0
+    return failures

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from ..errors import StageFailed
-from ..recipe import Recipe
-from .model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+from ...errors import StageFailed
+from ..model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+from ..request import Job
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
 DEFAULT_INDUCTOR_CONFIGS = {"aot_inductor.check_lowerbound": False}
@@ -44,7 +44,8 @@ def compile_and_package(program: torch.export.ExportedProgram, path: Path, confi
         shutil.rmtree(build_dir, ignore_errors=True)
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+def run(job: Job) -> None:
+    recipe, root, out, device = job.recipe, job.root, job.out, job.device
     options = recipe.stages["aoti"]
     model = build_model(recipe, root, device=device)
     example = to_torch(recipe, sample_inputs(recipe, shape_labels(recipe)["opt"], seed=0), device=device)

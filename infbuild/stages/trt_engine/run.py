@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
-from .. import trtexec
-from ..errors import StageFailed
-from ..recipe import Recipe
+from ... import trtexec
+from ...errors import StageFailed
+from ..request import Job
 
 EXPORTS = ("model.engine", "layers.json", "profile.json", "times.json")
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str, tools: dict[str, Any]) -> None:
+def run(job: Job) -> None:
+    recipe, out, upstream, tools = job.recipe, job.out, job.upstream, job.tools
     scratch_cache = out / ".timing.cache.scratch"
     shutil.copyfile(upstream["trt_timing_cache"] / "timing.cache", scratch_cache)
     argv = trtexec.engine_argv(Path(tools["trtexec"]), recipe, tools["version"], upstream["onnx"] / "model.onnx",

@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from ..artifacts import read_stamp
-from ..package import contents, engine, oci
-from ..package.reference import parse
-from ..package.registry import credentials_from_env
-from ..recipe import Recipe
+from ...package import contents, engine, oci
+from ...package.reference import parse
+from ...package.registry import credentials_from_env
+from ...stamp import read_stamp
+from ..request import Job
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str, tools: dict[str, Any]) -> None:
+def run(job: Job) -> None:
+    recipe, root, out, upstream, target = job.recipe, job.root, job.out, job.upstream, job.target
     data = recipe.to_dict()
     options = data["package"]
-    target = tools["target"]
     chosen = contents.selection(data, upstream)
-    fingerprint = (read_stamp(upstream["verify"]) or {}).get("fingerprint") or {}
+    verified = read_stamp(upstream["verify"])
+    fingerprint = verified.fingerprint if verified else {}
     io = {"inputs": data["inputs"], "dims": data["dims"], "outputs": data["outputs"]}
     files = contents.image_files(data, target, upstream, chosen, io, fingerprint)
     labels = contents.labels(data, target, chosen, fingerprint, contents.git_revision(root))

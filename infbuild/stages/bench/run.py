@@ -6,7 +6,6 @@ report.md (a table) and latency.png (latency by shape, a line per backend).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,11 +13,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..manifest import choose_preferred
-from ..plan import ARTIFACT_STAGE
-from ..recipe import Recipe
-from ..runtime.backends import artifact_device, load_backend
-from .model import build_model, sample_inputs, to_torch, user_samples
+from ...errors import StageFailed
+from ...preferred import choose_preferred
+from ...recipe import Recipe
+from ...reports import BenchReport, VerifyReport
+from ...runtime.backends import artifact_device, load_backend
+from ...stage import backends
+from ..model import build_model, sample_inputs, to_torch, user_samples
+from ..request import Job
 
 BASELINES = ("eager", "torch_compile")
 MIN_SAMPLES = 10  # timed calls per backend, shape and round even past bench.max_seconds
@@ -113,10 +115,15 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
     return "\n".join(lines) + "\n"
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str) -> None:
+def run(job: Job) -> None:
+    recipe, root, out, upstream, device = job.recipe, job.root, job.out, job.upstream, job.device
     opts = recipe.bench
     torch.set_num_threads(opts["threads"])
-    verify = json.loads((upstream["verify"] / "report.json").read_text(encoding="utf-8"))["results"]
+    verified = VerifyReport.read(upstream["verify"])
+    if verified is None:
+        raise StageFailed(f"{upstream['verify']}: no readable verify report (rebuild verify)")
+    verify = verified.results
+    artifact_stage = {backend: stage.name for backend, stage in backends().items()}
     shape_specs = recipe.bench_shapes()
     arrays = {label: sample_inputs(recipe, shapes, seed=1234) for label, shapes in shape_specs.items()}
     for label, given in user_samples(recipe, root).items():  # the user's own inputs are timed too
@@ -128,7 +135,7 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
     runs_on: dict[str, str] = {}  # where each backend actually ran: execution provider or device
     loading: dict[str, float] = {}  # seconds to load or build each backend, never part of its timings
     for backend in recipe.backends:
-        stage = ARTIFACT_STAGE[backend]
+        stage = artifact_stage[backend]
         if stage not in upstream or verify.get(backend, {}).get("passed") is None:
             print(f"[bench] {recipe.name}: skipping {backend} ({verify.get(backend, {}).get('status', 'not built')})")
             continue
@@ -189,10 +196,9 @@ def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device
             "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
             "max_seconds": opts["max_seconds"],
             "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
-    report = {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
-              "results": results, "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends},
-              "preferred": preferred, "runs_on": runs_on}
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    BenchReport(primary, opts["threads"], results, preferred,
+                {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
+                 "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends}, "runs_on": runs_on}).write(out)
     (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on, setup),
                                    encoding="utf-8")
     ticks = {label: ", ".join("x".join(str(d) for d in s) for s in shapes.values()) for label, shapes in shape_specs.items()}

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from .. import trtexec
-from ..recipe import Recipe
+from ... import trtexec
+from ..request import Job
 
 
-def run(recipe: Recipe, root: Path, out: Path, upstream: dict[str, Path], device: str, tools: dict[str, Any]) -> None:
+def run(job: Job) -> None:
+    recipe, out, upstream, tools = job.recipe, job.out, job.upstream, job.tools
     argv = trtexec.timing_cache_argv(Path(tools["trtexec"]), recipe, tools["version"], upstream["onnx"] / "model.onnx",
                                      out / "timing.cache")
     trtexec.run(argv, out / "build.log")

@@ -1,0 +1,102 @@
+"""The build context: project, recipes, host, plan and caches, built explicitly (``BuildContext.load``) and
+passed to every engine step. Nothing here runs a stage."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..cache import Cache, configured_caches
+from ..fingerprint import host_fingerprint
+from ..hashing import DigestCache
+from ..keys import Inputs, key_inputs, stage_key, staleness
+from ..plan import Host, PlannedStage, is_required, plan
+from ..project import Project, load_project
+from ..recipe import Recipe, load_recipes
+
+
+def _names(text: str | None) -> frozenset[str]:
+    return frozenset(filter(None, (text or "").replace(",", " ").split()))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the user asked of this build besides its tasks."""
+
+    required: frozenset[str] = frozenset()  # stages/tasks to fail on (not skip) when this host cannot build them
+    forced: frozenset[str] = frozenset()  # stages/tasks to rerun although up to date
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, require_var: str | None = None) -> BuildOptions:
+        """``INFBUILD_REQUIRE``/``INFBUILD_FORCE`` (how `infbuild build --require` and `infbuild bench --force`
+        reach the doit process) and doit's ``require=`` command-line variable."""
+        return cls(_names(environ.get("INFBUILD_REQUIRE")) | _names(require_var), _names(environ.get("INFBUILD_FORCE")))
+
+
+@dataclass
+class BuildContext:
+    project: Project
+    recipes: list[Recipe]
+    host: Host
+    planned: dict[str, PlannedStage]  # task name ("stage:recipe") -> planned stage, in build order
+    digests: DigestCache
+    caches: list[Cache]
+    options: BuildOptions = field(default_factory=BuildOptions)
+
+    @classmethod
+    def load(cls, root: Path | None = None, options: BuildOptions | None = None) -> BuildContext:
+        project = load_project(root)
+        recipes = load_recipes(project)
+        options = options or BuildOptions()
+        host = Host(host_fingerprint(), project.root)
+        planned = {p.task_name: p for p in plan(recipes, host, project.artifacts, options.required)}
+        return cls(project, recipes, host, planned, DigestCache(project.artifacts / ".infbuild" / "digests.json"),
+                   configured_caches(project.root, list(project.caches)), options)
+
+    @property
+    def artifacts(self) -> Path:
+        return self.project.artifacts
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self.host.fingerprint)
+
+    @property
+    def names(self) -> set[str]:
+        """The project's recipes: the manifest indexes these only."""
+        return {r.name for r in self.recipes}
+
+    def siblings(self, p: PlannedStage) -> dict[str, PlannedStage]:
+        return {name: self.planned[f"{name}:{p.recipe.name}"] for name in p.upstream}
+
+    def key_inputs(self, p: PlannedStage) -> Inputs:
+        """What ``p``'s key is the digest of (UpstreamMissing while an upstream stage is unbuilt)."""
+        try:
+            return key_inputs(p, self.host.fingerprint, self.project.root, self.digests, self.siblings(p))
+        finally:
+            self.digests.save()
+
+    def key(self, p: PlannedStage) -> tuple[str, Inputs]:
+        inputs = self.key_inputs(p)
+        return stage_key(inputs), inputs
+
+    def staleness(self, p: PlannedStage) -> str | None:
+        """None when ``p`` is up to date, else why it must be rebuilt."""
+        try:
+            return staleness(p, self.host.fingerprint, self.project.root, self.digests, self.siblings(p))
+        finally:
+            self.digests.save()
+
+    def forced(self, p: PlannedStage) -> bool:
+        return bool({p.stage.name, p.task_name} & self.options.forced)
+
+    def required(self, p: PlannedStage) -> bool:
+        return is_required(p, self.options.required)
+
+    def up_to_date(self, p: PlannedStage) -> bool:
+        return not self.forced(p) and p.not_buildable is None and self.staleness(p) is None
+
+    def caches_for(self, p: PlannedStage) -> list[Cache]:
+        """The caches a stage may be restored from and stored in (none when forced or not cacheable)."""
+        return self.caches if p.stage.cacheable and not self.forced(p) else []

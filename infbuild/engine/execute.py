@@ -1,0 +1,191 @@
+"""``execute(ctx, task) -> Outcome``: one stage, as a sequence of small named steps (like nox's session
+workflow): refuse what cannot be built here, key it, restore it from a cache or run its worker, commit and stamp
+it, share it with the caches, index it in the manifest. Each step either passes (None) or ends the run with an
+Outcome; exceptions become outcomes in one place (``execute``)."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
+from ..cache import Cache, differs_from, restore, store, unusable
+from ..cache.entry import Wanted
+from ..console import say
+from ..errors import InfbuildError
+from ..keys import Inputs, UpstreamMissing
+from ..manifest import update_manifest
+from ..plan import PlannedStage
+from ..stages.request import WorkerRequest, WorkerResult, take_error
+from ..stamp import Stamp
+from .context import BuildContext
+from .locks import gpu_lock, os_problem
+from .outcome import Outcome
+from .worker import run_worker
+
+
+@dataclass
+class Run:
+    """One stage being executed: what the steps share."""
+
+    ctx: BuildContext
+    p: PlannedStage
+    started: float = field(default_factory=time.perf_counter)
+    key: str = ""
+    inputs: Inputs = field(default_factory=dict)
+    staging: Path | None = None
+    result: WorkerResult | None = None
+
+    @property
+    def task(self) -> str:
+        return self.p.task_name
+
+    @property
+    def failed_log(self) -> Path:
+        return self.p.folder.parent / f"{self.p.stage.name}.failed.log"
+
+    def failed(self, message: str) -> Outcome:
+        return Outcome(self.task, "failed", time.perf_counter() - self.started, message=message)
+
+
+Step = Callable[[Run], "Outcome | None"]
+
+
+def refuse_unbuildable(run: Run) -> Outcome | None:
+    reason = run.p.not_buildable
+    return run.failed(f"{run.task}: not buildable here: {reason}") if reason else None
+
+
+_leftovers_cleaned: set[Path] = set()
+
+
+def remove_leftovers(run: Run) -> Outcome | None:
+    """Once per build process: staging/trash folders of interrupted builds go."""
+    artifacts = run.ctx.artifacts
+    if artifacts not in _leftovers_cleaned:
+        _leftovers_cleaned.add(artifacts)
+        for folder in clean_leftovers(artifacts):
+            say(f"removed leftover {folder.relative_to(artifacts)} from an interrupted build")
+    return None
+
+
+def compute_key(run: Run) -> Outcome | None:
+    try:
+        run.key, run.inputs = run.ctx.key(run.p)
+    except UpstreamMissing as missing:
+        return run.failed(f"{run.task}: upstream stage {missing}:{run.p.recipe.name} has not been built")
+    return None
+
+
+def restore_from_cache(run: Run) -> Outcome | None:
+    return restore_stage(run.ctx, run.p, run.key, run.inputs, run.ctx.caches_for(run.p))
+
+
+def run_stage_worker(run: Run) -> Outcome | None:
+    """Run the stage's worker into a fresh staging folder; a failure keeps its log as ``<stage>.failed.log``."""
+    p, ctx = run.p, run.ctx
+    run.staging = staging = new_staging(p.folder)
+    request = WorkerRequest(p.stage.name, p.recipe.to_dict(), str(ctx.project.root), str(staging), p.device, p.target,
+                            {name: str(s.folder) for name, s in ctx.siblings(p).items()}, dict(p.tools),
+                            record_packages=p.stage.reads_model)
+    with gpu_lock(ctx.artifacts, p.device == "cuda"):
+        code, tail = run_worker(request, staging / LOG)
+    if code == 0:
+        run.result = WorkerResult.take(staging)
+        return None
+    os.replace(staging / LOG, run.failed_log)
+    error = take_error(staging) if code == 1 else None
+    if error is not None:
+        if error.get("field"):
+            return run.failed(p.recipe.locate(error["field"], error["message"]).render())
+        return run.failed(f"{run.task}: {error['message']}")
+    shown = "\n".join(f"  | {line}" for line in tail)
+    return run.failed(f"{run.task}: stage worker failed (exit {code}); full log: {run.failed_log}\n{shown}")
+
+
+def commit_built(run: Run) -> Outcome | None:
+    """Stamp the staging folder (exactly the stage's outputs) and move it into place."""
+    p, result = run.p, run.result or WorkerResult()
+    assert run.staging is not None
+    stamp = Stamp(run.key, p.stage.name, p.recipe.name, p.target, {}, run.ctx.fingerprint, run.inputs,
+                  passed=not result.failures if p.stage.judges else None,
+                  packages=result.packages if p.stage.reads_model else None)
+    stamped = commit(run.staging, p.folder, stamp, p.stage.outputs)
+    run.failed_log.unlink(missing_ok=True)
+    update_manifest(run.ctx.artifacts, run.ctx.names)
+    if result.failures:
+        lines = "\n".join(f"  {f}" for f in result.failures)
+        return run.failed(f"{run.task}: verification failed for recipe '{p.recipe.name}' ({p.recipe.file}):\n{lines}")
+    share(run.ctx, p, run.key, run.inputs, stamped, run.ctx.caches_for(p))
+    return Outcome(run.task, "built", time.perf_counter() - run.started)
+
+
+STEPS: Sequence[Step] = (refuse_unbuildable, remove_leftovers, compute_key, restore_from_cache,
+                         run_stage_worker, commit_built)
+
+
+def execute(ctx: BuildContext, task: str, steps: Sequence[Step] = STEPS) -> Outcome:
+    """Build (or restore) one stage. Every user-facing problem is a failed Outcome with one located message."""
+    run = Run(ctx, ctx.planned[task])
+    try:
+        for step in steps:
+            outcome = step(run)
+            if outcome is not None:
+                return outcome
+        raise AssertionError(f"{task}: no step ended the run")  # commit_built always ends it
+    except InfbuildError as exc:
+        return run.failed(f"{task}: {exc}")
+    except OSError as exc:
+        return run.failed(f"{task}: {os_problem(exc)}")
+    finally:
+        if run.staging is not None:
+            discard(run.staging)
+
+
+# --- caches ---------------------------------------------------------------------------------------------------
+
+def wanted(p: PlannedStage, key: str) -> Wanted:
+    """What a cache entry must be to stand in for building ``p`` under ``key``."""
+    return Wanted(key, p.stage.name, p.recipe.name, p.target, p.stage.outputs)
+
+
+def restore_stage(ctx: BuildContext, p: PlannedStage, key: str, inputs: Inputs, caches: Sequence[Cache],
+                  adopting: bool = False) -> Outcome | None:
+    """Commit a stage from the first cache holding exactly its outputs under its key; None on a miss (build)."""
+    if not caches:
+        return None
+    started = time.perf_counter()
+    staging = new_staging(p.folder)
+    try:
+        hit = restore(caches, wanted(p, key), staging)
+        if hit is None:
+            return None
+        stamp = commit(staging, p.folder, Stamp(key, p.stage.name, p.recipe.name, p.target, {}, hit.stamp.fingerprint,
+                                                inputs, passed=hit.stamp.passed, packages=hit.stamp.packages,
+                                                restored_from=hit.cache), p.stage.outputs)
+    finally:
+        discard(staging)
+    if not stamp.same_files(hit.stamp):  # the bytes were checked on the way in: never keep a mismatch
+        remove_stage(p.folder)
+        cache = next(c for c in caches if c.name == hit.cache)
+        say("warning: " + unusable(cache, key, "the restored files differ from its stamp"))
+        return None
+    update_manifest(ctx.artifacts, ctx.names)
+    if adopting:
+        say(f"adopted {p.task_name} from {hit.cache}: another build stored this key first")
+    else:
+        say(f"restored {p.task_name} from {hit.cache} in {hit.seconds:.2f}s")
+    return Outcome(p.task_name, "restored", time.perf_counter() - started, cache=hit.cache)
+
+
+def share(ctx: BuildContext, p: PlannedStage, key: str, inputs: Inputs, stamp: Stamp, caches: Sequence[Cache]) -> None:
+    """Store a built stage in the caches. If another build stored this key first, adopt its outputs instead of
+    ours: every build sharing a cache then agrees on the bytes behind a key (AOTI packages and engines are not
+    bit-reproducible), so the keys downstream of it, and their cache entries, line up across machines."""
+    stored = store(caches, key, stamp.public(), p.folder)
+    if stored.held_by is None or not differs_from(stored.held_by, key, stamp):
+        return
+    if restore_stage(ctx, p, key, inputs, [stored.held_by], adopting=True) is None:
+        store([stored.held_by], key, stamp.public(), p.folder, replace=True)  # damaged or gone: ours replaces it

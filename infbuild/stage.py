@@ -1,0 +1,148 @@
+"""What a stage is: one ``Stage`` object per stage, declared in ``infbuild/stages/<name>/__init__.py`` and
+registered once. Planning, keys, the engine, the worker, the manifest and the runtime ask these objects (and
+this registry) instead of branching on stage names; a stage's own behaviour lives in its own package.
+
+Declarations are light (no torch): the no-op build plans and checks keys with them. What a stage does in the
+worker is in ``infbuild/stages/<name>/run.py``, imported only by the worker.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+
+from .artifacts import Outputs
+
+if TYPE_CHECKING:
+    from .plan import Host, PlannedStage
+    from .recipe import Recipe
+    from .stamp import Stamp
+
+Scope = Literal["portable", "device", "cuda"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a stage runs for a recipe on this host: ``device`` "cpu"/"cuda" (None: wherever the recipe's
+    artifacts run), why it cannot be built here (None when it can), and tool facts its key and worker need."""
+
+    device: str | None = None
+    not_buildable: str | None = None
+    tools: Mapping[str, Any] = field(default_factory=dict)
+
+
+class UpstreamMissing(Exception):
+    """An upstream stage has no stamp (or no usable report) yet: this stage's key cannot be known (it is stale)."""
+
+
+def _no_fields(recipe: Recipe) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: what it reads (its key), what it needs, where it runs, what it writes, how the worker runs it.
+
+    Subclasses override the methods whose default does not fit; the attributes cover the rest.
+    """
+
+    name: str
+    version: int  # bump when the stage's implementation changes what it produces
+    scope: Scope  # "portable", "device" (the recipe's device target) or "cuda" (the GPU's target)
+    doc: str
+    outputs: Outputs  # exactly what its folder holds: checked on commit, restore, status, load
+    tools: tuple[str, ...] = ()  # tool versions in its key
+    fields: Callable[[Recipe], dict[str, Any]] = _no_fields  # the recipe fields its key reads
+    needs: tuple[str, ...] = ()  # stages it always consumes (planned with it)
+    reads_model: bool = False  # its key includes the model's sources, weights and samples; its stamp the packages
+    cacheable: bool = True  # outputs may be shared through caches (not bench timings, not images)
+    backend: str | None = None  # the runtime backend whose artifact this stage builds
+    judges: bool = False  # it checks other stages: may finish with failures (stamped with passed=False)
+
+    # --- planning -------------------------------------------------------------------------------------------
+
+    def wanted(self, recipe: Recipe) -> bool:
+        """Whether the recipe asks for this stage by itself (stages it ``needs`` are planned with it)."""
+        return self.backend is None or self.backend in recipe.backends
+
+    def required(self, recipe: Recipe) -> bool:
+        """Whether the recipe requires it: then a host that cannot build it fails instead of skipping it."""
+        return False
+
+    def placement(self, recipe: Recipe, host: Host) -> Placement:
+        return Placement("cpu" if self.scope == "portable" else "cuda" if self.scope == "cuda" else None)
+
+    def upstream(self, recipe: Recipe, planned: Mapping[str, PlannedStage], required: Callable[[PlannedStage], bool]
+                 ) -> tuple[str, ...]:
+        """The stages whose outputs it reads, among those planned before it."""
+        return tuple(n for n in self.needs if n in planned)
+
+    # --- keys and staleness ---------------------------------------------------------------------------------
+
+    def upstream_view(self, recipe: Recipe, upstream: Mapping[str, tuple[Path, Stamp]]) -> dict[str, Any]:
+        """How its upstream stages enter its key: by default each one's key and file digests."""
+        return {name: files_view(stamp) for name, (_, stamp) in upstream.items()}
+
+    def stale(self, stamp: Stamp) -> str | None:
+        """A reason beyond its key that a stamped build of it must be redone (None: up to date)."""
+        return None
+
+    # --- the manifest (DESIGN.md §4) ------------------------------------------------------------------------
+
+    def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
+        """Add what the manifest says about this stage's outputs beyond its stamp (reports, image, I/O)."""
+
+    # --- the worker ------------------------------------------------------------------------------------------
+
+    def runner(self) -> Callable[..., Sequence[str] | None]:
+        """The function the worker runs: ``infbuild.stages.<name>.run:run(job)``, returning failures if it judges."""
+        module = importlib.import_module(f"infbuild.stages.{self.name}.run")
+        return module.run
+
+
+def files_view(stamp: Stamp) -> dict[str, Any]:
+    return {"key": stamp.key, "files": {f: m.get("sha256") for f, m in stamp.files.items()}}
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add a stage (once; in build order: a stage registers after those it reads)."""
+    if stage.name in _REGISTRY:
+        raise ValueError(f"stage {stage.name!r} registered twice")
+    missing = [n for n in stage.needs if n not in _REGISTRY]
+    if missing:
+        raise ValueError(f"stage {stage.name!r} needs {missing} registered before it")
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def _load() -> dict[str, Stage]:
+    if not _REGISTRY:
+        importlib.import_module("infbuild.stages")  # registers every stage declaration
+    return _REGISTRY
+
+
+def stages() -> list[Stage]:
+    """Every stage, in build order."""
+    return list(_load().values())
+
+
+def get(name: str) -> Stage:
+    return _load()[name]
+
+
+def backends() -> dict[str, Stage]:
+    """Runtime backend -> the stage that builds its artifact."""
+    return {s.backend: s for s in _load().values() if s.backend}
+
+
+def for_backend(backend: str) -> Stage:
+    return backends()[backend]
+
+
+def judge() -> Stage:
+    """The stage that verifies artifacts (its report says which passed)."""
+    return next(s for s in _load().values() if s.judges)

@@ -1,0 +1,32 @@
+"""aoti: an AOTInductor package (model.pt2) compiled for this target's CPU or GPU."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...artifacts import Outputs
+from ...recipe import Recipe
+from ...stage import Placement, Stage, register
+from ..common import model_fields
+
+if TYPE_CHECKING:
+    from ...plan import Host
+
+
+class AotiStage(Stage):
+    def placement(self, recipe: Recipe, host: Host) -> Placement:
+        from ...plan import NO_GPU
+
+        wanted = recipe.stages["aoti"]["device"]
+        if wanted == "cpu" or (wanted == "auto" and not (host.cuda_target and host.torch_has_cuda)):
+            return Placement("cpu")
+        if host.cuda_target is None:
+            return Placement("cuda", NO_GPU)
+        if not host.torch_has_cuda:
+            return Placement("cuda", f"the installed torch ({host.tool('torch')}) is a CPU build")
+        return Placement("cuda")
+
+
+STAGE = register(AotiStage(
+    "aoti", 3, "device", "compile an AOTInductor package (model.pt2) for this target",
+    Outputs(("model.pt2", "aoti.json")), tools=("torch",),
+    fields=lambda r: {**model_fields(r), "options": r.stages["aoti"]}, reads_model=True, backend="aoti"))

@@ -1,0 +1,51 @@
+"""package: the target's verified artifacts in a container image ``<image>:<version>-<target>``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ...artifacts import Outputs
+from ...recipe import Recipe
+from ...stage import Placement, Stage, register
+from ...stamp import Stamp
+from ..common import io_fields
+from ..verify import verified_artifacts
+
+if TYPE_CHECKING:
+    from ...plan import Host, PlannedStage
+
+
+class PackageStage(Stage):
+    def wanted(self, recipe: Recipe) -> bool:
+        return bool(recipe.package)
+
+    def placement(self, recipe: Recipe, host: Host) -> Placement:
+        if (recipe.package or {}).get("builder") != "docker":
+            return Placement()
+        from ...package.engine import engine_available
+
+        return Placement(None, engine_available())
+
+    def upstream(self, recipe: Recipe, planned: Mapping[str, PlannedStage], required: Callable[[PlannedStage], bool]
+                 ) -> tuple[str, ...]:
+        return ("verify", *(("bench",) if "bench" in planned else ()), *verified_artifacts(planned))
+
+    def upstream_view(self, recipe: Recipe, upstream: Mapping[str, tuple[Path, Stamp]]) -> dict[str, Any]:
+        """Only what goes into the image: the chosen artifacts, not timings."""
+        from ...package.contents import selection
+
+        return selection(recipe.to_dict(), {name: folder for name, (folder, _) in upstream.items()})
+
+    def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
+        from ...manifest import read_json
+
+        image = read_json(folder / "image.json") or {}
+        target_entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
+
+
+STAGE = register(PackageStage(
+    "package", 2, "device", "package the target's artifacts into a container image <image>:<version>-<target>",
+    Outputs(("image.json",), ("Dockerfile", "oci/*")), tools=("docker",),
+    fields=lambda r: {"package": {k: v for k, v in (r.package or {}).items() if k != "registry"},
+                      "backends": list(r.backends), **io_fields(r)},
+    needs=("verify",), cacheable=False))

@@ -1,0 +1,22 @@
+"""reference: sample inputs and eager PyTorch outputs, what every artifact is verified against."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...artifacts import Outputs
+from ...stage import Stage, register
+from ...stamp import Stamp
+from ..common import model_fields
+
+
+class ReferenceStage(Stage):
+    def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
+        fields = (stamp.inputs or {}).get("recipe") or {}  # the I/O contract the runtime validates inputs against
+        recipe_entry["io"] = {k: fields.get(k) for k in ("inputs", "dims", "outputs")}
+
+
+STAGE = register(ReferenceStage(
+    "reference", 1, "portable", "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
+    Outputs(("reference.json", "opt.npz"), ("*.npz",)), tools=("torch",),
+    fields=lambda r: {**model_fields(r), "options": r.stages["reference"]}, reads_model=True))

@@ -1,0 +1,78 @@
+"""The worker contract: what the engine asks a stage worker (``WorkerRequest``, JSON in a file), what a stage's
+``run`` receives (``Job``) and what the worker answers besides its outputs (``WorkerResult``)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..recipe import Recipe
+
+ERROR_FILE = "error.json.tmp"  # a user-facing error: {"field": dotted path or null, "message": text}
+RESULT_FILE = "result.json.tmp"  # WorkerResult
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    stage: str
+    recipe: dict[str, Any]  # Recipe.to_dict()
+    root: str  # the project
+    out: str  # the empty staging folder the stage writes its outputs into
+    device: str  # "cpu" or "cuda"
+    target: str  # the target folder name the outputs are for
+    upstream: dict[str, str]  # stage name -> its stamped folder
+    tools: dict[str, Any] = field(default_factory=dict)  # tool facts (trtexec path and version)
+    record_packages: bool = False  # report the distributions the model imported
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerRequest:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def job(self) -> Job:
+        return Job(Recipe.from_dict(self.recipe), Path(self.root), Path(self.out),
+                   {k: Path(v) for k, v in self.upstream.items()}, self.device, self.target, dict(self.tools))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a stage's ``run(job)`` works with."""
+
+    recipe: Recipe
+    root: Path
+    out: Path
+    upstream: dict[str, Path]
+    device: str
+    target: str
+    tools: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    failures: list[str] = field(default_factory=list)  # a judging stage's findings: stamped, the task fails
+    packages: dict[str, str] | None = None  # distributions the model imported -> version
+
+    def write(self, out: Path) -> None:
+        (out / RESULT_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")
+
+    @classmethod
+    def take(cls, out: Path) -> WorkerResult:
+        """Read and remove the result from the staging folder (it is never a stage output)."""
+        path = out / RESULT_FILE
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def take_error(out: Path) -> dict[str, Any] | None:
+    path = out / ERROR_FILE
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    finally:
+        path.unlink(missing_ok=True)

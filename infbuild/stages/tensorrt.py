@@ -1,0 +1,40 @@
+"""What the two TensorRT stages share: their key fields, where they can run, and whether the recipe requires them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..fingerprint import tensorrt_info
+from ..recipe import Recipe
+from ..stage import Placement, Stage
+
+if TYPE_CHECKING:
+    from ..plan import Host
+
+
+def trt_fields(recipe: Recipe) -> dict[str, Any]:
+    options = {k: v for k, v in recipe.stages["tensorrt"].items() if k not in ("trtexec", "required")}
+    return {"inputs": recipe.to_dict()["inputs"], "dims": recipe.to_dict()["dims"], "options": options}
+
+
+class TensorrtStage(Stage):
+    """A stage trtexec runs on this GPU (its version enters the key through ``tools``)."""
+
+    def required(self, recipe: Recipe) -> bool:
+        return bool(recipe.stages["tensorrt"]["required"])
+
+    def placement(self, recipe: Recipe, host: Host) -> Placement:
+        from ..plan import NO_GPU
+
+        explicit = recipe.stages["tensorrt"]["trtexec"]
+        info = tensorrt_info(explicit, host.root)
+        if explicit is None:
+            info = host.fingerprint.get("tensorrt") or info  # the host's (or a simulated host's) trtexec
+        if host.cuda_target is None:
+            return Placement("cuda", NO_GPU, info)
+        if not info.get("trtexec"):
+            return Placement("cuda", "trtexec not found (set $TRTEXEC or stages.tensorrt.trtexec, put it on PATH, or "
+                                     "install TensorRT: /usr/src/tensorrt/bin/trtexec)", info)
+        if not info.get("version"):
+            return Placement("cuda", f"cannot read the TensorRT version from {info['trtexec']} (no banner in "
+                                     "`trtexec --help`)", info)
+        return Placement("cuda", None, info)

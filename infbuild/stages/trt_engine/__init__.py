@@ -1,0 +1,11 @@
+"""trt_engine: the TensorRT engine (the tensorrt backend's artifact), built by trtexec with the timing cache."""
+from __future__ import annotations
+
+from ...artifacts import Outputs
+from ...stage import register
+from ..tensorrt import TensorrtStage, trt_fields
+
+STAGE = register(TensorrtStage(
+    "trt_engine", 1, "cuda", "build a TensorRT engine with trtexec (layer info, profile, times, build log)",
+    Outputs(("model.engine", "layers.json", "profile.json", "times.json", "build.log", "engine.json")),
+    tools=("trtexec",), fields=trt_fields, needs=("onnx", "trt_timing_cache"), backend="tensorrt"))
