@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import stage as registry
 from .errors import InfbuildError, Problem, RecipeError
 from .project import load_project
 from .recipe import load_recipes
@@ -242,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one inference with a built artifact")
     r.add_argument("recipe")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
-    r.add_argument("--backend", choices=["onnxruntime", "aoti", "tensorrt"])
+    r.add_argument("--backend", choices=sorted(registry.backends()))
     r.add_argument("--target", help="target folder (default: this host's)")
     r.add_argument("--output", help="write the outputs to this .npz")
     r.add_argument("--artifacts", help="artifacts folder or manifest.json (default: the project's)")

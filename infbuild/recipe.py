@@ -451,17 +451,36 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
     def add(path: FieldPath, message: str) -> None:
         problems.append(Problem(display, line_of(lines, path), field_name(path), message))
 
-    name = data.get("name")
+    model, dims = _obj(data.get("model")), _obj(data.get("dims"))
+    bench, package = _obj(data.get("bench")), _obj(data.get("package"))
+    _check_name(data.get("name"), add)
+    _check_model(model, project, add)
+    _check_samples(data.get("samples"), project.root, add)
+    _check_dims(dims, add)
+    used = _check_inputs(data.get("inputs"), dims, model.get("dtype", "float32"), add)
+    _check_unused_dims(data.get("inputs"), dims, used, add)
+    _check_bench_shapes(bench, dims, add)
+    _check_package_image(package, add)
+    _check_package_bases(package, add)
+    _check_bench_primary(bench, add)
+    return problems
+
+
+def _check_name(name: Any, add: Add) -> None:
+    """The recipe's name is not one the artifacts folder already uses."""
     if isinstance(name, str) and name.lower() in RESERVED_NAMES:
         add(("name",), f"'{name}' is reserved under artifacts/; choose another name")
-    model = _obj(data.get("model"))
-    _check_model(model, project, add)
-    samples = data.get("samples")
+
+
+def _check_samples(samples: Any, root: Path, add: Add) -> None:
+    """Every sample file lies inside the project and is there."""
     for index, sample in enumerate(samples if isinstance(samples, list) else []):
         if isinstance(sample, str):
-            _check_project_file(sample, "sample file", project.root, _at(add, ("samples", index)))
+            _check_project_file(sample, "sample file", root, _at(add, ("samples", index)))
 
-    dims = _obj(data.get("dims"))
+
+def _check_dims(dims: dict[str, Any], add: Add) -> None:
+    """min <= opt <= max for every dim."""
     for dim_name, spec in dims.items():
         spec = _obj(spec)
         lo, hi, opt = spec.get("min"), spec.get("max"), spec.get("opt", spec.get("max"))
@@ -471,31 +490,54 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
             add(("dims", dim_name), f"min ({lo}) > max ({hi})")
         elif not lo <= opt <= hi:
             add(("dims", dim_name, "opt"), f"opt ({opt}) must lie within min..max ({lo}..{hi})")
+
+
+def _check_inputs(inputs: Any, dims: dict[str, Any], model_dtype: Any, add: Add) -> set[str]:
+    """Each input's shape names declared dims and its sample range fits its dtype; returns the dim names used."""
     used: set[str] = set()
-    for input_name, spec in _obj(data.get("inputs")).items():
+    for input_name, spec in _obj(inputs).items():
         spec = _obj(spec)
-        shape = spec.get("shape")
-        for index, size in enumerate(shape if isinstance(shape, list) else []):
-            if isinstance(size, str):
-                used.add(size)
-                if size not in dims:
-                    close = _suggest(size, list(dims))
-                    hint = f"; did you mean '{close}'?" if close else " (declare it under dims)"
-                    add(("inputs", input_name, "shape", index), f"dim '{size}' is not declared{hint}")
-        _check_input_range(input_name, spec, model.get("dtype", "float32"), add)
-    if isinstance(data.get("inputs"), dict):
+        used |= _check_shape_dims(input_name, spec.get("shape"), dims, add)
+        _check_input_range(input_name, spec, model_dtype, add)
+    return used
+
+
+def _check_shape_dims(input_name: str, shape: Any, dims: dict[str, Any], add: Add) -> set[str]:
+    """Every named size in an input's shape is a declared dim; returns the names it uses."""
+    used: set[str] = set()
+    for index, size in enumerate(shape if isinstance(shape, list) else []):
+        if isinstance(size, str):
+            used.add(size)
+            if size not in dims:
+                close = _suggest(size, list(dims))
+                hint = f"; did you mean '{close}'?" if close else " (declare it under dims)"
+                add(("inputs", input_name, "shape", index), f"dim '{size}' is not declared{hint}")
+    return used
+
+
+def _check_unused_dims(inputs: Any, dims: dict[str, Any], used: set[str], add: Add) -> None:
+    """Every declared dim is used by some input shape (when the inputs are readable at all)."""
+    if isinstance(inputs, dict):
         for dim_name in sorted(set(dims) - used):
             add(("dims", dim_name), "declared but used by no input shape")
-    bench = _obj(data.get("bench"))
-    labels = []
+
+
+def _bench_shapes(bench: dict[str, Any]) -> list[Any]:
     shapes = bench.get("shapes", BENCH_DEFAULTS["shapes"])
-    for index, entry in enumerate(shapes if isinstance(shapes, list) else []):
-        if isinstance(entry, str):
-            labels.append(entry)
-            continue
+    return shapes if isinstance(shapes, list) else []
+
+
+def _bench_labels(bench: dict[str, Any]) -> list[str]:
+    """The bench shapes' labels: a name ("opt") as it is, an object of dim sizes as dim=size,... (as Recipe.bench_shapes)."""
+    return [entry if isinstance(entry, str) else ",".join(f"{k}={v}" for k, v in entry.items())
+            for entry in _bench_shapes(bench) if isinstance(entry, (str, dict))]
+
+
+def _check_bench_shapes(bench: dict[str, Any], dims: dict[str, Any], add: Add) -> None:
+    """Every dim a bench shape sets is declared, and its size lies within the dim's range."""
+    for index, entry in enumerate(_bench_shapes(bench)):
         if not isinstance(entry, dict):
             continue
-        labels.append(",".join(f"{k}={v}" for k, v in entry.items()))
         for dim_name, size in entry.items():
             spec = _obj(dims.get(dim_name))
             if dim_name not in dims:
@@ -503,7 +545,10 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
             elif isinstance(size, int) and isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int) \
                     and not spec["min"] <= size <= spec["max"]:
                 add(("bench", "shapes", index, dim_name), f"{size} is outside {dim_name}'s range {spec['min']}..{spec['max']}")
-    package = _obj(data.get("package"))
+
+
+def _check_package_image(package: dict[str, Any], add: Add) -> None:
+    """package.image is an image repository: valid, and without a tag or digest (the tag is <version>-<target>)."""
     if isinstance(package.get("image"), str) and isinstance(package.get("version"), str):
         from .package.reference import ReferenceError_, parse
 
@@ -514,6 +559,10 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
         except ReferenceError_:
             add(("package", "image"), f"'{package['image']}' is not a valid image repository "
                 "(lowercase registry/path, no tag: the tag is <version>-<target>)")
+
+
+def _check_package_bases(package: dict[str, Any], add: Add) -> None:
+    """Every package.base is a valid image reference."""
     for kind, base in _obj(package.get("base")).items():
         if isinstance(base, str):
             from .package.reference import ReferenceError_, parse
@@ -522,10 +571,14 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
                 parse(base)
             except ReferenceError_ as exc:
                 add(("package", "base", kind), str(exc))
+
+
+def _check_bench_primary(bench: dict[str, Any], add: Add) -> None:
+    """bench.primary names one of the bench shapes."""
     primary = bench.get("primary", "opt")
+    labels = _bench_labels(bench)
     if isinstance(primary, str) and labels and primary not in labels:
         add(("bench", "primary"), f"'{primary}' is not one of the bench shapes ({', '.join(labels)})")
-    return problems
 
 
 def _package(options: dict[str, Any] | None) -> dict[str, Any] | None:

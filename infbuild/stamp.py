@@ -72,13 +72,30 @@ def parse_stamp(data: Any) -> Stamp | None:
         return None
 
 
+_read: dict[Path, tuple[tuple[int, int, int, int], Stamp | None]] = {}
+
+
 def read_stamp(folder: Path) -> Stamp | None:
-    """The stamp of a stage folder, or None when absent, unreadable or naming files outside its folder."""
+    """The stamp of a stage folder, or None when absent, unreadable or naming files outside its folder.
+
+    A no-op build asks for each stamp several times (its stage, the stages downstream, the manifest): a stamp is
+    parsed once per process and reused while its file is the same (device, inode, size, mtime: commit replaces
+    stamps with a rename, so a new stamp is a new inode)."""
+    path = folder / STAMP
     try:
-        data = json.loads((folder / STAMP).read_text(encoding="utf-8"))
+        st = path.stat()
+    except OSError:
+        return None
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    seen = _read.get(path)
+    if seen is not None and seen[0] == ident:
+        return seen[1]
+    try:
+        stamp = parse_stamp(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, RecursionError):
         return None
-    return parse_stamp(data)
+    _read[path] = (ident, stamp)
+    return stamp
 
 
 def stamp_problem(stamp: Stamp, stage: str, recipe: str, target: str, outputs: Outputs) -> str | None:

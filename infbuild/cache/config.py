@@ -10,7 +10,6 @@ from pathlib import Path
 from ..errors import ConfigError
 from .base import Cache
 from .local import LocalCache
-from .registry_cache import RegistryCache
 
 
 def default_local_path() -> Path:
@@ -29,6 +28,8 @@ def parse_entry(text: str, root: Path) -> Cache:
         location = location.removeprefix("//")
         if not location or "/" not in location:
             raise ConfigError(f"cache '{text}': expected oci:REGISTRY/REPOSITORY")
+        from .registry_cache import RegistryCache  # the registry client only when a registry cache is configured
+
         user, password = os.environ.get("INFBUILD_CACHE_USERNAME"), os.environ.get("INFBUILD_CACHE_PASSWORD")
         try:
             return RegistryCache(location, writable=mode == "rw",

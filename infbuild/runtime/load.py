@@ -229,18 +229,43 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     """Load ``recipe``'s artifact for this host from an artifacts folder (or its manifest.json). Inputs holding
     NaN or infinities are refused unless ``check_finite=False``."""
     manifest, root = _manifest(Path(artifacts))
+    entry = _recipe_entry(manifest, recipe, root)
+    targets = _obj(entry.get("targets") or {}, f"recipes.{recipe}.targets", root)
+    host = host_fingerprint()
+    target = _choose_target(recipe, targets, target, host, allow_target_mismatch)
+    here = _obj(targets[target], f"recipes.{recipe}.targets.{target}", root)
+    # Called from load itself: its warning's stacklevel=3 points at load's caller.
+    _check_target(recipe, target, here.get("fingerprint"), host, allow_target_mismatch)
+    backend = _choose_backend(root, recipe, target, here, backend)
+    _check_verified(root, recipe, target, here, backend)
+    stage = registry.backends()[backend].name
+    stage_target = _stage_target(recipe, targets, target, stage)
+    stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage])
+    io = _io(stamp, entry.get("io"), recipe, root)
+    runner = _runner(backend, root / recipe / stage_target / stage, io, target, threads)
+    return Model(recipe, target, backend, io, runner, check_finite)
+
+
+def _recipe_entry(manifest: dict[str, Any], recipe: str, root: Path) -> dict[str, Any]:
+    """The manifest's entry for ``recipe``."""
     entry = manifest["recipes"].get(recipe)
     if entry is None:
         known = ", ".join(sorted(manifest["recipes"])) or "none"
         raise ArtifactError(f"no recipe '{recipe}' in {root / 'manifest.json'} (built: {known})")
-    entry = _obj(entry, f"recipes.{recipe}", root)
-    targets = _obj(entry.get("targets") or {}, f"recipes.{recipe}.targets", root)
-    host = host_fingerprint()
+    return _obj(entry, f"recipes.{recipe}", root)
+
+
+def _choose_target(recipe: str, targets: dict[str, Any], target: str | None, host: dict[str, Any],
+                   allow_target_mismatch: bool) -> str:
+    """The target asked for, else this host's; either way one the manifest lists."""
     target = target or _host_target(recipe, targets, host, allow_target_mismatch)
     if target not in targets:
         raise ArtifactError(f"{recipe}: no target {target} in the manifest (built: {', '.join(sorted(targets))})")
-    here = _obj(targets[target], f"recipes.{recipe}.targets.{target}", root)
-    _check_target(recipe, target, here.get("fingerprint"), host, allow_target_mismatch)
+    return target
+
+
+def _choose_backend(root: Path, recipe: str, target: str, here: dict[str, Any], backend: str | None) -> str:
+    """The backend asked for, else the target's preferred one; a known backend the recipe was built for."""
     backend = backend or here.get("preferred")
     if backend is None:
         raise ArtifactError(f"{recipe}: no artifact passed verification on {target}; see "
@@ -252,22 +277,31 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     if built_with and backend not in built_with:
         raise ArtifactError(f"{recipe}: no {backend} artifact: the recipe was not built for it "
                             f"(its backends: {', '.join(built_with)})")
+    return backend
+
+
+def _check_verified(root: Path, recipe: str, target: str, here: dict[str, Any], backend: str) -> None:
+    """Refuse an artifact that has not passed verification on ``target``."""
     verdict = _verdict(root, recipe, target, here, backend)
     if verdict.get("passed") is not True:
         raise ArtifactError(f"{recipe}: the {backend} artifact on {target} has not passed verification "
                             f"({verdict.get('status') or ('failed' if verdict.get('passed') is False else 'not verified')})")
-    stage = by_backend[backend].name
+
+
+def _stage_target(recipe: str, targets: dict[str, Any], target: str, stage: str) -> str:
+    """The target folder holding the artifact stage's output: ``target``'s own, else the portable one."""
     stage_target = next((t for t in (target, "portable")
                          if isinstance(targets.get(t), dict) and stage in (targets[t].get("stages") or {})), None)
     if stage_target is None:
         raise ArtifactError(f"{recipe}: the manifest lists no {stage} stage for {target}")
-    stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage])
-    io = _io(stamp, entry.get("io"), recipe, root)
-    folder = root / recipe / stage_target / stage
+    return stage_target
+
+
+def _runner(backend: str, folder: Path, io: dict[str, Any], target: str, threads: int | None) -> Runner:
+    """The backend's runner over the artifact folder, on the device the artifact was built for."""
     dtypes = {n: spec["dtype"] for n, spec in io["inputs"].items()}
     device = artifact_device(folder, "cuda" if target.startswith("cuda-") else "cpu")
-    runner = load_backend(backend, folder, tuple(io["outputs"]), dtypes, device=device, threads=threads)
-    return Model(recipe, target, backend, io, runner, check_finite)
+    return load_backend(backend, folder, tuple(io["outputs"]), dtypes, device=device, threads=threads)
 
 
 def _host_target(recipe: str, targets: dict[str, Any], host: dict[str, Any], allow_target_mismatch: bool) -> str:

@@ -7,6 +7,7 @@ report.md (a table) and latency.png (latency by shape, a line per backend).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -115,25 +116,57 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class _Contenders:
+    """What the bench times: a zero-argument call per backend and shape label, in timing order."""
+
+    callers: dict[str, dict[str, Call]] = field(default_factory=dict)
+    runs_on: dict[str, str] = field(default_factory=dict)  # where each backend actually ran: execution provider or device
+    loading: dict[str, float] = field(default_factory=dict)  # seconds to load or build each backend, never part of its timings
+
+
 def run(job: Job) -> None:
-    recipe, root, out, upstream, device = job.recipe, job.root, job.out, job.upstream, job.device
-    opts = recipe.bench
+    recipe, opts = job.recipe, job.recipe.bench
     torch.set_num_threads(opts["threads"])
+    verify = _verify_results(job.upstream)
+    shape_specs, arrays = _inputs(recipe, job.root)
+    contenders = _load_backends(recipe, job.upstream, verify, arrays, job.device)
+    # Baselines run where torch can: a GPU target with a CPU build of torch times them on the CPU (recorded).
+    torch_device = job.device if job.device != "cuda" or torch.cuda.is_available() else "cpu"
+    _baselines(recipe, job.root, arrays, torch_device, contenders)
+    sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
+    setup = first_calls(recipe, contenders.callers, contenders.loading, sync)
+    samples = _time(recipe, contenders.callers, list(shape_specs), sync)
+    results = _results(recipe, samples, shape_specs)
+    preferred = choose_preferred(verify, {"primary_shape": opts["primary"], "results": results}, list(recipe.backends))
+    meta = _meta(recipe, job.out, job.device, torch_device)
+    _write_reports(recipe, job.out, results, preferred, verify, meta, shape_specs, contenders.runs_on, setup)
+
+
+def _verify_results(upstream: dict[str, Path]) -> dict[str, Any]:
+    """The verify stage's result per backend (whether its artifact passed, or why it was not verified)."""
     verified = VerifyReport.read(upstream["verify"])
     if verified is None:
         raise StageFailed(f"{upstream['verify']}: no readable verify report (rebuild verify)")
-    verify = verified.results
-    artifact_stage = {backend: stage.name for backend, stage in backends().items()}
+    return verified.results
+
+
+def _inputs(recipe: Recipe, root: Path) -> tuple[dict[str, dict[str, tuple[int, ...]]], dict[str, dict[str, np.ndarray]]]:
+    """(input shapes, input arrays) per shape label: the recipe's bench shapes, then the user's own samples."""
     shape_specs = recipe.bench_shapes()
     arrays = {label: sample_inputs(recipe, shapes, seed=1234) for label, shapes in shape_specs.items()}
     for label, given in user_samples(recipe, root).items():  # the user's own inputs are timed too
         arrays[label] = given
         shape_specs[label] = {k: tuple(v.shape) for k, v in given.items()}
-    labels = list(shape_specs)
+    return shape_specs, arrays
+
+
+def _load_backends(recipe: Recipe, upstream: dict[str, Path], verify: dict[str, Any],
+                   arrays: dict[str, dict[str, np.ndarray]], device: str) -> _Contenders:
+    """Every built and verified artifact, loaded (timed as set-up) and prepared at every shape; the others skipped."""
+    artifact_stage = {backend: stage.name for backend, stage in backends().items()}
     dtypes = {i.name: i.dtype for i in recipe.inputs}
-    callers: dict[str, dict[str, Call]] = {}
-    runs_on: dict[str, str] = {}  # where each backend actually ran: execution provider or device
-    loading: dict[str, float] = {}  # seconds to load or build each backend, never part of its timings
+    contenders = _Contenders()
     for backend in recipe.backends:
         stage = artifact_stage[backend]
         if stage not in upstream or verify.get(backend, {}).get("passed") is None:
@@ -141,27 +174,37 @@ def run(job: Job) -> None:
             continue
         t0 = time.perf_counter()
         runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
-                              device=artifact_device(upstream[stage], device), threads=opts["threads"])
-        loading[backend] = time.perf_counter() - t0
-        callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
-        runs_on[backend] = runner.detail
-    # Baselines run where torch can: a GPU target with a CPU build of torch times them on the CPU (recorded).
-    torch_device = device if device != "cuda" or torch.cuda.is_available() else "cpu"
-    if "eager" in opts["baselines"] or "torch_compile" in opts["baselines"]:
-        t0 = time.perf_counter()
-        model = build_model(recipe, root, device=torch_device)
-        loading["eager"] = loading["torch_compile"] = time.perf_counter() - t0
-        if "eager" in opts["baselines"]:
-            callers["eager"] = _torch_callers(model, recipe, arrays, torch_device)
-            runs_on["eager"] = torch_device
-        if "torch_compile" in opts["baselines"]:
-            print(f"[bench] {recipe.name}: torch.compile(mode={opts['torch_compile_mode']!r}) compiles on first call",
-                  flush=True)
-            compiled = torch.compile(model, mode=None if opts["torch_compile_mode"] == "default" else opts["torch_compile_mode"])
-            callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, torch_device)
-            runs_on["torch_compile"] = torch_device
-    sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
-    setup = first_calls(recipe, callers, loading, sync)
+                              device=artifact_device(upstream[stage], device), threads=recipe.bench["threads"])
+        contenders.loading[backend] = time.perf_counter() - t0
+        contenders.callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
+        contenders.runs_on[backend] = runner.detail
+    return contenders
+
+
+def _baselines(recipe: Recipe, root: Path, arrays: dict[str, dict[str, np.ndarray]], torch_device: str,
+               contenders: _Contenders) -> None:
+    """Add the eager and torch.compile baselines the recipe asks for (one model build, timed as their set-up)."""
+    opts = recipe.bench
+    if "eager" not in opts["baselines"] and "torch_compile" not in opts["baselines"]:
+        return
+    t0 = time.perf_counter()
+    model = build_model(recipe, root, device=torch_device)
+    contenders.loading["eager"] = contenders.loading["torch_compile"] = time.perf_counter() - t0
+    if "eager" in opts["baselines"]:
+        contenders.callers["eager"] = _torch_callers(model, recipe, arrays, torch_device)
+        contenders.runs_on["eager"] = torch_device
+    if "torch_compile" in opts["baselines"]:
+        print(f"[bench] {recipe.name}: torch.compile(mode={opts['torch_compile_mode']!r}) compiles on first call",
+              flush=True)
+        compiled = torch.compile(model, mode=None if opts["torch_compile_mode"] == "default" else opts["torch_compile_mode"])
+        contenders.callers["torch_compile"] = _torch_callers(compiled, recipe, arrays, torch_device)
+        contenders.runs_on["torch_compile"] = torch_device
+
+
+def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str],
+          sync: Callable[[], Any]) -> dict[str, dict[str, list[int]]]:
+    """Nanoseconds per timed call, by backend and label: rounds over the shapes, the backends in a rotating order."""
+    opts = recipe.bench
     samples: dict[str, dict[str, list[int]]] = {b: {label: [] for label in labels} for b in callers}
     order = list(callers)
     total = opts["rounds"] * len(labels) * len(order)
@@ -171,32 +214,55 @@ def run(job: Job) -> None:
         rotated = order[round_index % len(order):] + order[:round_index % len(order)]
         for label in labels:
             for backend in rotated:
-                call = callers[backend][label]
-                for _ in range(opts["warmup"] + (3 if round_index == 0 else 0)):
-                    call()
-                sync()
-                bucket = samples[backend][label]
-                deadline = time.perf_counter_ns() + int(opts["max_seconds"] * 1e9)
-                for index in range(opts["iterations"]):
-                    t0 = time.perf_counter_ns()
-                    call()
-                    sync()
-                    bucket.append(time.perf_counter_ns() - t0)
-                    if index + 1 >= MIN_SAMPLES and bucket[-1] + t0 > deadline:
-                        break  # slow shapes stop at the time budget (samples counts what was timed)
+                _time_one(callers[backend][label], samples[backend][label], opts, round_index == 0, sync)
                 done += 1
             print(f"[bench] {recipe.name} round {round_index + 1}/{opts['rounds']} {label}: {done}/{total} "
                   f"({time.perf_counter() - started:.1f}s)", flush=True)
-    results = {b: {label: _stats(samples[b][label], shape_specs[label][recipe.inputs[0].name][0]
-                                  if shape_specs[label][recipe.inputs[0].name] else 1)
-                   for label in labels} for b in order}
-    primary = opts["primary"]
-    preferred = choose_preferred(verify, {"primary_shape": primary, "results": results}, list(recipe.backends))
-    meta = {"target": out.parent.name, "device": device, "baseline_device": torch_device,
+    return samples
+
+
+def _time_one(call: Call, bucket: list[int], opts: dict[str, Any], first_round: bool, sync: Callable[[], Any]) -> None:
+    """Warm up (longer in the first round), then append the nanoseconds of each timed call to ``bucket``."""
+    for _ in range(opts["warmup"] + (3 if first_round else 0)):
+        call()
+    sync()
+    deadline = time.perf_counter_ns() + int(opts["max_seconds"] * 1e9)
+    for index in range(opts["iterations"]):
+        t0 = time.perf_counter_ns()
+        call()
+        sync()
+        bucket.append(time.perf_counter_ns() - t0)
+        if index + 1 >= MIN_SAMPLES and bucket[-1] + t0 > deadline:
+            break  # slow shapes stop at the time budget (samples counts what was timed)
+
+
+def _results(recipe: Recipe, samples: dict[str, dict[str, list[int]]],
+             shape_specs: dict[str, dict[str, tuple[int, ...]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Latency statistics by backend and label."""
+    return {b: {label: _stats(per_label[label], _batch(recipe, shape_specs[label])) for label in shape_specs}
+            for b, per_label in samples.items()}
+
+
+def _batch(recipe: Recipe, shapes: dict[str, tuple[int, ...]]) -> int:
+    """Items per call, for throughput: the first input's leading size (1 for a scalar)."""
+    shape = shapes[recipe.inputs[0].name]
+    return shape[0] if shape else 1
+
+
+def _meta(recipe: Recipe, out: Path, device: str, torch_device: str) -> dict[str, Any]:
+    opts = recipe.bench
+    return {"target": out.parent.name, "device": device, "baseline_device": torch_device,
             "threads": opts["threads"], "warmup": opts["warmup"], "iterations": opts["iterations"],
             "max_seconds": opts["max_seconds"],
-            "rounds": opts["rounds"], "primary_shape": primary, "torch": torch.__version__}
-    BenchReport(primary, opts["threads"], results, preferred,
+            "rounds": opts["rounds"], "primary_shape": opts["primary"], "torch": torch.__version__}
+
+
+def _write_reports(recipe: Recipe, out: Path, results: dict[str, dict[str, dict[str, float]]], preferred: str | None,
+                   verify: dict[str, Any], meta: dict[str, Any], shape_specs: dict[str, dict[str, tuple[int, ...]]],
+                   runs_on: dict[str, str], setup: dict[str, float]) -> None:
+    """report.json, report.md (also printed) and latency.png."""
+    opts, labels = recipe.bench, list(shape_specs)
+    BenchReport(opts["primary"], opts["threads"], results, preferred,
                 {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
                  "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends}, "runs_on": runs_on}).write(out)
     (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on, setup),

@@ -87,30 +87,49 @@ def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, refe
     try:
         runner = load_backend(backend, folder, recipe.outputs, dtypes, device=artifact_device(folder, device))
     except ArtifactError as exc:
-        if _unsupported(str(exc)):
-            return _unsupported_entry(recipe, backend, str(exc)), []
-        return {"passed": False, "error": str(exc), "max_abs_err": float("inf"), "max_rel_err": float("inf")}, \
-            [f"{backend}: {exc}"]
+        return _load_failure(recipe, backend, exc)
     entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {},
                              "runner": runner.detail}
     failures = []
     for label in meta["shapes"]:
-        with np.load(reference / f"{label}.npz") as data:
-            inputs = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
-            expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
-        result = check_shape(recipe, runner, inputs, expected)
+        result = check_shape(recipe, runner, *_reference_sample(reference, label))
         if not result["passed"] and _unsupported(result.get("error", "")):
             return _unsupported_entry(recipe, backend, result["error"]), []
         result["inputs"] = meta["shapes"][label]["inputs"]
-        entry["shapes"][label] = result
-        entry["max_abs_err"] = max(entry["max_abs_err"], result["max_abs_err"])
-        entry["max_rel_err"] = max(entry["max_rel_err"], result["max_rel_err"])
+        _record(entry, label, result)
         print(f"[verify] {recipe.name} {backend} @ {label}: {_summary(result)}", flush=True)
         if not result["passed"]:
             entry["passed"] = False
-            shape = ", ".join(f"{k}{v}" for k, v in result["inputs"].items())
-            failures.append(f"{backend} at {label} shape ({shape}): {result.get('error') or _summary(result)}")
+            failures.append(_failure_line(backend, label, result))
     return entry, failures
+
+
+def _load_failure(recipe: Recipe, backend: str, exc: ArtifactError) -> tuple[dict[str, Any], list[str]]:
+    """An artifact that would not load: unsupported on this target, or failed."""
+    if _unsupported(str(exc)):
+        return _unsupported_entry(recipe, backend, str(exc)), []
+    return {"passed": False, "error": str(exc), "max_abs_err": float("inf"), "max_rel_err": float("inf")}, \
+        [f"{backend}: {exc}"]
+
+
+def _reference_sample(reference: Path, label: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One reference sample's (inputs, expected outputs)."""
+    with np.load(reference / f"{label}.npz") as data:
+        inputs = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
+        expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
+    return inputs, expected
+
+
+def _record(entry: dict[str, Any], label: str, result: dict[str, Any]) -> None:
+    """Add one sample's result to the artifact's entry, keeping its worst errors."""
+    entry["shapes"][label] = result
+    entry["max_abs_err"] = max(entry["max_abs_err"], result["max_abs_err"])
+    entry["max_rel_err"] = max(entry["max_rel_err"], result["max_rel_err"])
+
+
+def _failure_line(backend: str, label: str, result: dict[str, Any]) -> str:
+    shape = ", ".join(f"{k}{v}" for k, v in result["inputs"].items())
+    return f"{backend} at {label} shape ({shape}): {result.get('error') or _summary(result)}"
 
 
 def _unsupported_entry(recipe: Recipe, backend: str, message: str) -> dict[str, Any]:
@@ -156,25 +175,31 @@ def markdown(recipe: Recipe, results: dict[str, Any]) -> str:
 
 
 def run(job: Job) -> list[str]:
-    recipe, out, upstream, device = job.recipe, job.out, job.upstream, job.device
-    meta = json.loads((upstream["reference"] / "reference.json").read_text(encoding="utf-8"))
-    artifact_stage = {backend: stage.name for backend, stage in backends().items()}
+    meta = json.loads((job.upstream["reference"] / "reference.json").read_text(encoding="utf-8"))
     results: dict[str, Any] = {}
     failures: list[str] = []
-    for backend in recipe.backends:
-        if artifact_stage[backend] not in upstream:
-            results[backend] = {"passed": None, "status": "not buildable here"}
-            continue
-        unavailable = unavailable_reason(backend)
-        if unavailable:
-            results[backend] = {"passed": None, "status": f"not verifiable here: {unavailable}"}
-            print(f"[verify] {recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
-            continue
-        results[backend], failed = verify_backend(recipe, backend, upstream[artifact_stage[backend]], device,
-                                                  upstream["reference"], meta)
+    for backend in job.recipe.backends:
+        results[backend], failed = _verify(job, backend, meta)
         failures += failed
+    _write_reports(job.recipe, job.out, results, failures)
+    return failures
+
+
+def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """One artifact's (report entry, failure lines); one that cannot be verified here is recorded as such."""
+    stage = backends()[backend].name
+    if stage not in job.upstream:
+        return {"passed": None, "status": "not buildable here"}, []
+    unavailable = unavailable_reason(backend)
+    if unavailable:
+        print(f"[verify] {job.recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
+        return {"passed": None, "status": f"not verifiable here: {unavailable}"}, []
+    return verify_backend(job.recipe, backend, job.upstream[stage], job.device, job.upstream["reference"], meta)
+
+
+def _write_reports(recipe: Recipe, out: Path, results: dict[str, Any], failures: list[str]) -> None:
+    """report.json, report.md and, when any artifact failed, failures.txt."""
     VerifyReport(list(recipe.backends), recipe.verify["rtol"], recipe.verify["atol"], RULE, results, failures).write(out)
     (out / "report.md").write_text(markdown(recipe, results), encoding="utf-8")
     if failures:
         (out / "failures.txt").write_text("\n".join(failures) + "\n", encoding="utf-8")
-    return failures
