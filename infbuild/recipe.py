@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from .errors import Problem, RecipeError
 from .project import Project
-from .recipe_file import INT_MAX, INT_MIN, FieldPath, field_name, line_of, parse
+from .recipe_cache import CheckedRecipes, content_key
+from .recipe_file import INT_MAX, INT_MIN, FieldPath, RecipeFileError, field_name, line_of, parse_text, read_text
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "recipe.schema.json"
 BACKENDS = ("onnxruntime", "aoti")  # the default; "tensorrt" is opt-in
@@ -629,14 +630,30 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
     )
 
 
-def _check_file(path: Path, display: str, project: Project) -> tuple[Recipe | None, list[Problem]]:
-    """Parse, validate against the schema, check meaning, build: every problem of the file at once."""
-    data, lines, problems = parse(path, display)
+def _check_file(path: Path, display: str, project: Project, checked: CheckedRecipes | None = None
+                ) -> tuple[Recipe | None, list[Problem]]:
+    """Parse, validate against the schema, check meaning, build: every problem of the file at once. A text that
+    parsed and passed the schema before (``checked``) is not parsed or schema-checked again."""
+    try:
+        text = read_text(path)
+    except RecipeFileError as exc:
+        return None, [Problem(display, exc.line, "", exc.message)]
+    key = content_key(text, path.suffix)
+    hit = checked.get(key) if checked is not None else None
+    problems: list[Problem] = []
+    if hit is not None:
+        data, lines = hit
+    else:
+        data, lines, problems = parse_text(text, path.suffix, display)
     if data is None and problems:
         return None, problems
     if not isinstance(data, dict):
         return None, problems + [Problem(display, 1, "", f"a recipe is a mapping of fields, got {_describe(data)}")]
-    problems += _schema_problems(data, display, lines) + _semantic(data, display, lines, project)
+    if hit is None:
+        problems += _schema_problems(data, display, lines)
+        if not problems and checked is not None:
+            checked.put(key, data, lines)
+    problems += _semantic(data, display, lines, project)
     if problems:
         return None, problems
     return _build(data, display, lines, project), []
@@ -651,11 +668,12 @@ def _capped(problems: list[Problem], display: str) -> list[Problem]:
     return shown + [Problem(display, shown[-1].line, "~", f"{rest} more problem(s) not shown; fix the ones above first")]
 
 
-def load_file(path: Path, project: Project) -> tuple[Recipe | None, list[Problem]]:
+def load_file(path: Path, project: Project, checked: CheckedRecipes | None = None
+              ) -> tuple[Recipe | None, list[Problem]]:
     """Load one recipe file: (recipe, []) or (None, located problems). Never raises for anything in the file."""
     display = project.display(path)
     try:
-        recipe, problems = _check_file(path, display, project)
+        recipe, problems = _check_file(path, display, project, checked)
     except RecursionError:
         recipe, problems = None, [Problem(display, 1, "", "nesting too deep to check")]
     except Exception as exc:  # noqa: BLE001 - a hostile file must never turn into a traceback
@@ -669,11 +687,13 @@ def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Reci
     files = paths if paths is not None else project.recipe_files()
     recipes: list[Recipe] = []
     problems: list[Problem] = []
+    checked = CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json")
     for path in files:
-        recipe, found = load_file(path, project)
+        recipe, found = load_file(path, project, checked)
         problems.extend(found)
         if recipe is not None:
             recipes.append(recipe)
+    checked.save()
     first_seen: dict[str, Recipe] = {}
     for recipe in recipes:
         other = first_seen.setdefault(recipe.name, recipe)

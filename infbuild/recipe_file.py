@@ -346,8 +346,21 @@ def value_problems(data: Any, display: str, lines: dict[FieldPath, int]) -> list
 def parse(path: Path, display: str) -> tuple[Any, dict[FieldPath, int], list[Problem]]:
     """Return (data, field lines, problems) for one recipe file; data is None when unparsable."""
     try:
-        text = decode(read_bytes(path))
-        if path.suffix == ".json":
+        text = read_text(path)
+    except RecipeFileError as exc:
+        return None, {}, [Problem(display, exc.line, "", exc.message)]
+    return parse_text(text, path.suffix, display)
+
+
+def read_text(path: Path) -> str:
+    """The file's text (bounded, never from a FIFO, device or folder), else a located RecipeFileError."""
+    return decode(read_bytes(path))
+
+
+def parse_text(text: str, suffix: str, display: str) -> tuple[Any, dict[FieldPath, int], list[Problem]]:
+    """(data, field lines, problems) of a recipe's text: JSON for ``.json``, YAML otherwise."""
+    try:
+        if suffix == ".json":
             data = _load_json(text)
             walker = _positions(text)
         else:
