@@ -693,7 +693,8 @@ def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Reci
         problems.extend(found)
         if recipe is not None:
             recipes.append(recipe)
-    checked.save()
+    if not problems:
+        checked.save()
     first_seen: dict[str, Recipe] = {}
     for recipe in recipes:
         other = first_seen.setdefault(recipe.name, recipe)

@@ -74,10 +74,11 @@ class CheckedRecipes:
         self.dirty = True
 
     def save(self) -> None:
-        if not self.dirty or self.path is None:
+        """Write the cache, into a bookkeeping folder that a build already made (checking recipes alone, as
+        `infbuild validate` does, creates nothing)."""
+        if not self.dirty or self.path is None or not self.path.parent.is_dir():
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"version": _checker_version(), "entries": self.entries})
         except OSError:
             pass  # a read-only artifacts folder: recipes are simply checked again next time
