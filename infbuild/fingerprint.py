@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .tool_cache import cached, stat_key
 
 TOOLS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt", "doit", "docker", "infbuild")
 # CPU flags that change what a compiler emits with -march=native; part of the cpu-scope key.
@@ -80,6 +82,14 @@ def _visible_index() -> str | None:
         return None
     first = visible.split(",")[0].strip()
     return first or "none"
+
+
+def gxx_version() -> str | None:
+    """The C++ compiler AOTInductor uses, cached by its driver binary (a no-op build starts no compiler)."""
+    found = shutil.which("g++")
+    if found is None:
+        return None
+    return cached("compiler-versions", stat_key(Path(found)), lambda: _run(["g++", "-dumpfullversion"]))
 
 
 def detect_gpus() -> tuple[list[dict[str, Any]], str | None]:
@@ -150,7 +160,7 @@ def host_fingerprint() -> dict[str, Any]:
     arch = platform.machine()
     model, flags = _cpuinfo()
     gpus, cuda_version = detect_gpus()
-    gxx = _run(["g++", "-dumpfullversion"])
+    gxx = gxx_version()
     libc = " ".join(platform.libc_ver()).strip() or None
     fp: dict[str, Any] = {
         "cpu": {"arch": arch, "model": model, "isa": isa_level(arch, set(flags)),

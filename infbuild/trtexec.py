@@ -5,7 +5,6 @@ built by these tests; they run a stand-in that checks argv). Nothing goes throug
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ from typing import Any
 
 from .errors import FieldError
 from .recipe import Recipe
+from .tool_cache import cached
 
 WELL_KNOWN = ("/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
 PRECISION_FLAGS = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8", "fp8": "--fp8", "best": "--best"}
@@ -51,11 +51,6 @@ def parse_version(output: str) -> str | None:
     return f"{code // 1000}.{code // 100 % 10}.{code % 100}"  # TensorRT 8.x: major * 1000 + minor * 100 + patch
 
 
-def _cache_file() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "infbuild" / "trtexec-versions.json"
-
-
 _LDD_LINE = re.compile(r"^\s*(\S+)\s+=>\s+(/\S+)", re.M)
 
 
@@ -82,28 +77,16 @@ def resolved_libraries(path: Path) -> list[str]:
 def version(path: Path) -> str | None:
     """TensorRT version of a trtexec binary, cached on disk by the binary's (path, size, mtime) and the libraries
     the loader resolves for it (its TensorRT version lives in libnvinfer): no-op builds don't run it."""
-    st = path.stat()
-    stat_key = f"{path}|{st.st_size}|{st.st_mtime_ns}|" + ";".join(resolved_libraries(path))
-    cache_path = _cache_file()
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
-    if stat_key in cache:
-        return cache[stat_key]
-    try:
-        done = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60, check=False)
-        found = parse_version(done.stdout + done.stderr)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if found:
+    key = f"{path}|{path.stat().st_size}|{path.stat().st_mtime_ns}|" + ";".join(resolved_libraries(path))
+
+    def banner() -> str | None:
         try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache[stat_key] = found
-            cache_path.write_text(json.dumps(cache), encoding="utf-8")
-        except OSError:
-            pass
-    return found
+            done = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return parse_version(done.stdout + done.stderr)
+
+    return cached("trtexec-versions", key, banner)
 
 
 def major(trt_version: str) -> int:
