@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from .errors import Problem, RecipeError
+from .options import BenchOptions, PackageOptions, StageOptions, VerifyOptions
 from .project import Project
 from .recipe_cache import CheckedRecipes, content_key
 from .recipe_file import INT_MAX, INT_MIN, FieldPath, RecipeFileError, field_name, line_of, parse_text, read_text
@@ -54,17 +55,17 @@ DEFAULT_TOLERANCES = {
     "float16": {"rtol": 1e-2, "atol": 1e-3},
     "bfloat16": {"rtol": 5e-2, "atol": 1e-2},
 }
-BENCH_DEFAULTS: dict[str, Any] = {
+BENCH_DEFAULTS: BenchOptions = {
     "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "max_seconds": 1.0, "rounds": 3,
     "threads": 1,
     "baselines": ["eager"], "torch_compile_mode": "default", "enabled": True,
 }
-PACKAGE_DEFAULTS: dict[str, Any] = {
+PACKAGE_DEFAULTS: dict[str, Any] = {  # PackageOptions without image and version (required in the recipe)
     "base": {"cpu": "docker.io/library/python:3.11-slim", "cuda": "nvcr.io/nvidia/tensorrt:24.08-py3"},
     "include": "preferred", "push": False, "builder": "docker", "oci_layout": False, "registry": {},
     "dockerfile": [], "source": "",
 }
-STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+STAGE_DEFAULTS: StageOptions = {
     "onnx": {"opset": 18, "external_data": False, "graph_only": False},
     "reference": {"seed": 0},
     "aoti": {"device": "auto", "max_autotune": False, "inductor_configs": {}},
@@ -116,10 +117,10 @@ class Recipe:
     dims: dict[str, Dim]
     outputs: tuple[str, ...]
     backends: tuple[str, ...]
-    stages: dict[str, dict[str, Any]]
-    verify: dict[str, Any]  # rtol, atol, and per-output overrides under "outputs"
-    bench: dict[str, Any] = field(default_factory=lambda: dict(BENCH_DEFAULTS))
-    package: dict[str, Any] | None = None
+    stages: StageOptions
+    verify: VerifyOptions  # rtol, atol, and per-output overrides under "outputs"
+    bench: BenchOptions = field(default_factory=lambda: BenchOptions(**BENCH_DEFAULTS))
+    package: PackageOptions | None = None
     samples: tuple[str, ...] = ()  # the user's own sample inputs (.npz, relative to the project root)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -582,11 +583,11 @@ def _check_bench_primary(bench: dict[str, Any], add: Add) -> None:
         add(("bench", "primary"), f"'{primary}' is not one of the bench shapes ({', '.join(labels)})")
 
 
-def _package(options: dict[str, Any] | None) -> dict[str, Any] | None:
+def _package(options: dict[str, Any] | None) -> PackageOptions | None:
     if options is None:
         return None
     base = {**PACKAGE_DEFAULTS["base"], **(options.get("base") or {})}
-    return {**PACKAGE_DEFAULTS, **options, "base": base}
+    return cast(PackageOptions, {**PACKAGE_DEFAULTS, **options, "base": base})
 
 
 def _glob_files(pattern: str, root: Path) -> list[Path]:
@@ -610,9 +611,10 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
     for input_name, spec in data["inputs"].items():
         in_dtype, low, high = input_range(spec, dtype)
         inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high, tuple(spec.get("values") or ())))
-    stages = {
-        stage: {**defaults, **((data.get("stages") or {}).get(stage) or {})} for stage, defaults in STAGE_DEFAULTS.items()
-    }
+    stages = cast(StageOptions, {
+        stage: {**cast(dict[str, Any], defaults), **((data.get("stages") or {}).get(stage) or {})}
+        for stage, defaults in STAGE_DEFAULTS.items()
+    })
     return Recipe(
         name=data["name"],
         file=display,
@@ -622,8 +624,8 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         outputs=tuple(data["outputs"]),
         backends=tuple(data.get("backends") or BACKENDS),
         stages=stages,
-        verify={**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})},
-        bench={**BENCH_DEFAULTS, **(data.get("bench") or {})},
+        verify=cast(VerifyOptions, {**DEFAULT_TOLERANCES[dtype], **(data.get("verify") or {})}),
+        bench=cast(BenchOptions, {**BENCH_DEFAULTS, **(data.get("bench") or {})}),
         package=_package(data.get("package")),
         samples=tuple(data.get("samples") or ()),
         lines={field_name(p): line for p, line in lines.items() if p},

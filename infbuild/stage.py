@@ -17,6 +17,7 @@ from .artifacts import Outputs
 if TYPE_CHECKING:
     from .plan import Host, PlannedStage
     from .recipe import Recipe
+    from .runtime.backends import Runner
     from .stamp import Stamp
 
 Scope = Literal["portable", "device", "cuda"]
@@ -94,6 +95,22 @@ class Stage:
         """Add what the manifest says about this stage's outputs beyond its stamp (reports, image, I/O)."""
 
     # --- the worker ------------------------------------------------------------------------------------------
+
+    # --- the runtime (artifact stages) ----------------------------------------------------------------------------
+
+    def load_runner(self, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
+                    threads: int | None) -> Runner:
+        """Load this stage's artifact with its backend's runner (``infbuild/stages/<name>/runner.py:load``)."""
+        module = importlib.import_module(f"infbuild.stages.{self.name}.runner")
+        return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads)
+
+    def artifact_device(self, folder: Path, default: str) -> str:
+        """The device this artifact was built for, where it records one; else ``default``."""
+        return default
+
+    def unavailable(self) -> str | None:
+        """Why this host cannot run this stage's artifacts (None when it can)."""
+        return None
 
     def runner(self) -> Callable[..., Sequence[str] | None]:
         """The function the worker runs: ``infbuild.stages.<name>.run:run(job)``, returning failures if it judges."""

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from .errors import FieldError
 from .recipe import Recipe
@@ -107,7 +106,7 @@ def shape_flags(recipe: Recipe) -> list[str]:
 
 def builder_flags(recipe: Recipe, trt_version: str) -> list[str]:
     """Flags that change which tactics the builder picks (shared by the timing cache and the engine)."""
-    options: dict[str, Any] = recipe.stages["tensorrt"]
+    options = recipe.stages["tensorrt"]
     flags = []
     if options["builder_optimization_level"] is not None:
         flags.append(f"--builderOptimizationLevel={options['builder_optimization_level']}")

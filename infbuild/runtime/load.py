@@ -21,7 +21,7 @@ from ..fingerprint import cpu_target, host_fingerprint, selected_gpu
 from ..hashing import sha256_file
 from ..reports import REPORT, VerifyReport
 from ..stamp import Stamp, read_stamp, rehash_problems, stamp_problem
-from .backends import NUMPY_DTYPES, Runner, artifact_device, load_backend
+from .backends import NUMPY_DTYPES, Runner, load_backend
 
 
 def _summary(fp: dict[str, Any] | None, target: str) -> str:
@@ -300,7 +300,7 @@ def _stage_target(recipe: str, targets: dict[str, Any], target: str, stage: str)
 def _runner(backend: str, folder: Path, io: dict[str, Any], target: str, threads: int | None) -> Runner:
     """The backend's runner over the artifact folder, on the device the artifact was built for."""
     dtypes = {n: spec["dtype"] for n, spec in io["inputs"].items()}
-    device = artifact_device(folder, "cuda" if target.startswith("cuda-") else "cpu")
+    device = "cuda" if target.startswith("cuda-") else "cpu"
     return load_backend(backend, folder, tuple(io["outputs"]), dtypes, device=device, threads=threads)
 
 

@@ -1,6 +1,8 @@
 """aoti: an AOTInductor package (model.pt2) compiled for this target's CPU or GPU."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...artifacts import Outputs
@@ -13,6 +15,13 @@ if TYPE_CHECKING:
 
 
 class AotiStage(Stage):
+    def artifact_device(self, folder: Path, default: str) -> str:
+        """aoti.json records the device the package was compiled for."""
+        try:
+            return str(json.loads((folder / "aoti.json").read_text(encoding="utf-8"))["device"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return default
+
     def placement(self, recipe: Recipe, host: Host) -> Placement:
         from ...plan import NO_GPU
 

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from ...errors import StageFailed
+from ...options import BenchOptions
 from ...preferred import choose_preferred
 from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
-from ...runtime.backends import artifact_device, load_backend
+from ...runtime.backends import load_backend
 from ...stage import backends
 from ..model import build_model, sample_inputs, to_torch, user_samples
 from ..request import Job
@@ -174,7 +175,7 @@ def _load_backends(recipe: Recipe, upstream: dict[str, Path], verify: dict[str, 
             continue
         t0 = time.perf_counter()
         runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
-                              device=artifact_device(upstream[stage], device), threads=recipe.bench["threads"])
+                              device=device, threads=recipe.bench["threads"])
         contenders.loading[backend] = time.perf_counter() - t0
         contenders.callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
         contenders.runs_on[backend] = runner.detail
@@ -221,7 +222,7 @@ def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str]
     return samples
 
 
-def _time_one(call: Call, bucket: list[int], opts: dict[str, Any], first_round: bool, sync: Callable[[], Any]) -> None:
+def _time_one(call: Call, bucket: list[int], opts: BenchOptions, first_round: bool, sync: Callable[[], Any]) -> None:
     """Warm up (longer in the first round), then append the nanoseconds of each timed call to ``bucket``."""
     for _ in range(opts["warmup"] + (3 if first_round else 0)):
         call()

@@ -20,7 +20,7 @@ class PackageStage(Stage):
         return bool(recipe.package)
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
-        if (recipe.package or {}).get("builder") != "docker":
+        if recipe.package is None or recipe.package["builder"] != "docker":
             return Placement()
         from ...package.engine import engine_available
 

@@ -3,6 +3,7 @@ PyTorch outputs for each."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ def run(job: Job) -> None:
     recipe, root, out = job.recipe, job.root, job.out
     model = build_model(recipe, root)
     seed = recipe.stages["reference"]["seed"]
-    meta = {"seed": seed, "torch": torch.__version__, "shapes": {}}
+    meta: dict[str, Any] = {"seed": seed, "torch": torch.__version__, "shapes": {}}
     samples = {label: sample_inputs(recipe, shapes, seed) for label, shapes in shape_labels(recipe).items()}
     for label, arrays in {**samples, **user_samples(recipe, root)}.items():
         shapes = {k: tuple(v.shape) for k, v in arrays.items()}

@@ -5,7 +5,19 @@ from ...artifacts import Outputs
 from ...stage import register
 from ..tensorrt import TensorrtStage, trt_fields
 
-STAGE = register(TensorrtStage(
+
+class EngineStage(TensorrtStage):
+    def unavailable(self) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            return "the tensorrt Python package is not installed"
+        if importlib.util.find_spec("torch") is None:
+            return "torch is needed for TensorRT I/O buffers"
+        return None
+
+
+STAGE = register(EngineStage(
     "trt_engine", 1, "cuda", "build a TensorRT engine with trtexec (layer info, profile, times, build log)",
     Outputs(("model.engine", "layers.json", "profile.json", "times.json", "build.log", "engine.json")),
     tools=("trtexec",), fields=trt_fields, needs=("onnx", "trt_timing_cache"), backend="tensorrt"))

@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import ArtifactError
 from ...recipe import Recipe
 from ...reports import VerifyReport
-from ...runtime.backends import artifact_device, load_backend, unavailable_reason
+from ...runtime.backends import load_backend, unavailable_reason
 from ...stage import backends
 from ..request import Job
 
@@ -85,7 +85,7 @@ def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, refe
     """One artifact against every reference sample: (its report entry, its failure lines)."""
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     try:
-        runner = load_backend(backend, folder, recipe.outputs, dtypes, device=artifact_device(folder, device))
+        runner = load_backend(backend, folder, recipe.outputs, dtypes, device=device)
     except ArtifactError as exc:
         return _load_failure(recipe, backend, exc)
     entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {},

@@ -1,0 +1,64 @@
+"""The aoti backend's runner: an AOTInductor package (model.pt2) loaded with torch._inductor."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ...errors import ArtifactError
+from ...runtime.backends import to_numpy
+
+
+class AotiRunner:
+    backend = "aoti"
+
+    def __init__(self, folder: Path, outputs: tuple[str, ...], device: str, input_dtypes: Mapping[str, str],
+                 threads: int | None) -> None:
+        import torch
+        import torch._inductor
+
+        if threads:
+            torch.set_num_threads(threads)
+        if device.startswith("cuda"):
+            _preload_onnxruntime()
+        try:
+            self.model = torch._inductor.aoti_load_package(str(folder / "model.pt2"))
+        except Exception as exc:  # noqa: BLE001
+            raise ArtifactError(f"cannot load AOTInductor package {folder / 'model.pt2'}: "
+                                f"{type(exc).__name__}: {str(exc).strip()[:500]}") from None
+        self.torch = torch
+        self.device = device
+        self.outputs = outputs
+        self.dtypes = {name: getattr(torch, dtype) for name, dtype in input_dtypes.items()}
+        self.detail = device
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self.prepare(inputs)()
+        values = [result] if isinstance(result, self.torch.Tensor) else list(result)
+        return {name: to_numpy(t) for name, t in zip(self.outputs, values)}
+
+    def prepare(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+        torch = self.torch
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)).to(self.device, self.dtypes[name])
+                   for name, value in inputs.items()}
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return self.model(**tensors)
+        return call
+
+
+def _preload_onnxruntime() -> None:
+    """Import onnxruntime before a CUDA AOTInductor package is loaded. Seen on an H100 host (torch 2.11+cu130,
+    g++ 13.3, Ubuntu 24.04): in a process that had not imported onnxruntime, aoti_load_package crashed
+    (SIGSEGV in the package's std::regex, parse_device_str); with onnxruntime imported first it loaded and ran."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
+
+
+def load(folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
+         threads: int | None) -> AotiRunner:
+    return AotiRunner(folder, outputs, device, input_dtypes, threads)
