@@ -35,8 +35,15 @@ class TensorrtOptions(TypedDict):
     required: bool
 
 
+class OnnxVariantOptions(TypedDict):
+    optimization_level: Literal["basic", "extended", "all"]
+    fusion_model_type: str
+    per_channel: bool
+    calibration: Literal["minmax", "entropy", "percentile"]
+
+
 StageOptions = TypedDict("StageOptions", {"onnx": OnnxOptions, "reference": ReferenceOptions, "aoti": AotiOptions,
-                                          "tensorrt": TensorrtOptions})
+                                          "tensorrt": TensorrtOptions, "onnx_variants": OnnxVariantOptions})
 
 
 class Tolerance(TypedDict, total=False):
@@ -44,10 +51,16 @@ class Tolerance(TypedDict, total=False):
     atol: float
 
 
+class Budget(TypedDict, total=False):
+    rel_l2: float  # largest relative L2 error allowed
+    cosine: float  # smallest cosine similarity allowed
+
+
 class VerifyOptions(TypedDict):
     rtol: float
     atol: float
     outputs: NotRequired[dict[str, Tolerance]]  # per-output overrides
+    budgets: NotRequired[dict[str, Budget]]  # per precision, for reduced-precision variants
 
 
 class BenchOptions(TypedDict):

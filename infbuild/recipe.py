@@ -55,6 +55,14 @@ DEFAULT_TOLERANCES = {
     "float16": {"rtol": 1e-2, "atol": 1e-3},
     "bfloat16": {"rtol": 5e-2, "atol": 1e-2},
 }
+DEFAULT_BUDGETS: dict[str, dict[str, float]] = {
+    "fp16": {"rel_l2": 1e-2, "cosine": 0.9995},
+    "bf16": {"rel_l2": 3e-2, "cosine": 0.999},
+    "int8": {"rel_l2": 0.1, "cosine": 0.99},
+}
+"""Accuracy budgets of reduced-precision variants against the fp32 eager reference, by precision: the largest
+relative L2 error and the smallest cosine similarity of any output at any verified shape. fp32 variants (an
+optimised or fused graph) keep the recipe's elementwise rtol/atol rule."""
 BENCH_DEFAULTS: BenchOptions = {
     "shapes": ["min", "opt", "max"], "primary": "opt", "warmup": 10, "iterations": 50, "max_seconds": 1.0, "rounds": 3,
     "threads": 1,
@@ -69,6 +77,8 @@ STAGE_DEFAULTS: StageOptions = {
     "onnx": {"opset": 18, "external_data": False, "graph_only": False},
     "reference": {"seed": 0},
     "aoti": {"device": "auto", "max_autotune": False, "inductor_configs": {}},
+    "onnx_variants": {"optimization_level": "all", "fusion_model_type": "bert", "per_channel": False,
+                      "calibration": "minmax"},
     "tensorrt": {"builder_optimization_level": None, "workspace_mib": None, "hardware_compatibility_level": "none",
                  "version_compatible": False, "sparsity": "disable", "precision": [], "strongly_typed": False,
                  "extra_args": [], "trtexec": None, "required": False},
@@ -123,6 +133,18 @@ class Recipe:
     package: PackageOptions | None = None
     samples: tuple[str, ...] = ()  # the user's own sample inputs (.npz, relative to the project root)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # backend -> its variants to build
+
+    def artifacts(self) -> list[str]:
+        """Every artifact the recipe asks for, in its order: its backends, then each backend's variants
+        (``backend:variant``)."""
+        return [*self.backends, *(f"{b}:{v}" for b in self.backends for v in self.variants.get(b, ()))]
+
+    def budget(self, precision: str) -> dict[str, float]:
+        """The accuracy budget of a reduced-precision variant: ``verify.budgets.<precision>`` over the defaults."""
+        budgets: dict[str, Any] = dict(self.verify.get("budgets") or {})
+        own: dict[str, float] = dict(budgets.get(precision) or {})
+        return {**DEFAULT_BUDGETS.get(precision, {}), **own}
 
     def bench_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """Label -> concrete input shapes for every shape the bench stage times."""
@@ -173,6 +195,7 @@ class Recipe:
             "package": self.package,
             "samples": list(self.samples),
             "lines": self.lines,
+            "variants": {b: list(v) for b, v in self.variants.items()},
         }
 
     @classmethod
@@ -195,6 +218,7 @@ class Recipe:
             package=d.get("package"),
             samples=tuple(d.get("samples") or ()),
             lines=d.get("lines", {}),
+            variants={b: tuple(v) for b, v in (d.get("variants") or {}).items()},
         )
 
 
@@ -465,7 +489,16 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
     _check_package_image(package, add)
     _check_package_bases(package, add)
     _check_bench_primary(bench, add)
+    _check_variants(data.get("variants"), data.get("backends"), add)
     return problems
+
+
+def _check_variants(variants: Any, backends: Any, add: Add) -> None:
+    """Variants only of backends the recipe builds."""
+    built = backends if isinstance(backends, list) else list(BACKENDS)
+    for backend in _obj(variants):
+        if backend not in built:
+            add(("variants", backend), f"the recipe does not build {backend} (backends: {', '.join(map(str, built))})")
 
 
 def _check_name(name: Any, add: Add) -> None:
@@ -629,6 +662,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         package=_package(data.get("package")),
         samples=tuple(data.get("samples") or ()),
         lines={field_name(p): line for p, line in lines.items() if p},
+        variants={b: tuple(v) for b, v in (data.get("variants") or {}).items() if v},
     )
 
 

@@ -59,13 +59,27 @@ class Stage:
     reads_model: bool = False  # its key includes the model's sources, weights and samples; its stamp the packages
     cacheable: bool = True  # outputs may be shared through caches (not bench timings, not images)
     backend: str | None = None  # the runtime backend whose artifact this stage builds
+    variant: str | None = None  # for an artifact stage: which variant of its backend (None: the model as it is)
+    precision: str = "fp32"  # the arithmetic its artifact computes in: picks the accuracy budget verify applies
     judges: bool = False  # it checks other stages: may finish with failures (stamped with passed=False)
+    module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name
 
     # --- planning -------------------------------------------------------------------------------------------
 
+    @property
+    def artifact(self) -> str | None:
+        """The artifact's name in reports, the manifest and ``load``: its backend, ``backend:variant`` for a variant."""
+        if self.backend is None:
+            return None
+        return self.backend if self.variant is None else f"{self.backend}:{self.variant}"
+
+    @property
+    def package(self) -> str:
+        return f"infbuild.stages.{self.module or self.name}"
+
     def wanted(self, recipe: Recipe) -> bool:
         """Whether the recipe asks for this stage by itself (stages it ``needs`` are planned with it)."""
-        return self.backend is None or self.backend in recipe.backends
+        return self.artifact is None or self.artifact in recipe.artifacts()
 
     def required(self, recipe: Recipe) -> bool:
         """Whether the recipe requires it: then a host that cannot build it fails instead of skipping it."""
@@ -101,7 +115,7 @@ class Stage:
     def load_runner(self, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
                     threads: int | None) -> Runner:
         """Load this stage's artifact with its backend's runner (``infbuild/stages/<name>/runner.py:load``)."""
-        module = importlib.import_module(f"infbuild.stages.{self.name}.runner")
+        module = importlib.import_module(f"{self.package}.runner")
         return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads)
 
     def artifact_device(self, folder: Path, default: str) -> str:
@@ -114,7 +128,7 @@ class Stage:
 
     def runner(self) -> Callable[..., Sequence[str] | None]:
         """The function the worker runs: ``infbuild.stages.<name>.run:run(job)``, returning failures if it judges."""
-        module = importlib.import_module(f"infbuild.stages.{self.name}.run")
+        module = importlib.import_module(f"{self.package}.run")
         return module.run
 
 
@@ -151,13 +165,19 @@ def get(name: str) -> Stage:
     return _load()[name]
 
 
+def artifacts() -> dict[str, Stage]:
+    """Artifact name (``onnxruntime``, ``onnxruntime:int8_dynamic`` ...) -> the stage that builds it."""
+    return {s.artifact: s for s in _load().values() if s.artifact}
+
+
 def backends() -> dict[str, Stage]:
-    """Runtime backend -> the stage that builds its artifact."""
-    return {s.backend: s for s in _load().values() if s.backend}
+    """Runtime backend -> the stage that builds its artifact as the model is (no variant)."""
+    return {s.backend: s for s in _load().values() if s.backend and s.variant is None}
 
 
 def for_backend(backend: str) -> Stage:
-    return backends()[backend]
+    """The stage building this artifact (a backend, or ``backend:variant``)."""
+    return artifacts()[backend]
 
 
 def judge() -> Stage:

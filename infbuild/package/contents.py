@@ -23,7 +23,7 @@ def selection(recipe: dict[str, Any], upstream: dict[str, Path]) -> dict[str, An
     verify = VerifyReport.read(upstream["verify"])
     bench = BenchReport.read(upstream["bench"]) if "bench" in upstream else None
     results = verify.results if verify else {}
-    order = list(recipe["backends"])
+    order = verify.backends if verify else list(recipe["backends"])  # the recipe's artifacts, variants included
     preferred = choose_preferred(results, bench.timings() if bench else None, order)
     passed = [b for b in order if (results.get(b) or {}).get("passed") is True]
     backends = passed if recipe["package"]["include"] == "all" else ([preferred] if preferred else [])

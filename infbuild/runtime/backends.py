@@ -42,7 +42,7 @@ def load_backend(backend: str, folder: Path, outputs: tuple[str, ...], input_dty
                  device: str = "cpu", threads: int | None = None) -> Runner:
     """Load one built artifact from its stage folder with the runner of the stage that built it (on the device
     the artifact was built for, where it records one; else ``device``)."""
-    stages = registry.backends()
+    stages = registry.artifacts()
     if backend not in stages:
         raise ArtifactError(f"unknown backend '{backend}' (known: {', '.join(stages)})")
     return stages[backend].load_runner(folder, outputs, input_dtypes, device, threads)

@@ -225,9 +225,16 @@ def _verdict(root: Path, recipe: str, target: str, entry: dict[str, Any], backen
 
 
 def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = None, backend: str | None = None, *,
-         allow_target_mismatch: bool = False, threads: int | None = None, check_finite: bool = True) -> Model:
-    """Load ``recipe``'s artifact for this host from an artifacts folder (or its manifest.json). Inputs holding
-    NaN or infinities are refused unless ``check_finite=False``."""
+         variant: str | None = None, allow_target_mismatch: bool = False, threads: int | None = None,
+         check_finite: bool = True) -> Model:
+    """Load ``recipe``'s artifact for this host from an artifacts folder (or its manifest.json): the target's
+    preferred one, or ``backend`` (and its ``variant``, e.g. ``backend="onnxruntime", variant="int8_dynamic"``; or
+    ``backend="onnxruntime:int8_dynamic"``). Inputs holding NaN or infinities are refused unless
+    ``check_finite=False``."""
+    if variant is not None:
+        if backend is None:
+            raise ArtifactError(f"{recipe}: variant '{variant}' needs its backend (backend=...)")
+        backend = f"{backend}:{variant}"
     manifest, root = _manifest(Path(artifacts))
     entry = _recipe_entry(manifest, recipe, root)
     targets = _obj(entry.get("targets") or {}, f"recipes.{recipe}.targets", root)
@@ -238,7 +245,7 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     _check_target(recipe, target, here.get("fingerprint"), host, allow_target_mismatch)
     backend = _choose_backend(root, recipe, target, here, backend)
     _check_verified(root, recipe, target, here, backend)
-    stage = registry.backends()[backend].name
+    stage = registry.artifacts()[backend].name
     stage_target = _stage_target(recipe, targets, target, stage)
     stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage])
     io = _io(stamp, entry.get("io"), recipe, root)
@@ -270,7 +277,7 @@ def _choose_backend(root: Path, recipe: str, target: str, here: dict[str, Any], 
     if backend is None:
         raise ArtifactError(f"{recipe}: no artifact passed verification on {target}; see "
                             f"{root / recipe / target / registry.judge().name / REPORT}")
-    by_backend = registry.backends()
+    by_backend = registry.artifacts()
     if backend not in by_backend:
         raise ArtifactError(f"{recipe}: unknown backend '{backend}' (known: {', '.join(by_backend)})")
     built_with = list(_obj(here.get("verify") or {}, "verify", root))

@@ -13,6 +13,15 @@ def model_fields(recipe: Recipe) -> dict[str, Any]:
             "dims": d["dims"], "outputs": d["outputs"]}
 
 
+def variant_fields(recipe: Recipe) -> dict[str, Any]:
+    """The variants and their budgets, for the stages that judge or time every artifact (absent from the keys of
+    recipes without variants, which stay as they were)."""
+    if not recipe.variants:
+        return {}
+    return {"variants": {b: list(v) for b, v in recipe.variants.items()},
+            "budgets": {p: recipe.budget(p) for p in ("fp16", "bf16", "int8")}}
+
+
 def io_fields(recipe: Recipe) -> dict[str, Any]:
     d = recipe.to_dict()
     return {"inputs": d["inputs"], "dims": d["dims"], "outputs": list(recipe.outputs)}

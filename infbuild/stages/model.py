@@ -276,17 +276,43 @@ class FlatOutputs(torch.nn.Module):
         return select_outputs(self.model(*args, **kwargs), self.names)
 
 
-def flat_outputs(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
-    """Wrap ``model`` in FlatOutputs with the model's own forward() signature (torch.export binds by it)."""
+class ReducedPrecision(torch.nn.Module):
+    """A built model computing in ``dtype`` (bfloat16, float16) behind the same interface: floating inputs are cast
+    to ``dtype`` on the way in, its flat outputs back to float32 on the way out (``reduced_precision``)."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        def cast(v: Any) -> Any:
+            return v.to(self.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+
+        result = self.model(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+        return tuple(v.float() if v.is_floating_point() else v for v in result)
+
+
+def reduced_precision(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` (a built, flat-output model) in ReducedPrecision, keeping its forward() signature."""
+    return _with_signature(ReducedPrecision, model)(model, dtype).eval()
+
+
+def _with_signature(base: type[torch.nn.Module], model: torch.nn.Module) -> type[torch.nn.Module]:
+    """A subclass of ``base`` whose forward() has ``model.forward``'s signature (torch.export binds by it)."""
     signature = inspect.signature(model.forward)
 
-    def forward(self: FlatOutputs, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
-        return FlatOutputs.forward(self, *args, **kwargs)
+    def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return base.forward(self, *args, **kwargs)
 
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     forward.__signature__ = signature.replace(parameters=[self_param, *signature.parameters.values()])  # type: ignore[attr-defined]
-    cls = type(f"FlatOutputs_{type(model).__name__}", (FlatOutputs,), {"forward": forward})
-    return cls(model, tuple(recipe.outputs)).eval()
+    return type(f"{base.__name__}_{type(model).__name__}", (base,), {"forward": forward})
+
+
+def flat_outputs(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """Wrap ``model`` in FlatOutputs with the model's own forward() signature (torch.export binds by it)."""
+    return _with_signature(FlatOutputs, model)(model, tuple(recipe.outputs)).eval()
 
 
 def output_list(result: Any, recipe: Recipe) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ RESULT_FILE = "result.json.tmp"  # WorkerResult
 
 @dataclass(frozen=True)
 class WorkerRequest:
-    stage: str
+    stage: str  # the stage's name
     recipe: dict[str, Any]  # Recipe.to_dict()
     root: str  # the project
     out: str  # the empty staging folder the stage writes its outputs into
@@ -33,7 +33,7 @@ class WorkerRequest:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
     def job(self) -> Job:
-        return Job(Recipe.from_dict(self.recipe), Path(self.root), Path(self.out),
+        return Job(self.stage, Recipe.from_dict(self.recipe), Path(self.root), Path(self.out),
                    {k: Path(v) for k, v in self.upstream.items()}, self.device, self.target, dict(self.tools))
 
 
@@ -41,6 +41,7 @@ class WorkerRequest:
 class Job:
     """What a stage's ``run(job)`` works with."""
 
+    stage: str  # the stage's name (one run.py may build several stages: variants)
     recipe: Recipe
     root: Path
     out: Path

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+from ..model import build_model, dynamic_shapes, reduced_precision, sample_inputs, shape_labels, to_torch
 from ..request import Job
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
@@ -45,9 +45,16 @@ def compile_and_package(program: torch.export.ExportedProgram, path: Path, confi
 
 
 def run(job: Job) -> None:
+    build(job)
+
+
+def build(job: Job, dtype: torch.dtype | None = None) -> None:
+    """Export and compile the model (computing in ``dtype``, with the recipe's input and output dtypes, when given)."""
     recipe, root, out, device = job.recipe, job.root, job.out, job.device
     options = recipe.stages["aoti"]
     model = build_model(recipe, root, device=device)
+    if dtype is not None:
+        model = reduced_precision(model, dtype)
     example = to_torch(recipe, sample_inputs(recipe, shape_labels(recipe)["opt"], seed=0), device=device)
     configs = {**DEFAULT_INDUCTOR_CONFIGS, **({"max_autotune": True} if options["max_autotune"] else {}),
                **options["inductor_configs"]}
@@ -68,6 +75,7 @@ def run(job: Job) -> None:
     except Exception as exc:  # noqa: BLE001
         raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     info = {"device": device, "torch": torch.__version__, "inductor_configs": configs,
+            **({"compute_dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}),
             "cpu_isa_env": os.environ.get("AOTI_CPU_ISA")}
     (out / "aoti.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"[aoti] wrote {path.name} ({path.stat().st_size} bytes) in {time.perf_counter() - started:.1f}s", flush=True)

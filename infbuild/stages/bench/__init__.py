@@ -9,7 +9,7 @@ from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
 from ...stage import Stage, UpstreamMissing, files_view, register
 from ...stamp import Stamp
-from ..common import model_fields
+from ..common import model_fields, variant_fields
 from ..verify import verified_artifacts
 
 if TYPE_CHECKING:
@@ -38,8 +38,9 @@ class BenchStage(Stage):
 
 
 STAGE = register(BenchStage(
-    "bench", 3, "device", "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
-    Outputs(("report.json", "report.md", "latency.png")),
+    "bench", 4, "device", "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
+    Outputs(("report.json", "report.md", "latency.png", "pareto.png")),
     tools=("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),
-    fields=lambda r: {"bench": r.bench, "backends": list(r.backends), **model_fields(r)}, needs=("verify",),
+    fields=lambda r: {"bench": r.bench, "backends": list(r.backends), **model_fields(r), **variant_fields(r)},
+    needs=("verify",),
     reads_model=True))

@@ -20,7 +20,7 @@ from ...preferred import choose_preferred
 from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
 from ...runtime.backends import load_backend
-from ...stage import backends
+from ...stage import artifacts
 from ..model import build_model, sample_inputs, to_torch, user_samples
 from ..request import Job
 
@@ -75,6 +75,46 @@ def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, 
     plt.close(fig)
 
 
+def _pareto(path: Path, primary: str, results: dict[str, dict[str, dict[str, float]]], verify: dict[str, Any],
+            preferred: str | None, title: str) -> None:
+    """Latency at the primary shape against accuracy (worst relative L2 error vs eager fp32) for every artifact:
+    what each variant buys, and what it costs. The front (no artifact both faster and more accurate) is joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(name, per[primary]["p50_ms"], max(float(verify[name].get("rel_l2_err", 0.0)), 1e-9),
+               verify[name].get("passed")) for name, per in results.items()
+              if name in verify and primary in per and "rel_l2_err" in verify[name]]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name, latency, error, passed in points:
+        ax.scatter([error], [latency], marker="*" if name == preferred else "o" if passed else "x",
+                   s=140 if name == preferred else 50, color="tab:green" if passed else "tab:red")
+        ax.annotate(name, (error, latency), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front = sorted((e, lat) for _, lat, e, passed in points if passed)
+    best, line = float("inf"), []
+    for error, latency in front:
+        if latency < best:
+            best = latency
+            line.append((error, latency))
+    if len(line) > 1:
+        ax.plot([e for e, _ in line], [lat for _, lat in line], color="tab:green", alpha=0.5, linestyle="--")
+    eager = results.get("eager", {}).get(primary, {}).get("p50_ms")
+    if eager:
+        ax.axhline(eager, color="gray", linestyle=":", label=f"eager {eager:.3g} ms")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("worst relative L2 error vs eager fp32 (x: outside its budget)")
+    ax.set_ylabel(f"p50 latency at {primary}, ms")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def first_calls(recipe: Recipe, callers: dict[str, dict[str, Call]], loading: dict[str, float],
                 sync: Callable[[], Any]) -> dict[str, float]:
     """Set-up seconds per backend: loading it plus its first call at each shape (where torch.compile compiles and
@@ -98,21 +138,26 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
              f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs (or "
              f"{meta['max_seconds']:g} s, at least {MIN_SAMPLES}) x {meta['rounds']} interleaved rounds per backend and "
              "shape; p50/p90/p99 in ms, throughput in items/s.",
-             f"Preferred (fastest verified at `{meta['primary_shape']}`): **{preferred or 'none'}**.",
+             f"Preferred (fastest within its accuracy budget at `{meta['primary_shape']}`): **{preferred or 'none'}**. "
+             "Error: the worst relative L2 error of any output at any verified shape, against eager fp32 (pareto.png).",
              "",
              "Set-up (load or compile, plus the first call at each shape) is not part of any timing.",
              "",
-             "| backend | runs on | verified | set-up s | shape | p50 ms | p90 ms | p99 ms | throughput/s | x eager (p50) |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
+             "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms | p90 ms | p99 ms | throughput/s | "
+             "x eager (p50) |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for backend, per_shape in results.items():
         status = "baseline" if backend in BASELINES else {True: "yes", False: "FAILED"}.get(verify.get(backend, {}).get("passed"), "-")
+        error = verify.get(backend, {}).get("rel_l2_err")
+        shown_error = f"{error:.3g}" if isinstance(error, float) else "-"
         for label in labels:
             if label not in per_shape:
                 continue
             r = per_shape[label]
             eager = results.get("eager", {}).get(label, {}).get("p50_ms")
             speedup = f"{eager / r['p50_ms']:.2f}" if eager else "-"
-            lines.append(f"| {backend} | {runs_on.get(backend, '-')} | {status} | {setup.get(backend, 0.0):.1f} | {label} | "
+            lines.append(f"| {backend} | {runs_on.get(backend, '-')} | {status} | {shown_error} | "
+                         f"{setup.get(backend, 0.0):.1f} | {label} | "
                          f"{r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | {r['throughput']:.1f} | {speedup} |")
     return "\n".join(lines) + "\n"
 
@@ -139,7 +184,7 @@ def run(job: Job) -> None:
     setup = first_calls(recipe, contenders.callers, contenders.loading, sync)
     samples = _time(recipe, contenders.callers, list(shape_specs), sync)
     results = _results(recipe, samples, shape_specs)
-    preferred = choose_preferred(verify, {"primary_shape": opts["primary"], "results": results}, list(recipe.backends))
+    preferred = choose_preferred(verify, {"primary_shape": opts["primary"], "results": results}, recipe.artifacts())
     meta = _meta(recipe, job.out, job.device, torch_device)
     _write_reports(recipe, job.out, results, preferred, verify, meta, shape_specs, contenders.runs_on, setup)
 
@@ -165,10 +210,10 @@ def _inputs(recipe: Recipe, root: Path) -> tuple[dict[str, dict[str, tuple[int, 
 def _load_backends(recipe: Recipe, upstream: dict[str, Path], verify: dict[str, Any],
                    arrays: dict[str, dict[str, np.ndarray]], device: str) -> _Contenders:
     """Every built and verified artifact, loaded (timed as set-up) and prepared at every shape; the others skipped."""
-    artifact_stage = {backend: stage.name for backend, stage in backends().items()}
+    artifact_stage = {name: stage.name for name, stage in artifacts().items()}
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     contenders = _Contenders()
-    for backend in recipe.backends:
+    for backend in recipe.artifacts():
         stage = artifact_stage[backend]
         if stage not in upstream or verify.get(backend, {}).get("passed") is None:
             print(f"[bench] {recipe.name}: skipping {backend} ({verify.get(backend, {}).get('status', 'not built')})")
@@ -265,9 +310,11 @@ def _write_reports(recipe: Recipe, out: Path, results: dict[str, dict[str, dict[
     opts, labels = recipe.bench, list(shape_specs)
     BenchReport(opts["primary"], opts["threads"], results, preferred,
                 {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
-                 "verified": {b: verify.get(b, {}).get("passed") for b in recipe.backends}, "runs_on": runs_on}).write(out)
+                 "verified": {b: verify.get(b, {}).get("passed") for b in recipe.artifacts()}, "runs_on": runs_on}).write(out)
     (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on, setup),
                                    encoding="utf-8")
     ticks = {label: ", ".join("x".join(str(d) for d in s) for s in shapes.values()) for label, shapes in shape_specs.items()}
-    _plot(out / "latency.png", labels, results, f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))", ticks)
+    title = f"{recipe.name} on {meta['target']} ({opts['threads']} thread(s))"
+    _plot(out / "latency.png", labels, results, title, ticks)
+    _pareto(out / "pareto.png", opts["primary"], results, verify, preferred, title)
     print((out / "report.md").read_text(encoding="utf-8"), flush=True)

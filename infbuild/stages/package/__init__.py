@@ -8,7 +8,7 @@ from ...artifacts import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, Stage, register
 from ...stamp import Stamp
-from ..common import io_fields
+from ..common import io_fields, variant_fields
 from ..verify import verified_artifacts
 
 if TYPE_CHECKING:
@@ -47,5 +47,5 @@ STAGE = register(PackageStage(
     "package", 2, "device", "package the target's artifacts into a container image <image>:<version>-<target>",
     Outputs(("image.json",), ("Dockerfile", "oci/*")), tools=("docker",),
     fields=lambda r: {"package": {k: v for k, v in (r.package or {}).items() if k != "registry"},
-                      "backends": list(r.backends), **io_fields(r)},
+                      "backends": list(r.backends), **io_fields(r), **variant_fields(r)},
     needs=("verify",), cacheable=False))

@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from ... import stage as registry
 from ...artifacts import Outputs
 from ...recipe import Recipe
 from ...reports import VerifyReport
-from ...stage import Stage, backends, register
+from ...stage import Stage, register
 from ...stamp import Stamp
-from ..common import io_fields
+from ..common import io_fields, variant_fields
 
 if TYPE_CHECKING:
     from ...plan import PlannedStage
@@ -19,7 +20,7 @@ class VerifyStage(Stage):
     def upstream(self, recipe: Recipe, planned: Mapping[str, PlannedStage], required: Callable[[PlannedStage], bool]
                  ) -> tuple[str, ...]:
         """The reference and each artifact this host can build; an unbuildable required one blocks (fails) verify."""
-        artifacts = [backends()[b].name for b in recipe.backends]
+        artifacts = [registry.artifacts()[a].name for a in recipe.artifacts()]
         return (*super().upstream(recipe, planned, required),
                 *[a for a in artifacts if planned[a].not_buildable is None or required(planned[a])])
 
@@ -41,5 +42,6 @@ STAGE = register(VerifyStage(
     "verify", 2, "device", "run every artifact on the reference inputs and compare with eager PyTorch",
     Outputs(("report.json", "report.md"), ("failures.txt",)),
     tools=("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),
-    fields=lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": io_fields(r)["outputs"]},
+    fields=lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": io_fields(r)["outputs"],
+                      **variant_fields(r)},
     needs=("reference",), judges=True))

@@ -11,7 +11,7 @@ from ...errors import ArtifactError
 from ...recipe import Recipe
 from ...reports import VerifyReport
 from ...runtime.backends import load_backend, unavailable_reason
-from ...stage import backends
+from ...stage import artifacts
 from ..request import Job
 
 RULE = ("every element |actual - reference| <= atol_eff + rtol * |reference|, where atol_eff = min(atol, rtol * "
@@ -61,15 +61,27 @@ def tolerances(recipe: Recipe, output: str) -> tuple[float, float]:
     return float(own.get("rtol", recipe.verify["rtol"])), float(own.get("atol", recipe.verify["atol"]))
 
 
+def within_budget(result: dict[str, Any], budget: dict[str, float]) -> dict[str, Any]:
+    """One output's verdict under a reduced-precision budget (largest relative L2 error, smallest cosine) instead of
+    the elementwise rule: a quantized or half-precision model is close overall, not element by element."""
+    if "rel_l2_err" not in result or result.get("error") and "reference output is all zeros" not in result["error"]:
+        return result
+    passed = bool(np.isfinite(result["rel_l2_err"]) and result["rel_l2_err"] <= budget["rel_l2"]
+                  and result["cosine"] >= budget["cosine"])
+    return {**result, "passed": passed and result.get("ref_max_abs", 1.0) != 0.0, "budget": budget}
+
+
 def check_shape(recipe: Recipe, runner: Any, inputs: dict[str, np.ndarray],
-                expected: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Run one reference sample and compare every output."""
+                expected: dict[str, np.ndarray], budget: dict[str, float] | None = None) -> dict[str, Any]:
+    """Run one reference sample and compare every output (under ``budget`` when given, else the elementwise rule)."""
     try:
         actual = runner(inputs)
     except Exception as exc:  # noqa: BLE001 - a crash inside a backend is a verification failure
         return {"passed": False, "max_abs_err": float("inf"), "max_rel_err": float("inf"),
                 "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
     per_output = {n: compare(np.asarray(actual[n]), expected[n], *tolerances(recipe, n)) for n in recipe.outputs}
+    if budget is not None:
+        per_output = {n: within_budget(r, budget) for n, r in per_output.items()}
     return {"passed": all(r["passed"] for r in per_output.values()),
             "max_abs_err": max(r["max_abs_err"] for r in per_output.values()),
             "max_rel_err": max(r["max_rel_err"] for r in per_output.values()),
@@ -81,7 +93,7 @@ def _unsupported(message: str) -> bool:
 
 
 def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, reference: Path,
-                   meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+                   meta: dict[str, Any], budget: dict[str, float] | None = None) -> tuple[dict[str, Any], list[str]]:
     """One artifact against every reference sample: (its report entry, its failure lines)."""
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     try:
@@ -92,7 +104,7 @@ def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, refe
                              "runner": runner.detail}
     failures = []
     for label in meta["shapes"]:
-        result = check_shape(recipe, runner, *_reference_sample(reference, label))
+        result = check_shape(recipe, runner, *_reference_sample(reference, label), budget=budget)
         if not result["passed"] and _unsupported(result.get("error", "")):
             return _unsupported_entry(recipe, backend, result["error"]), []
         result["inputs"] = meta["shapes"][label]["inputs"]
@@ -147,8 +159,10 @@ def _summary(result: dict[str, Any]) -> str:
         if "error" in r and "rel_l2_err" not in r:
             parts.append(f"{name}: {r['error']}")
             continue
-        parts.append(f"{name}: max abs {r['max_abs_err']:.3g} (allowed {r['atol_eff']:.3g} + rtol*|ref|, "
-                     f"|ref| <= {r['ref_max_abs']:.3g}), rel L2 {r['rel_l2_err']:.3g}, cosine {r['cosine']:.6f}"
+        allowed = (f"budget rel L2 <= {r['budget']['rel_l2']:g}, cosine >= {r['budget']['cosine']:g}" if "budget" in r
+                   else f"allowed {r['atol_eff']:.3g} + rtol*|ref|, |ref| <= {r['ref_max_abs']:.3g}")
+        parts.append(f"{name}: max abs {r['max_abs_err']:.3g} ({allowed}), rel L2 {r['rel_l2_err']:.3g}, "
+                     f"cosine {r['cosine']:.6f}"
                      + ("" if r["passed"] else " FAILED" + (f": {r['error']}" if r.get("error") else "")))
     return "; ".join(parts) + (" ok" if result["passed"] else "")
 
@@ -178,8 +192,8 @@ def run(job: Job) -> list[str]:
     meta = json.loads((job.upstream["reference"] / "reference.json").read_text(encoding="utf-8"))
     results: dict[str, Any] = {}
     failures: list[str] = []
-    for backend in job.recipe.backends:
-        results[backend], failed = _verify(job, backend, meta)
+    for artifact in job.recipe.artifacts():
+        results[artifact], failed = _verify(job, artifact, meta)
         failures += failed
     _write_reports(job.recipe, job.out, results, failures)
     return failures
@@ -187,19 +201,54 @@ def run(job: Job) -> list[str]:
 
 def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """One artifact's (report entry, failure lines); one that cannot be verified here is recorded as such."""
-    stage = backends()[backend].name
-    if stage not in job.upstream:
+    stage = artifacts()[backend]
+    if stage.name not in job.upstream:
         return {"passed": None, "status": "not buildable here"}, []
     unavailable = unavailable_reason(backend)
     if unavailable:
         print(f"[verify] {job.recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
         return {"passed": None, "status": f"not verifiable here: {unavailable}"}, []
-    return verify_backend(job.recipe, backend, job.upstream[stage], job.device, job.upstream["reference"], meta)
+    budget = job.recipe.budget(stage.precision) if stage.precision != "fp32" else None
+    entry, failures = verify_backend(job.recipe, backend, job.upstream[stage.name], job.device, job.upstream["reference"],
+                                     meta, budget)
+    _summarize_errors(entry)
+    if stage.variant is None:
+        return entry, failures
+    return _judge_variant(job.recipe, backend, stage.precision, budget, entry), []
+
+
+def _summarize_errors(entry: dict[str, Any]) -> None:
+    """The artifact's worst relative L2 error and cosine over every output and shape (what budgets bound)."""
+    per_output = [o for shape in (entry.get("shapes") or {}).values() for o in (shape.get("outputs") or {}).values()]
+    if per_output:
+        entry["rel_l2_err"] = max(float(o.get("rel_l2_err", float("inf"))) for o in per_output)
+        entry["cosine"] = min(float(o.get("cosine", float("nan"))) for o in per_output)
+
+
+def _judge_variant(recipe: Recipe, artifact: str, precision: str, budget: dict[str, float] | None,
+                   entry: dict[str, Any]) -> dict[str, Any]:
+    """A variant within its precision's accuracy budget passes; outside it, it is reported with its error and never
+    preferred, but the build does not fail (a variant is an offer, the recipe's own artifacts are the contract)."""
+    entry["precision"] = precision
+    if budget is not None:
+        entry["budget"] = budget
+    if entry.get("passed") is None:
+        return entry
+    if not entry["passed"]:
+        why = (f"rel_l2 {entry.get('rel_l2_err', float('inf')):.3g}, cosine {entry.get('cosine', float('nan')):.6f}"
+               + (f"; budget rel_l2 <= {budget['rel_l2']:g}, cosine >= {budget['cosine']:g}" if budget
+                  else f"; rule rtol {recipe.verify['rtol']:g}, atol {recipe.verify['atol']:g}")
+               + (f"; {entry['error']}" if entry.get("error") else ""))
+        entry["status"] = f"outside its {precision} budget ({why})"
+    print(f"[verify] {recipe.name} {artifact}: {'within' if entry['passed'] else 'OUTSIDE'} its {precision} budget "
+          f"(rel_l2 {entry.get('rel_l2_err', float('nan')):.3g}, cosine {entry.get('cosine', float('nan')):.6f})",
+          flush=True)
+    return entry
 
 
 def _write_reports(recipe: Recipe, out: Path, results: dict[str, Any], failures: list[str]) -> None:
     """report.json, report.md and, when any artifact failed, failures.txt."""
-    VerifyReport(list(recipe.backends), recipe.verify["rtol"], recipe.verify["atol"], RULE, results, failures).write(out)
+    VerifyReport(recipe.artifacts(), recipe.verify["rtol"], recipe.verify["atol"], RULE, results, failures).write(out)
     (out / "report.md").write_text(markdown(recipe, results), encoding="utf-8")
     if failures:
         (out / "failures.txt").write_text("\n".join(failures) + "\n", encoding="utf-8")

@@ -1,0 +1,36 @@
+"""AOTInductor variants: the model compiled to compute in bfloat16 or float16 (float32 in and out), where the
+target has the instructions for it (CPU: AVX-512 BF16 / AMX, AVX-512 FP16; any CUDA GPU)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ...artifacts import Outputs
+from ...recipe import Recipe
+from ...stage import Placement, register
+from ..aoti import AotiStage
+from ..common import model_fields
+
+if TYPE_CHECKING:
+    from ...plan import Host
+
+CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
+
+
+class AotiVariant(AotiStage):
+    def placement(self, recipe: Recipe, host: Host) -> Placement:
+        place = super().placement(recipe, host)
+        if place.device == "cpu" and not set(CPU_FLAGS[self.precision]) & set(host.fingerprint["cpu"].get("flags") or ()):
+            return Placement("cpu", f"this CPU has no {self.precision} instructions ({' or '.join(CPU_FLAGS[self.precision])})")
+        return place
+
+
+def _fields(precision: str) -> Callable[[Recipe], dict[str, Any]]:
+    return lambda r: {**model_fields(r), "options": r.stages["aoti"], "variant": precision}
+
+
+for _precision in ("bf16", "fp16"):
+    register(AotiVariant(
+        f"aoti_{_precision}", 1, "device", f"compile an AOTInductor package computing in {_precision} (fp32 in and out)",
+        Outputs(("model.pt2", "aoti.json")), tools=("torch",),
+        fields=_fields(_precision),
+        reads_model=True, backend="aoti", variant=_precision, precision=_precision, module="aoti_variants"))

@@ -1,0 +1,4 @@
+"""The variants run with the aoti backend's runner."""
+from ..aoti.runner import load
+
+__all__ = ["load"]

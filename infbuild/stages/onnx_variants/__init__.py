@@ -1,0 +1,47 @@
+"""onnxruntime variants of the exported ONNX model, each its own stage (key, folder, verify and bench results):
+the offline-optimised graph, transformer fusion, dynamic and static int8 quantization, fp16 (GPU targets).
+They reuse the ``onnx`` stage's export; the onnx backend's runner runs them."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...artifacts import Outputs
+from ...recipe import Recipe
+from ...stage import Placement, Stage, register
+
+if TYPE_CHECKING:
+    from ...plan import Host
+
+
+class OnnxVariant(Stage):
+    def placement(self, recipe: Recipe, host: Host) -> Placement:
+        if self.precision == "fp16":  # onnxruntime's CPU provider has few fp16 kernels: a GPU-only variant
+            from ...plan import NO_GPU
+
+            return Placement("cuda", None if host.cuda_target else NO_GPU)
+        return super().placement(recipe, host)
+
+
+def _fields(variant: str) -> Any:
+    def fields(recipe: Recipe) -> dict[str, Any]:
+        options: dict[str, Any] = dict(recipe.stages["onnx_variants"])
+        own = {"optimized": ["optimization_level"], "fused": ["fusion_model_type", "optimization_level"],
+               "int8_dynamic": ["per_channel"], "int8_static": ["per_channel", "calibration"], "fp16": []}[variant]
+        return {"variant": variant, "options": {k: options[k] for k in own}}
+    return fields
+
+
+OUTPUTS = Outputs(("model.onnx", "variant.json"), ("model.onnx.data",))
+DOCS = {
+    "optimized": ("fp32", "the ONNX graph optimised offline by onnxruntime (SessionOptions.optimized_model_filepath)"),
+    "fused": ("fp32", "transformer fusion (onnxruntime.transformers.optimizer): attention, layer norm, GELU fused"),
+    "int8_dynamic": ("int8", "dynamic int8 quantization (onnxruntime.quantization.quantize_dynamic)"),
+    "int8_static": ("int8", "static int8 quantization calibrated on the recipe's reference inputs (quantize_static)"),
+    "fp16": ("fp16", "the model in float16 with float32 inputs and outputs (GPU targets)"),
+}
+for _variant, (_precision, _doc) in DOCS.items():
+    register(OnnxVariant(
+        f"onnx_{_variant}", 1, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
+        tools=("onnx", "onnxruntime", "onnxruntime-gpu"), fields=_fields(_variant),
+        needs=("onnx", "reference") if _variant == "int8_static" else ("onnx",),
+        backend="onnxruntime", variant=_variant, precision=_precision, module="onnx_variants"))

@@ -1,0 +1,130 @@
+"""Build one onnxruntime variant from the ``onnx`` stage's model.onnx (in the worker)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...errors import StageFailed
+from ..request import Job
+
+LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _optimized(source: Path, dest: Path, level: str) -> None:
+    """The graph onnxruntime would run, saved: what its session optimisations make of it, done once here."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+    options.optimized_model_filepath = str(dest)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def _fused(source: Path, dest: Path, model_type: str, level: str) -> dict[str, Any]:
+    from onnxruntime.transformers import optimizer
+
+    model = optimizer.optimize_model(str(source), model_type=model_type, num_heads=0, hidden_size=0,
+                                     opt_level={"basic": 1, "extended": 2, "all": 99}[level])
+    model.save_model_to_file(str(dest))
+    return {k: int(v) for k, v in (model.get_fused_operator_statistics() or {}).items() if v}
+
+
+def _preprocessed(source: Path, scratch: Path) -> Path:
+    """Shape inference and graph clean-up before quantization (onnxruntime's recommended pre-processing)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    dest = scratch / "pre.onnx"
+    try:
+        quant_pre_process(str(source), str(dest), skip_symbolic_shape=False)
+    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation; quantize the model as it is
+        print(f"[onnx_variants] pre-processing skipped ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
+        return source
+    return dest
+
+
+class _Calibration:
+    """The recipe's reference inputs (every shape and the user's samples) as a calibration data reader."""
+
+    def __init__(self, reference: Path, input_names: list[str]) -> None:
+        self.samples: list[dict[str, np.ndarray]] = []
+        for npz in sorted(reference.glob("*.npz")):
+            with np.load(npz) as data:
+                feed = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
+            self.samples.append({name: feed[name] for name in input_names if name in feed})
+        self.feeds: Iterator[dict[str, np.ndarray]] = iter(self.samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+    def rewind(self) -> None:
+        self.feeds = iter(self.samples)
+
+
+def _int8(source: Path, dest: Path, scratch: Path, static: bool, per_channel: bool, calibration: str,
+          reference: Path | None) -> dict[str, Any]:
+    from onnxruntime import InferenceSession
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    prepared = _preprocessed(source, scratch)
+    if not static:
+        quantize_dynamic(str(prepared), str(dest), weight_type=QuantType.QInt8, per_channel=per_channel)
+        return {"weights": "int8", "activations": "dynamic uint8"}
+    assert reference is not None
+    names = [i.name for i in InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()]
+    reader = _Calibration(reference, names)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calibration]
+    quantize_static(str(prepared), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method)
+    return {"weights": "int8", "activations": "uint8", "calibration": calibration, "samples": len(reader.samples)}
+
+
+def _fp16(source: Path, dest: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(dest))
+
+
+def run(job: Job) -> None:
+    variant = job.stage.removeprefix("onnx_")
+    options = job.recipe.stages["onnx_variants"]
+    source, dest = job.upstream["onnx"] / "model.onnx", job.out / "model.onnx"
+    scratch = job.out / ".scratch"
+    scratch.mkdir()
+    started = time.perf_counter()
+    print(f"[{job.stage}] {job.recipe.name}: building the {variant} variant of {source.name}", flush=True)
+    info: dict[str, Any] = {"variant": variant}
+    try:
+        if variant == "optimized":
+            _optimized(source, dest, options["optimization_level"])
+            info["optimization_level"] = options["optimization_level"]
+        elif variant == "fused":
+            info["fused"] = _fused(source, dest, options["fusion_model_type"], options["optimization_level"])
+            info["model_type"] = options["fusion_model_type"]
+        elif variant in ("int8_dynamic", "int8_static"):
+            info.update(_int8(source, dest, scratch, variant == "int8_static", options["per_channel"],
+                              options["calibration"], job.upstream.get("reference")))
+        elif variant == "fp16":
+            _fp16(source, dest)
+        else:
+            raise StageFailed(f"unknown onnxruntime variant {variant!r}")
+    except StageFailed:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's tools raise their own exception types
+        raise StageFailed(f"the {variant} variant failed: {type(exc).__name__}: {str(exc).strip()[:1500]}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    import onnxruntime
+
+    info.update(onnxruntime=onnxruntime.__version__, bytes=dest.stat().st_size,
+                source_bytes=source.stat().st_size, seconds=round(time.perf_counter() - started, 3))
+    (job.out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"[{job.stage}] wrote {dest.name}: {info['bytes']} bytes (export: {info['source_bytes']}) in "
+          f"{info['seconds']:.1f}s", flush=True)
