@@ -114,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise InfbuildError(f"--input {name}: cannot read {path}: {exc}") from None
     model = load(args.artifacts or project.artifacts, args.recipe, target=args.target, backend=args.backend,
+                 variant=args.variant,
                  allow_target_mismatch=args.allow_target_mismatch, threads=args.threads)
     outputs = model(**inputs)
     print(f"{model.recipe}: {model.backend} on {model.target}")
@@ -243,7 +244,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run one inference with a built artifact")
     r.add_argument("recipe")
     r.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
-    r.add_argument("--backend", choices=sorted(registry.backends()))
+    r.add_argument("--backend", choices=sorted(registry.artifacts()),
+                   help="the artifact to run (default: the target's preferred), e.g. onnxruntime:int8_dynamic")
+    r.add_argument("--variant", help="a variant of --backend (e.g. --backend onnxruntime --variant int8_dynamic)")
     r.add_argument("--target", help="target folder (default: this host's)")
     r.add_argument("--output", help="write the outputs to this .npz")
     r.add_argument("--artifacts", help="artifacts folder or manifest.json (default: the project's)")

@@ -21,7 +21,9 @@ from .preferred import choose_preferred
 from .stamp import read_stamp
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: artifacts may be variants (``onnxruntime:int8_dynamic``) in ``verify``, ``bench`` and ``preferred``, and each
+target lists its ``artifacts`` (stage, backend, variant, precision). 1: backends only."""
 
 
 @contextmanager
@@ -53,6 +55,12 @@ def build_manifest(artifacts: Path, names: Collection[str] | None = None) -> dic
     """The index of every stamp under ``artifacts`` (of the recipes ``names`` only, when given: the folders of a
     deleted recipe stay on disk but leave the index). Each stage adds what it knows (``Stage.index``)."""
     known = {s.name: s for s in registry.stages()}
+    built_by = registry.artifacts()
+
+    def describe(name: str) -> dict[str, Any]:
+        stage = built_by[name]
+        return {"stage": stage.name, "backend": stage.backend, "variant": stage.variant, "precision": stage.precision}
+
     recipes: dict[str, Any] = {}
     for stamp_path in sorted(artifacts.glob("*/*/*/stamp.json")):
         folder = stamp_path.parent
@@ -71,8 +79,9 @@ def build_manifest(artifacts: Path, names: Collection[str] | None = None) -> dic
     for recipe_entry in recipes.values():
         for entry in recipe_entry["targets"].values():
             entry.pop("_created", None)
-            order = entry.pop("_order", [])  # the recipe's backends in its order (set by a judging stage's index)
+            order = entry.pop("_order", [])  # the recipe's artifacts in its order (set by a judging stage's index)
             entry["preferred"] = choose_preferred(entry.get("verify", {}), entry.get("bench"), order)
+            entry["artifacts"] = {name: describe(name) for name in order if name in built_by}
     return {"schema": SCHEMA_VERSION, "infbuild": _version(), "recipes": recipes}
 
 

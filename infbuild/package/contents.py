@@ -11,6 +11,7 @@ from typing import Any
 from .. import stage as registry
 from ..artifacts import STAMP
 from ..errors import StageFailed
+from ..manifest import SCHEMA_VERSION
 from ..preferred import choose_preferred
 from ..reports import BenchReport, VerifyReport
 from ..stamp import Stamp, read_stamp
@@ -64,7 +65,7 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
         for name in art["files"]:
             files[f"{where}/{name}"] = folder / name
         files[f"{where}/{STAMP}"] = image_stamp(stamp)
-    manifest = {"schema": 1, "recipes": {recipe["name"]: {"io": io, "targets": {
+    manifest = {"schema": SCHEMA_VERSION, "recipes": {recipe["name"]: {"io": io, "targets": {
         t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"],
                              "verify": {b: {"passed": p} for b, p in chosen["verify"].items()}} if t == target else {})}
         for t, s in stages.items()}}}}

@@ -249,8 +249,15 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     stage_target = _stage_target(recipe, targets, target, stage)
     stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage])
     io = _io(stamp, entry.get("io"), recipe, root)
+    if threads is None:  # the settings bench measured with (its thread count), unless the caller sets its own
+        threads = _bench_threads(here)
     runner = _runner(backend, root / recipe / stage_target / stage, io, target, threads)
     return Model(recipe, target, backend, io, runner, check_finite)
+
+
+def _bench_threads(here: dict[str, Any]) -> int | None:
+    threads = (here.get("bench") or {}).get("threads") if isinstance(here.get("bench"), dict) else None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
 def _recipe_entry(manifest: dict[str, Any], recipe: str, root: Path) -> dict[str, Any]:
