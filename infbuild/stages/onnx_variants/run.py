@@ -48,15 +48,23 @@ def _preprocessed(source: Path, scratch: Path) -> Path:
     return dest
 
 
+def _shapes(sample: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {name: value.shape for name, value in sample.items()}
+
+
 class _Calibration:
     """The recipe's reference inputs (every shape and the user's samples) as a calibration data reader."""
 
-    def __init__(self, reference: Path, input_names: list[str]) -> None:
+    def __init__(self, reference: Path, input_names: list[str], same_shapes: bool) -> None:
+        """``same_shapes``: only samples shaped like the opt one (histogram calibrators stack their outputs)."""
         self.samples: list[dict[str, np.ndarray]] = []
-        for npz in sorted(reference.glob("*.npz")):
+        for npz in sorted(reference.glob("*.npz"), key=lambda path: (path.name != "opt.npz", path.name)):
             with np.load(npz) as data:
                 feed = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
-            self.samples.append({name: feed[name] for name in input_names if name in feed})
+            sample = {name: feed[name] for name in input_names if name in feed}
+            if same_shapes and self.samples and _shapes(sample) != _shapes(self.samples[0]):
+                continue
+            self.samples.append(sample)
         self.feeds: Iterator[dict[str, np.ndarray]] = iter(self.samples)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -77,7 +85,7 @@ def _int8(source: Path, dest: Path, scratch: Path, static: bool, per_channel: bo
         return {"weights": "int8", "activations": "dynamic uint8"}
     assert reference is not None
     names = [i.name for i in InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()]
-    reader = _Calibration(reference, names)
+    reader = _Calibration(reference, names, same_shapes=calibration != "minmax")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calibration]
     quantize_static(str(prepared), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,

@@ -1,0 +1,137 @@
+"""Precision and runtime variants: each variant its own stage (key, folder, verify and bench results), verified
+against the fp32 eager reference within its precision's budget, the fastest within budget preferred, and loadable
+by name. Real builds on this CPU: onnxruntime's optimiser and quantizers, AOTInductor in bfloat16."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import SMALL_BENCH, Project, build, mlp_recipe
+
+from infbuild import stage as registry
+from infbuild.fingerprint import host_fingerprint
+from infbuild.plan import Host, plan_recipe
+from infbuild.preferred import choose_preferred
+from infbuild.recipe import Recipe
+
+VARIANTS = "variants:\n  onnxruntime: [optimized, int8_dynamic, int8_static]\n  aoti: [bf16]\n"
+BF16_CPU = bool({"avx512_bf16", "amx_bf16"} & set(host_fingerprint()["cpu"]["flags"]))
+
+
+def _recipe(**budgets: float) -> str:
+    text = mlp_recipe(name="m", bench=SMALL_BENCH) + VARIANTS
+    if budgets:
+        text = text.replace("verify: {rtol: 0.001, atol: 1.0e-4}", "verify: {rtol: 0.001, atol: 1.0e-4, budgets: {int8: {"
+                            + ", ".join(f"{k}: {v:.3e}" for k, v in budgets.items()) + "}}}")
+    return text
+
+
+@pytest.fixture(scope="module")
+def variants_built(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    p = Project.with_recipes(tmp_path_factory.mktemp("variants") / "p", {"m.yaml": _recipe()})
+    build(p, INFBUILD_CACHE="off")
+    return p
+
+
+def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Project, cpu_target: str) -> None:
+    p = variants_built
+    report = json.loads((p.stage("m", cpu_target, "verify") / "report.json").read_text())
+    wanted = ["onnxruntime", "aoti", "onnxruntime:optimized", "onnxruntime:int8_dynamic", "onnxruntime:int8_static",
+              "aoti:bf16"]
+    assert report["backends"] == wanted
+    for name in ("onnxruntime:optimized", "onnxruntime:int8_dynamic", "onnxruntime:int8_static"):
+        stage = registry.artifacts()[name]
+        folder = p.stage("m", cpu_target, stage.name)
+        info = json.loads((folder / "variant.json").read_text())
+        assert info["variant"] == stage.variant and (folder / "model.onnx").stat().st_size > 0
+        result = report["results"][name]
+        assert result["passed"] is True and result["precision"] == stage.precision, result
+    assert report["results"]["onnxruntime:int8_static"]["budget"] == {"rel_l2": 0.1, "cosine": 0.99}
+    assert 0 < report["results"]["onnxruntime:int8_dynamic"]["rel_l2_err"] < 0.1  # quantized: close, not exact
+    if BF16_CPU:
+        bf16 = report["results"]["aoti:bf16"]
+        assert bf16["passed"] is True and 0 < bf16["rel_l2_err"] < 3e-2
+        assert json.loads((p.stage("m", cpu_target, "aoti_bf16") / "aoti.json").read_text())["compute_dtype"] == "bfloat16"
+    bench = json.loads((p.stage("m", cpu_target, "bench") / "report.json").read_text())
+    assert set(wanted) - ({"aoti:bf16"} if not BF16_CPU else set()) <= set(bench["results"])
+    markdown = (p.stage("m", cpu_target, "bench") / "report.md").read_text()
+    assert "| onnxruntime:int8_static |" in markdown and "error (rel L2)" in markdown
+    assert (p.stage("m", cpu_target, "bench") / "pareto.png").stat().st_size > 0
+    manifest = json.loads((p.artifacts / "manifest.json").read_text())
+    here = manifest["recipes"]["m"]["targets"][cpu_target]
+    assert manifest["schema"] == 2 and here["preferred"] in wanted
+    assert here["artifacts"]["onnxruntime:int8_static"] == {"stage": "onnx_int8_static", "backend": "onnxruntime",
+                                                            "variant": "int8_static", "precision": "int8"}
+    timed = {n: r[bench["primary_shape"]]["p50_ms"] for n, r in bench["results"].items() if n in wanted}
+    assert here["preferred"] == min(timed, key=lambda n: timed[n])  # every one passed: the fastest is preferred
+
+
+def test_a_variant_is_loaded_by_name(variants_built: Project) -> None:
+    from infbuild.runtime import load
+
+    x = np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32)
+    fp32 = load(variants_built.artifacts, "m", backend="onnxruntime")(x=x)["y"]
+    int8 = load(variants_built.artifacts, "m", backend="onnxruntime", variant="int8_dynamic")
+    assert int8.backend == "onnxruntime:int8_dynamic"
+    y = int8(x=x)["y"]
+    assert y.shape == fp32.shape and np.linalg.norm(y - fp32) / np.linalg.norm(fp32) < 0.1
+    assert load(variants_built.artifacts, "m", backend="onnxruntime:optimized").backend == "onnxruntime:optimized"
+
+
+def test_a_variant_outside_its_budget_is_reported_and_never_preferred(tmp_path: Path, cpu_target: str) -> None:
+    p = Project.with_recipes(tmp_path / "p", {"m.yaml": _recipe(rel_l2=1e-9, cosine=0.999)})
+    result = build(p, INFBUILD_CACHE="off")  # the build passes: a variant is an offer, not the recipe's contract
+    assert result.returncode == 0
+    report = json.loads((p.stage("m", cpu_target, "verify") / "report.json").read_text())
+    for name in ("onnxruntime:int8_dynamic", "onnxruntime:int8_static"):
+        assert report["results"][name]["passed"] is False
+        assert report["results"][name]["status"].startswith("outside its int8 budget (rel_l2 ")
+    assert report["failures"] == []
+    here = json.loads((p.artifacts / "manifest.json").read_text())["recipes"]["m"]["targets"][cpu_target]
+    assert here["preferred"] not in ("onnxruntime:int8_dynamic", "onnxruntime:int8_static")
+    from infbuild.errors import ArtifactError
+    from infbuild.runtime import load
+
+    with pytest.raises(ArtifactError, match="has not passed verification .outside its int8 budget"):
+        load(p.artifacts, "m", backend="onnxruntime", variant="int8_static")
+
+
+def test_the_fastest_failed_variant_is_never_preferred() -> None:
+    verify = {"onnxruntime": {"passed": True}, "onnxruntime:int8_static": {"passed": False}}
+    bench = {"primary_shape": "opt", "results": {"onnxruntime": {"opt": {"p50_ms": 1.0}},
+                                                  "onnxruntime:int8_static": {"opt": {"p50_ms": 0.1}}}}
+    assert choose_preferred(verify, bench, ["onnxruntime", "onnxruntime:int8_static"]) == "onnxruntime"
+
+
+def test_changing_one_variants_options_rebuilds_only_it_and_its_consumers(tmp_path: Path) -> None:
+    p = Project.with_recipes(tmp_path / "p", {"m.yaml": _recipe()})
+    build(p, INFBUILD_CACHE="off")
+    p.add_recipe("m.yaml", _recipe() + "stages: {onnx_variants: {calibration: entropy}}\n")
+    result = build(p, INFBUILD_CACHE="off")
+    assert result.stages_ran() == {"onnx_int8_static:m", "verify:m", "bench:m"}
+
+
+def test_variants_are_planned_where_the_target_can_run_them(tmp_path: Path) -> None:
+    fp = host_fingerprint()
+    recipe = Recipe.from_dict({**_recipe_dict(), "variants": {"onnxruntime": ["fp16", "int8_dynamic"], "aoti": ["bf16"]}})
+    no_bf16 = {**fp, "cpu": {**fp["cpu"], "flags": [f for f in fp["cpu"]["flags"] if "bf16" not in f]}}
+    planned = {s.stage.name: s for s in plan_recipe(recipe, Host(no_bf16, tmp_path), tmp_path / "artifacts")}
+    assert planned["onnx_int8_dynamic"].not_buildable is None and planned["onnx_int8_dynamic"].upstream == ("onnx",)
+    if fp["gpus"] == []:
+        assert planned["onnx_fp16"].not_buildable == "no CUDA GPU on this host (nvidia-smi finds none)"
+    assert planned["aoti_bf16"].not_buildable == "this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)"
+    assert set(planned["verify"].upstream) >= {"reference", "onnx", "aoti", "onnx_int8_dynamic"}
+    assert "aoti_bf16" not in planned["verify"].upstream  # not buildable here, and not required
+
+
+def _recipe_dict() -> dict:
+    from infbuild.recipe import BENCH_DEFAULTS, DEFAULT_TOLERANCES, STAGE_DEFAULTS
+
+    return {"name": "m", "file": "recipes/m.yaml",
+            "model": {"factory": "examples.models:mlp", "kwargs": {}, "weights": None, "dtype": "float32", "sources": []},
+            "inputs": {"x": {"shape": ["batch", 10], "dtype": "float32", "low": -1.0, "high": 1.0}},
+            "dims": {"batch": {"min": 1, "opt": 8, "max": 64}}, "outputs": ["y"], "backends": ["onnxruntime", "aoti"],
+            "stages": STAGE_DEFAULTS, "verify": dict(DEFAULT_TOLERANCES["float32"]), "bench": dict(BENCH_DEFAULTS),
+            "package": None}
