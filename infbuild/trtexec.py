@@ -134,16 +134,26 @@ def builder_flags(recipe: Recipe, trt_version: str) -> list[str]:
     return flags + list(options["extra_args"])
 
 
+def reduced_precision(trt_version: str, precision: str) -> tuple[bool, tuple[str, ...]]:
+    """How TensorRT builds a reduced-precision engine: (from the reduced-precision ONNX graph?, builder flags).
+    TensorRT 11 takes precision only from a strongly typed graph (the fp16 ONNX, no flag); TensorRT 10 builds the
+    fp32 graph with the builder precision flag (``--fp16``), letting tactics run in half precision."""
+    if major(trt_version) >= 11:
+        return True, ()
+    return False, (PRECISION_FLAGS[precision],)
+
+
 def timing_cache_argv(trtexec: Path, recipe: Recipe, trt_version: str, onnx: Path, cache: Path) -> list[str]:
     """Build once to fill a timing cache; no engine saved, no inference run."""
     return [str(trtexec), f"--onnx={onnx}", f"--timingCacheFile={cache}", *shape_flags(recipe),
             *builder_flags(recipe, trt_version), "--skipInference"]
 
 
-def engine_argv(trtexec: Path, recipe: Recipe, trt_version: str, onnx: Path, cache: Path, out: Path) -> list[str]:
+def engine_argv(trtexec: Path, recipe: Recipe, trt_version: str, onnx: Path, cache: Path, out: Path,
+                extra: tuple[str, ...] = ()) -> list[str]:
     """Build the engine with the target's timing cache, profile it, export layer info, profile and times."""
     return [str(trtexec), f"--onnx={onnx}", f"--saveEngine={out / 'model.engine'}", f"--timingCacheFile={cache}",
-            *shape_flags(recipe), *builder_flags(recipe, trt_version), "--separateProfileRun",
+            *shape_flags(recipe), *builder_flags(recipe, trt_version), *extra, "--separateProfileRun",
             "--profilingVerbosity=detailed", f"--exportLayerInfo={out / 'layers.json'}",
             f"--exportProfile={out / 'profile.json'}", f"--exportTimes={out / 'times.json'}"]
 

@@ -135,3 +135,26 @@ def _recipe_dict() -> dict:
             "dims": {"batch": {"min": 1, "opt": 8, "max": 64}}, "outputs": ["y"], "backends": ["onnxruntime", "aoti"],
             "stages": STAGE_DEFAULTS, "verify": dict(DEFAULT_TOLERANCES["float32"]), "bench": dict(BENCH_DEFAULTS),
             "package": None}
+
+
+def test_tensorrt_fp16_variant_argv_on_trt10_and_trt11(tmp_path: Path) -> None:
+    """With the trtexec STAND-IN (tests/standins/): TensorRT 10 builds the fp32 graph with --fp16; TensorRT 11 (strongly
+    typed only) builds the onnx_fp16 variant's graph and takes no precision flag."""
+    from helpers import H100, GpuHost, trt_recipe, write_trtexec
+
+    host = GpuHost(tmp_path / "host")
+    p = Project.with_recipes(tmp_path / "p", {"mlp.yaml": trt_recipe() + "variants: {tensorrt: [fp16]}\n"})
+    result = build(p, host.env(p))
+    assert {"onnx_fp16:mlp", "trt_engine_fp16:mlp", "trt_engine:mlp"} <= result.stages_ran()
+    fp16_run = next(r for r in host.runs() if ".trt_engine_fp16.staging" in " ".join(r["argv"]))
+    assert "--fp16" in fp16_run["argv"] and any(a.endswith("/portable/onnx/model.onnx") for a in fp16_run["argv"])
+    manifest = json.loads((p.artifacts / "manifest.json").read_text())
+    verify = manifest["recipes"]["mlp"]["targets"][H100]["verify"]
+    assert verify["tensorrt:fp16"]["passed"] is None  # not verifiable here: no TensorRT Python package
+
+    write_trtexec(host.bin, "11.0.0")
+    result = build(p, host.env(p))
+    assert {"trt_engine_fp16:mlp", "trt_engine:mlp"} <= result.stages_ran()
+    fp16_run = [r for r in host.runs() if ".trt_engine_fp16.staging" in " ".join(r["argv"])][-1]
+    assert "--fp16" not in fp16_run["argv"] and fp16_run["trt"] == "11.0.0"
+    assert any(a.endswith(f"/{H100}/onnx_fp16/model.onnx") for a in fp16_run["argv"])

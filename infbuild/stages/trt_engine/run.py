@@ -14,11 +14,15 @@ EXPORTS = ("model.engine", "layers.json", "profile.json", "times.json")
 
 
 def run(job: Job) -> None:
+    build(job, job.upstream["onnx"] / "model.onnx")
+
+
+def build(job: Job, onnx: Path, extra: tuple[str, ...] = ()) -> None:
+    """Build the engine from ``onnx`` (with ``extra`` builder flags: a precision variant's)."""
     recipe, out, upstream, tools = job.recipe, job.out, job.upstream, job.tools
     scratch_cache = out / ".timing.cache.scratch"
     shutil.copyfile(upstream["trt_timing_cache"] / "timing.cache", scratch_cache)
-    argv = trtexec.engine_argv(Path(tools["trtexec"]), recipe, tools["version"], upstream["onnx"] / "model.onnx",
-                               scratch_cache, out)
+    argv = trtexec.engine_argv(Path(tools["trtexec"]), recipe, tools["version"], onnx, scratch_cache, out, extra)
     try:
         trtexec.run(argv, out / "build.log")
     finally:
