@@ -158,3 +158,27 @@ def test_tensorrt_fp16_variant_argv_on_trt10_and_trt11(tmp_path: Path) -> None:
     fp16_run = [r for r in host.runs() if ".trt_engine_fp16.staging" in " ".join(r["argv"])][-1]
     assert "--fp16" not in fp16_run["argv"] and fp16_run["trt"] == "11.0.0"
     assert any(a.endswith(f"/{H100}/onnx_fp16/model.onnx") for a in fp16_run["argv"])
+
+
+def test_transformer_fusion_on_a_hugging_face_encoder(tmp_path: Path, cpu_target: str) -> None:
+    pytest.importorskip("transformers")
+    recipe = """\
+name: bert
+model: {factory: "examples.hf:bert"}
+inputs:
+  input_ids: {shape: [batch, seq], dtype: int64, low: 0, high: 128}
+  attention_mask: {shape: [batch, seq], dtype: int64, values: [1]}
+dims:
+  batch: {min: 1, opt: 2, max: 4}
+  seq: {min: 4, opt: 16, max: 32}
+outputs: [last_hidden_state, pooler_output]
+backends: [onnxruntime]
+variants: {onnxruntime: [fused]}
+bench: {enabled: false}
+"""
+    p = Project.with_recipes(tmp_path / "p", {"bert.yaml": recipe})
+    build(p, INFBUILD_CACHE="off")
+    info = json.loads((p.stage("bert", cpu_target, "onnx_fused") / "variant.json").read_text())
+    assert info["model_type"] == "bert" and sum(info["fused"].values()) > 0, info  # fused operators were found
+    result = json.loads((p.stage("bert", cpu_target, "verify") / "report.json").read_text())["results"]["onnxruntime:fused"]
+    assert result["passed"] is True and result["precision"] == "fp32"  # fp32 variant: the elementwise rule
