@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from common import REPO, example_project
 
 ORT_VARIANTS = ["optimized", "int8_dynamic", "int8_static"]
