@@ -5,18 +5,18 @@ hand or lost is simply rewritten. Writers hold an flock so parallel builds don't
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any, Collection
 
 from . import stage as registry
 from .artifacts import write_json_atomic
+from .filelock import flocked
 from .preferred import choose_preferred
 from .stamp import read_stamp
 
@@ -26,15 +26,8 @@ SCHEMA_VERSION = 2
 target lists its ``artifacts`` (stage, backend, variant, precision). 1: backends only."""
 
 
-@contextmanager
-def locked(artifacts: Path, name: str = ".manifest.lock") -> Iterator[None]:
-    artifacts.mkdir(parents=True, exist_ok=True)
-    with open(artifacts / name, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def locked(artifacts: Path, name: str = ".manifest.lock") -> AbstractContextManager[None]:
+    return flocked(artifacts / name)
 
 
 def read_json(path: Path) -> Any:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from ..console import say
+from ..filelock import flocked
 
 _held: dict[Path, IO[str]] = {}
 
@@ -43,18 +44,9 @@ def gpu_lock(artifacts: Path, needed: bool) -> Iterator[None]:
     if not needed:
         yield
         return
-    lock_dir = artifacts / ".infbuild"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "gpu.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say("waiting for the GPU lock: another stage is using the GPU")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with flocked(artifacts / ".infbuild" / "gpu.lock",
+                 lambda: say("waiting for the GPU lock: another stage is using the GPU")):
+        yield
 
 
 def check_writable(artifacts: Path) -> None:
