@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DoitRun, Project
 
-from conftest import DoitRun, Project
 from infbuild.errors import ArtifactError, InputError
-from infbuild.manifest import choose_preferred
+from infbuild.preferred import choose_preferred
 
 
 @pytest.fixture

@@ -10,25 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import SMALL_BENCH, DoitRun, Project, mlp_recipe
+from helpers import SMALL_BENCH, GpuHost, Project, mlp_recipe, tasks, trt_recipe
 
 CACHEABLE = {"onnx", "reference", "aoti", "verify", "bench"}
 
 
 def clone(tmp_path: Path, name: str, recipes: dict[str, str]) -> Project:
-    p = Project(tmp_path / name)
-    for file, text in recipes.items():
-        p.add_recipe(file, text)
-    return p
-
-
-def restored(result: DoitRun) -> set[str]:
-    return set(re.findall(r"^restored (\S+) from ", result.output, flags=re.M))
-
-
-def built(result: DoitRun) -> set[str]:
-    return result.stages_ran() - restored(result)
+    return Project.with_recipes(tmp_path / name, recipes)
 
 
 RECIPES = {"a.yaml": mlp_recipe(name="a", seed=0, bench=SMALL_BENCH), "b.yaml": mlp_recipe(name="b", seed=1, bench=SMALL_BENCH)}
@@ -42,7 +30,7 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     first = clone(root, "first", RECIPES)
     result = first.doit("build", env=first.env(INFBUILD_CACHE=cache))
     assert result.returncode == 0, result.output[-3000:]
-    assert restored(result) == set() and len(built(result)) == 10
+    assert result.restored() == set() and len(result.built()) == 10
     return root, cache
 
 
@@ -51,9 +39,14 @@ def test_fresh_clone_with_warm_cache_builds_nothing(warm: tuple[Path, str], tmp_
     second = clone(tmp_path, "second", RECIPES)
     result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
     assert result.returncode == 0, result.output[-3000:]
-    assert built(result) == set()
-    assert restored(result) == {f"{s}:{r}" for s in CACHEABLE for r in ("a", "b")}
-    assert re.search(r"infbuild: 0 built \(0\.0s\), 10 restored from local:\S+ \([\d.]+s\), 0 up to date", result.output)
+    assert result.built() == set()
+    assert result.restored() == tasks("a", CACHEABLE) | tasks("b", CACHEABLE)
+    assert {k: result.summary().get(k, 0) for k in ("built", "restored", "uptodate")} == {"built": 0, "restored": 10,
+                                                                                           "uptodate": 0}
+    third = clone(tmp_path, "third", RECIPES)
+    console = third.doit("build", env=third.env(INFBUILD_CACHE=cache), reporter="console")
+    assert console.returncode == 0  # the console's summary line says the same
+    assert re.search(r"infbuild: 0 built \(0\.0s\), 10 restored from local:\S+ \([\d.]+s\), 0 up to date", console.output)
     status = second.infbuild("status", env=second.env(INFBUILD_CACHE=cache))
     assert status.returncode == 0
     stamp = json.loads((second.stage("a", "portable", "onnx") / "stamp.json").read_text())
@@ -66,8 +59,8 @@ def test_edited_recipe_misses_only_its_stale_keys(warm: tuple[Path, str], tmp_pa
     p = clone(tmp_path, "edited", edited)
     result = p.doit("build", env=p.env(INFBUILD_CACHE=cache))
     assert result.returncode == 0
-    assert built(result) == {"verify:a"}
-    assert restored(result) == {f"{s}:{r}" for s in CACHEABLE for r in ("a", "b")} - {"verify:a"}
+    assert result.built() == {"verify:a"}
+    assert result.restored() == (tasks("a", CACHEABLE) | tasks("b", CACHEABLE)) - {"verify:a"}
 
 
 def test_entries_of_one_target_never_restore_on_another(warm: tuple[Path, str], tmp_path: Path, cpu_target: str) -> None:
@@ -76,8 +69,8 @@ def test_entries_of_one_target_never_restore_on_another(warm: tuple[Path, str], 
     p = clone(tmp_path, "other-host", {"a.yaml": RECIPES["a.yaml"]})
     result = p.doit("build", env=p.env(INFBUILD_CACHE=cache, INFBUILD_FINGERPRINT=json.dumps({"cpu": {"isa": other}})))
     assert result.returncode == 0
-    assert restored(result) == {"onnx:a", "reference:a"}  # portable stages only
-    assert built(result) == {"aoti:a", "verify:a", "bench:a"}
+    assert result.restored() == {"onnx:a", "reference:a"}  # portable stages only
+    assert result.built() == {"aoti:a", "verify:a", "bench:a"}
 
 
 def _local_root(cache: str) -> Path:
@@ -95,7 +88,7 @@ def test_tampered_blob_is_a_miss_and_a_rebuild(tmp_path: Path) -> None:
     second = clone(tmp_path, "second", recipes)
     result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
     assert result.returncode == 0, result.output[-3000:]
-    assert "onnx:a" in built(result) and "reference:a" in restored(result)
+    assert "onnx:a" in result.built() and "reference:a" in result.restored()
     assert result.output.count("sha256 differs from the stamp (corrupted or tampered)") == 1
     truncated = clone(tmp_path, "third", recipes)
     ref_stamp = json.loads((first.stage("a", "portable", "reference") / "stamp.json").read_text())
@@ -103,7 +96,7 @@ def test_tampered_blob_is_a_miss_and_a_rebuild(tmp_path: Path) -> None:
     ref_blob = _local_root(cache) / "blobs" / sha[:2] / sha
     ref_blob.write_bytes(ref_blob.read_bytes()[:100])
     result = truncated.doit("build", env=truncated.env(INFBUILD_CACHE=cache))
-    assert result.returncode == 0 and "reference:a" in built(result) and "(truncated?)" in result.output
+    assert result.returncode == 0 and "reference:a" in result.built() and "(truncated?)" in result.output
 
 
 def test_path_traversal_entry_is_refused(tmp_path: Path) -> None:
@@ -120,7 +113,7 @@ def test_path_traversal_entry_is_refused(tmp_path: Path) -> None:
     second = clone(tmp_path, "second", recipes)
     result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
     assert result.returncode == 0
-    assert "onnx:a" in built(result) and "would escape the stage folder" in result.output
+    assert "onnx:a" in result.built() and "would escape the stage folder" in result.output
     assert not list(tmp_path.rglob("escaped.onnx"))
 
 
@@ -144,27 +137,28 @@ def test_two_builds_populating_one_cache_at_once_agree_on_every_key(tmp_path: Pa
         other = stamps[1][stage]
         assert stamp["key"] == other["key"], stage
         assert {n: m["sha256"] for n, m in stamp["files"].items()} == {n: m["sha256"] for n, m in other["files"].items()}, stage
+    from infbuild import stage as registry
     from infbuild.cache import Wanted
     from infbuild.cache.local import LocalCache
-    from infbuild.plan import STAGES
 
     local = LocalCache(_local_root(cache))
     entries = local.entries()
     assert len(entries) == 8  # one per key: the later writer adopted the entry instead of adding its own
     for e in entries:  # every entry complete and intact, exactly its stage's outputs
-        assert local.get(Wanted(e["key"], e["stage"], e["recipe"], e["target"], STAGES[e["stage"]].outputs)) is not None
+        assert local.get(Wanted(e["key"], e["stage"], e["recipe"], e["target"], registry.get(e["stage"]).outputs)) is not None
     third = clone(tmp_path, "p2", recipes)
     result = third.doit("build", env=third.env(INFBUILD_CACHE=cache))
-    assert built(result) == set() and len(restored(result)) == 8
+    assert result.returncode == 0 and result.built() == set() and len(result.restored()) == 8
 
 
 def test_a_build_that_loses_the_race_adopts_the_cached_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                cpu_target: str) -> None:
     """A stage built while another build stored the same key first ends with the cached bytes (the cache keeps its
     first entry), so what depends on it restores from the cache too."""
-    from infbuild.artifacts import read_stamp
+    from infbuild.engine import share
     from infbuild.keys import key_inputs, stage_key
-    from infbuild.tasks import context, share
+    from infbuild.stamp import read_stamp
+    from infbuild.tasks import context
 
     cache = f"local:{tmp_path / 'cache'}"
     recipes = {"a.yaml": mlp_recipe(name="a")}
@@ -174,17 +168,19 @@ def test_a_build_that_loses_the_race_adopts_the_cached_outputs(tmp_path: Path, m
     second = clone(tmp_path, "second", recipes)  # the build that lost the race: its own package, not yet stored
     assert second.doit("build", env=second.env(INFBUILD_CACHE="off")).returncode == 0
     own = read_stamp(second.stage("a", cpu_target, "aoti"))
-    assert own["key"] == cached["key"] and own["files"]["model.pt2"] != cached["files"]["model.pt2"]
+    assert own is not None and cached is not None
+    assert own.key == cached.key and own.files["model.pt2"] != cached.files["model.pt2"]
 
     monkeypatch.setenv("INFBUILD_CACHE", cache)
     ctx = context(str(second.root))
     p = ctx.planned["aoti:a"]
-    inputs = key_inputs(p, ctx.fingerprint, ctx.project.root, ctx.digests, ctx.siblings(p))
-    assert share(ctx, p, stage_key(inputs), inputs, own, ctx.caches) is None
+    key, inputs = ctx.key(p)
+    assert key == stage_key(key_inputs(p, ctx.fingerprint, ctx.project.root, ctx.digests, ctx.siblings(p)))
+    share(ctx, p, key, inputs, own, ctx.caches)
     adopted = read_stamp(second.stage("a", cpu_target, "aoti"))
-    assert adopted["files"] == cached["files"] and adopted["restored_from"] == cache
+    assert adopted is not None and adopted.files == cached.files and adopted.restored_from == cache
     result = second.doit("build", env=second.env(INFBUILD_CACHE=cache))
-    assert result.returncode == 0 and built(result) == set() and "verify:a" in restored(result)
+    assert result.returncode == 0 and result.built() == set() and "verify:a" in result.restored()
 
 
 def test_cache_cli_stats_ls_push_pull_gc(tmp_path: Path) -> None:
@@ -214,25 +210,23 @@ def test_registry_cache_shares_builds_and_a_down_registry_degrades(services: dic
     second = clone(tmp_path, "second", recipes)
     result = second.doit("build", env=second.env(INFBUILD_CACHE=f"oci:{services['registry'].address}/infbuild/cache"))
     assert result.returncode == 0
-    assert built(result) == set() and len(restored(result)) == 4
+    assert result.built() == set() and len(result.restored()) == 4
     down = clone(tmp_path, "down", recipes)
     result = down.doit("build", env=down.env(INFBUILD_CACHE="oci:127.0.0.1:9/infbuild/cache#rw"))
-    assert result.returncode == 0 and len(built(result)) == 4
+    assert result.returncode == 0 and len(result.built()) == 4
     assert result.output.count("warning: cache oci:127.0.0.1:9/infbuild/cache unavailable") == 1
 
 
 def test_ci_flow_a_cpu_job_acts_for_a_gpu_target_from_the_cache(tmp_path: Path) -> None:
     """examples/ci/github-actions.yml: the GPU job builds and saves its fingerprint; a CPU job given that
     fingerprint restores every stage (TensorRT ones included) and builds nothing."""
-    from test_tensorrt import GpuHost, trt_recipe
-
     host = GpuHost(tmp_path / "gpu")
     cache = f"local:{tmp_path / 'cache'}"
     recipes = {"mlp.yaml": trt_recipe().replace("bench: {enabled: false}\n", SMALL_BENCH)}
     gpu_job = clone(tmp_path, "gpu-job", recipes)
     result = gpu_job.doit("build", env=host.env(gpu_job, INFBUILD_CACHE=cache))
     assert result.returncode == 0, result.output[-3000:]
-    assert {"trt_engine:mlp", "bench:mlp"} <= built(result)
+    assert {"trt_engine:mlp", "bench:mlp"} <= result.built()
     fingerprint = tmp_path / "fingerprint.json"
     fingerprint.write_text(gpu_job.infbuild("fingerprint", "--json", env=host.env(gpu_job)).stdout)
     cpu_job = clone(tmp_path, "cpu-job", recipes)

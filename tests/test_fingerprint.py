@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import STANDINS
 
 from infbuild.fingerprint import isa_level, slug
-
-STANDINS = Path(__file__).parent / "standins"  # stand-in nvidia-smi: no GPU on these machines
 
 
 def fingerprint_json(env: dict[str, str]) -> dict:

@@ -3,55 +3,27 @@ the project, special files, bad bytes. Each comes out as located one-line proble
 fast and with bounded memory, never a traceback, and nothing runs or gets written."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import VALID_RECIPE, Project, deadline, loader_project, mlp_recipe, problems_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Project, mlp_recipe
-from infbuild.errors import RecipeError
-from infbuild.project import Project as InfbuildProject
 from infbuild.project import load_project
 from infbuild.recipe import load_file, load_recipes
 from infbuild.recipe_file import MAX_ALIAS_NODES, MAX_DEPTH, MAX_RECIPE_BYTES
 
 MEMORY_LIMIT = 4 << 30  # address space for the CLI subprocesses: a regression fails instead of eating the host
 HOSTILE = Path(__file__).with_name("hostile")
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Fail (instead of hanging the test run) when the block blocks, e.g. opening a FIFO."""
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def problems_of(project: Project) -> list[str]:
-    with deadline(30), pytest.raises(RecipeError) as info:
-        load_recipes(load_project(project.root))
-    rendered = [p.render() for p in info.value.problems]
-    assert all("\n" not in r for r in rendered)
-    return rendered
 
 
 def assert_located(rendered: list[str], file: str, line: int, field: str, message: str) -> None:
@@ -441,7 +413,7 @@ def test_dates_stay_strings(project: Project) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in HOSTILE.iterdir()))
 def test_hostile_corpus_is_refused_with_located_problems(tmp_path: Path, name: str) -> None:
     """tests/hostile/: one hostile recipe per file, named for its problem (a comment says more where YAML allows)."""
-    project = InfbuildProject(root=tmp_path, recipe_globs=("*.yaml", "*.json"), artifacts=tmp_path / "artifacts")
+    project = loader_project(tmp_path)
     path = tmp_path / name
     path.write_bytes((HOSTILE / name).read_bytes())
     with deadline(10):
@@ -452,7 +424,6 @@ def test_hostile_corpus_is_refused_with_located_problems(tmp_path: Path, name: s
         assert "infbuild bug" not in problem.message
 
 
-VALID = yaml.safe_load(mlp_recipe())
 leaves = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**80, max_value=2**80),
                    st.sampled_from([2**63 - 1, 2**63, -2**63, -2**63 - 1, 2**31, 65504, 65505, 1e23, 1e308]),
                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20))
@@ -487,7 +458,7 @@ def _put(doc: dict, path: tuple, value: object) -> None:
 @st.composite
 def hostile_recipes(draw: st.DrawFn) -> dict:
     """The valid MLP recipe with a random dtype and 1-4 fields replaced by random JSON-ish values."""
-    doc = json.loads(json.dumps(VALID))
+    doc = json.loads(json.dumps(VALID_RECIPE))
     doc["inputs"]["x"]["dtype"] = draw(DTYPES)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         _put(doc, draw(st.sampled_from(TARGETS)), draw(values))
@@ -498,9 +469,7 @@ def hostile_recipes(draw: st.DrawFn) -> dict:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(doc=hostile_recipes(), as_json=st.booleans())
 def test_hostile_values_never_crash_the_loader(tmp_path: Path, doc: dict, as_json: bool) -> None:
-    project = InfbuildProject(root=tmp_path, recipe_globs=("*.yaml", "*.json"), artifacts=tmp_path / "artifacts")
-    (tmp_path / "examples").mkdir(exist_ok=True)
-    (tmp_path / "examples" / "models.py").write_text("def mlp(seed=0): ...\n")
+    project = loader_project(tmp_path, stub_factory=True)
     path = tmp_path / ("r.json" if as_json else "r.yaml")
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1) if as_json else yaml.safe_dump(doc, allow_unicode=True))
     recipe, problems = load_file(path, project)
@@ -529,7 +498,7 @@ YAML_TOKENS = st.sampled_from(list("&*!<>:-[]{},'\"\n #|%@`?=.019abxyz\t\\") + [
 @given(parts=st.lists(YAML_TOKENS, max_size=60), suffix=st.sampled_from([".yaml", ".json"]))
 def test_yaml_token_soup_never_crashes_the_loader(tmp_path: Path, parts: list[str], suffix: str) -> None:
     """Anchors, aliases, merge keys, tags and odd scalars in random order: problems, never an exception."""
-    project = InfbuildProject(root=tmp_path, recipe_globs=("*.yaml", "*.json"), artifacts=tmp_path / "artifacts")
+    project = loader_project(tmp_path)
     path = tmp_path / ("r" + suffix)
     path.write_text("".join(parts), encoding="utf-8")
     recipe, problems = load_file(path, project)

@@ -15,15 +15,16 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from helpers import Project, mlp_recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Project, mlp_recipe
-from infbuild.artifacts import Outputs, commit, list_files, read_stamp
+from infbuild import stage as stage_registry
+from infbuild.artifacts import Outputs, commit, list_files
 from infbuild.cache import Wanted, restore
 from infbuild.cache.local import LocalCache
 from infbuild.errors import ArtifactError, InputError
-from infbuild.plan import STAGES
+from infbuild.stamp import Stamp, read_stamp
 
 PLANNED = {"onnx", "reference", "aoti", "verify"}
 
@@ -75,11 +76,11 @@ def test_relabelled_cache_entry_is_a_miss_and_the_stage_is_built(built: tuple[Pr
     result = p.doit("build", env=p.env(INFBUILD_CACHE=f"local:{cache}"))
     assert result.returncode == 0, result.output[-3000:]
     clean_output(result.output)
-    assert "aoti:mlp" in result.ran and "restored aoti:mlp" not in result.output
+    assert "aoti:mlp" in result.built() and "aoti:mlp" not in result.restored()
     assert f"cache local:{cache}: entry {aoti_entry} unusable (the stamp is labelled stage 'onnx', not 'aoti')" \
         in result.output
     stamp = read_stamp(p.stage("mlp", cpu_target, "aoti"))
-    assert stamp is not None and set(stamp["files"]) == {"model.pt2", "aoti.json"}
+    assert stamp is not None and set(stamp.files) == {"model.pt2", "aoti.json"}
     assert p.infbuild("verify-artifacts").returncode == 0
 
 
@@ -101,7 +102,7 @@ def test_malformed_entries_are_misses_naming_cache_and_entry(tmp_path: Path, fil
 
 
 def wanted_onnx(key: str) -> Wanted:
-    return Wanted(key, "onnx", "mlp", "portable", STAGES["onnx"].outputs)
+    return Wanted(key, "onnx", "mlp", "portable", stage_registry.get("onnx").outputs)
 
 
 def forge_entry(tmp_path: Path, files: dict[str, bytes], key: str = "k" * 64, **stamp_fields: Any) -> tuple[LocalCache, str]:
@@ -157,10 +158,10 @@ def test_generated_cache_entries_never_poison_a_stage(tmp_path_factory: pytest.T
         assert list(staging.iterdir()) == []
         return
     restored = list_files(staging)
-    assert STAGES["onnx"].outputs.problem(restored) is None
+    assert stage_registry.get("onnx").outputs.problem(restored) is None
     assert {n: (m["sha256"], m["size"]) for n, m in restored.items()} == \
-        {n: (m["sha256"], m["size"]) for n, m in hit.stamp["files"].items()}
-    assert (hit.stamp["stage"], hit.stamp["recipe"], hit.stamp["target"]) == ("onnx", "mlp", "portable")
+        {n: (m["sha256"], m["size"]) for n, m in hit.stamp.files.items()}
+    assert (hit.stamp.stage, hit.stamp.recipe, hit.stamp.target) == ("onnx", "mlp", "portable")
 
 
 def test_commit_refuses_a_folder_that_is_not_the_stage_output(tmp_path: Path) -> None:
@@ -168,7 +169,8 @@ def test_commit_refuses_a_folder_that_is_not_the_stage_output(tmp_path: Path) ->
     staging.mkdir()
     (staging / "model.onnx").write_bytes(b"x")
     with pytest.raises(ArtifactError, match="lacks the required output"):
-        commit(staging, tmp_path / "onnx", {"stage": "onnx", "recipe": "mlp"}, Outputs(("model.onnx", "export.json")))
+        commit(staging, tmp_path / "onnx", Stamp("k" * 64, "onnx", "mlp", "portable", {}),
+               Outputs(("model.onnx", "export.json")))
     assert not (tmp_path / "onnx").exists() and not (staging / "stamp.json").exists()
 
 

@@ -7,8 +7,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import Project, mlp_recipe
+from helpers import Project, mlp_recipe
 
 
 def start_and_kill(proj: Project, sig: int, marker: str = "[aoti] compiling", delay: float = 1.0) -> int:

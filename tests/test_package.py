@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMALL_BENCH, Project, mlp_recipe
 
-from conftest import SMALL_BENCH, Project, mlp_recipe
 from infbuild.package.contents import image_stamp
+from infbuild.stamp import read_stamp
 
 SECRET = "s3cr3t-registry-password-do-not-leak"
 
@@ -48,8 +49,9 @@ def run_in(services: dict, reference: str, command: str) -> str:
 def expected_digests(proj: Project, target: str) -> dict[str, str]:
     out = {}
     for stage, folder_target in (("onnx", "portable"), ("aoti", target)):
-        stamp = json.loads((proj.stage("mlp", folder_target, stage) / "stamp.json").read_text())
-        for name, meta in stamp["files"].items():
+        stamp = read_stamp(proj.stage("mlp", folder_target, stage))
+        assert stamp is not None
+        for name, meta in stamp.files.items():
             out[f"/opt/infbuild/mlp/{folder_target}/{stage}/{name}"] = meta["sha256"]
         # the stamp travels too: the runtime in the image checks the files against it, never the index alone
         out[f"/opt/infbuild/mlp/{folder_target}/{stage}/stamp.json"] = hashlib.sha256(image_stamp(stamp)).hexdigest()
@@ -63,7 +65,7 @@ def docker_proj(tmp_path_factory: pytest.TempPathFactory, services: dict) -> Pro
     result = p.doit("build", env=env(p, services))
     assert result.returncode == 0, result.output[-4000:]
     assert "package:mlp" in result.ran
-    p.last_output = result.output  # type: ignore[attr-defined]
+    p.last_output = result.printed  # type: ignore[attr-defined]
     return p
 
 

@@ -7,18 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import Project, mlp_recipe, problems_of
 
-from conftest import Project, mlp_recipe
-from infbuild.errors import RecipeError
 from infbuild.project import load_project
 from infbuild.recipe import load_recipes
-
-
-def problems_of(project: Project) -> list[str]:
-    with pytest.raises(RecipeError) as info:
-        load_recipes(load_project(project.root))
-    return [p.render() for p in info.value.problems]
-
 
 CASES = {
     "yaml_syntax": ("name: a\nmodel: {factory: 'examples.models:mlp'\ninputs: x\n", 3, "", "YAML syntax error"),
@@ -145,7 +137,7 @@ def test_validate_rejects_weights_that_are_not_a_state_dict(project: Project) ->
 def test_validate_accepts_the_examples() -> None:
     import subprocess
 
-    from conftest import REPO
+    from helpers import REPO
 
     done = subprocess.run([sys.executable, "-m", "infbuild.cli", "validate"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import VALID_RECIPE, Project, doit_argv, jsonl_run, loader_project, mlp_recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Project, mlp_recipe
 from infbuild.errors import RecipeError
-from infbuild.project import Project as InfbuildProject
 from infbuild.recipe import load_file, load_recipes
 
 
@@ -30,12 +29,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 def test_two_builds_on_one_tree_take_turns(built: Project) -> None:
     (built.stage("mlp", "portable", "onnx") / "model.onnx").unlink()
-    procs = [subprocess.Popen([sys.executable, "-m", "doit", "build"], cwd=built.root, env=built.env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], outputs
-    assert sum("waiting for another build of" in out for out in outputs) == 1
-    assert sum(out.count(".  onnx:mlp") for out in outputs) == 1  # built once, by the first
+    procs = [subprocess.Popen([sys.executable, "-m", "doit", *doit_argv(("build",), "jsonl")], cwd=built.root,
+                              env=built.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    runs = [jsonl_run(proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs)]
+    assert [run.returncode for run in runs] == [0, 0], [run.output for run in runs]
+    assert sum("waiting for another build of" in run.output for run in runs) == 1
+    assert sum("onnx:mlp" in run.stages_ran() for run in runs) == 1  # built once, by the first
     assert built.infbuild("status").returncode == 0
     assert built.infbuild("verify-artifacts").returncode == 0
 
@@ -131,7 +132,6 @@ def test_hostile_image_reference_is_a_located_error(project: Project) -> None:
 
 # --- machine-generated recipes ------------------------------------------------------------------------
 
-VALID = yaml.safe_load(mlp_recipe())
 leaves = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                    st.floats(allow_nan=True), st.text(max_size=30))
 json_values = st.recursive(leaves, lambda children: st.one_of(st.lists(children, max_size=4),
@@ -152,7 +152,7 @@ def _paths(doc: object, prefix: tuple = ()) -> list[tuple]:
 
 @st.composite
 def mutated_recipes(draw: st.DrawFn) -> object:
-    doc = json.loads(json.dumps(VALID))
+    doc = json.loads(json.dumps(VALID_RECIPE))
     for _ in range(draw(st.integers(min_value=0, max_value=4))):
         paths = [p for p in _paths(doc) if p]
         if not paths:
@@ -180,9 +180,7 @@ def mutated_recipes(draw: st.DrawFn) -> object:
                                                                    HealthCheck.too_slow])
 @given(doc=mutated_recipes(), as_json=st.booleans())
 def test_validate_accepts_or_locates_every_problem(tmp_path: Path, doc: object, as_json: bool) -> None:
-    project = InfbuildProject(root=tmp_path, recipe_globs=("*.yaml", "*.json"), artifacts=tmp_path / "artifacts")
-    (tmp_path / "examples").mkdir(exist_ok=True)
-    (tmp_path / "examples" / "models.py").write_text("def mlp(seed=0): ...\n")
+    project = loader_project(tmp_path, stub_factory=True)
     path = tmp_path / ("r.json" if as_json else "r.yaml")
     path.write_text(json.dumps(doc, ensure_ascii=False) if as_json else yaml.safe_dump(doc, allow_unicode=True))
     recipe, problems = load_file(path, project)
@@ -200,7 +198,7 @@ def test_validate_accepts_or_locates_every_problem(tmp_path: Path, doc: object, 
 @settings(max_examples=40, deadline=3000, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=400))
 def test_arbitrary_text_never_crashes_the_loader(tmp_path: Path, text: str) -> None:
-    project = InfbuildProject(root=tmp_path, recipe_globs=("*.yaml",), artifacts=tmp_path / "artifacts")
+    project = loader_project(tmp_path, globs=("*.yaml",))
     path = tmp_path / "r.yaml"
     path.write_text(text)
     try:

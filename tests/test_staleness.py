@@ -12,17 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import SMALL_BENCH, Project, mlp_recipe
+from helpers import SMALL_BENCH, Project, build, mlp_recipe, tasks
 
 OTHER = mlp_recipe(name="other", seed=1, extra_model="  sources: [examples/models.py, examples/extra.py]\n",
                    bench=SMALL_BENCH)
 CHAIN = {"onnx", "reference", "aoti", "verify"}  # mlp has no bench stage; other has one
-
-
-def chain(recipe: str, stages: set[str] | None = None) -> set[str]:
-    names = stages if stages is not None else CHAIN | ({"bench"} if recipe == "other" else set())
-    return {f"{s}:{recipe}" for s in names}
+MLP_CHAIN = tasks("mlp", CHAIN)
+OTHER_CHAIN = tasks("other", CHAIN | {"bench"})
 
 
 def save_weights(path: Path, seed: int) -> None:
@@ -44,39 +40,33 @@ def proj(tmp_path_factory: pytest.TempPathFactory) -> Project:
     p.add_recipe("other.yaml", OTHER)
     first = p.doit()
     assert first.returncode == 0, first.output[-3000:]
-    assert first.stages_ran() == chain("mlp") | chain("other")
+    assert first.stages_ran() == MLP_CHAIN | OTHER_CHAIN
     return p
-
-
-def build(proj: Project, **env: str) -> set[str]:
-    result = proj.doit("build", env=proj.env(**env) if env else None)
-    assert result.returncode == 0, result.output[-3000:]
-    return result.stages_ran()
 
 
 def test_verify_tolerance_edit_reruns_only_that_verify(proj: Project) -> None:
     proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, extra_model="  weights: weights/mlp.pt\n"))
-    assert build(proj) == {"verify:mlp"}
-    assert build(proj) == set()
+    assert build(proj).stages_ran() == {"verify:mlp"}
+    assert build(proj).stages_ran() == set()
 
 
 def test_bench_reruns_only_for_its_own_options_not_for_tolerances(proj: Project) -> None:
     global OTHER
     proj.add_recipe("other.yaml", OTHER.replace("rtol: 0.001", "rtol: 0.002"))
-    assert build(proj) == {"verify:other"}  # which artifacts passed is unchanged: no new measurement
+    assert build(proj).stages_ran() == {"verify:other"}  # which artifacts passed is unchanged: no new measurement
     proj.add_recipe("other.yaml", OTHER.replace("rtol: 0.001", "rtol: 0.002").replace("iterations: 5", "iterations: 7"))
-    assert build(proj) == {"bench:other"}
+    assert build(proj).stages_ran() == {"bench:other"}
     OTHER = OTHER.replace("rtol: 0.001", "rtol: 0.002").replace("iterations: 5", "iterations: 7")
 
 
 def test_dims_edit_reruns_that_recipes_chain_only(proj: Project) -> None:
     proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, max=128, extra_model="  weights: weights/mlp.pt\n"))
-    assert build(proj) == chain("mlp")
+    assert build(proj).stages_ran() == MLP_CHAIN
 
 
 def test_weights_change_reruns_model_stages(proj: Project) -> None:
     save_weights(proj.root / "weights" / "mlp.pt", seed=6)
-    assert build(proj) == chain("mlp")
+    assert build(proj).stages_ran() == MLP_CHAIN
     status = proj.infbuild("status")
     assert status.returncode == 0
 
@@ -86,12 +76,12 @@ def test_declared_source_change_reruns_that_recipe(proj: Project) -> None:
     status = proj.infbuild("status")
     assert status.returncode == 1
     assert "onnx:other" in status.stdout and "key changed: sources (examples/extra.py)" in status.stdout
-    assert build(proj) == chain("other")
+    assert build(proj).stages_ran() == OTHER_CHAIN
 
 
 def test_onnx_external_data_option(proj: Project) -> None:
     proj.add_recipe("other.yaml", OTHER + "stages: {onnx: {external_data: true}}\n")
-    assert build(proj) == {"onnx:other", "verify:other", "bench:other"}
+    assert build(proj).stages_ran() == {"onnx:other", "verify:other", "bench:other"}
     stamp = json.loads((proj.stage("other", "portable", "onnx") / "stamp.json").read_text())
     assert {"model.onnx", "model.onnx.data"} <= set(stamp["files"])
 
@@ -99,35 +89,36 @@ def test_onnx_external_data_option(proj: Project) -> None:
 def test_deleting_the_doit_db_or_touching_files_rebuilds_nothing(proj: Project) -> None:
     for db in proj.artifacts.glob(".doit.db*"):
         db.unlink()
-    assert build(proj) == set()
+    assert build(proj).stages_ran() == set()
     later = time.time() + 100
     for path in proj.root.rglob("*"):
         if path.is_file():
             os.utime(path, (later, later))
-    assert build(proj) == set()
+    assert build(proj).stages_ran() == set()
 
 
 def test_deleted_or_truncated_artifact_rebuilds_that_stage(proj: Project, cpu_target: str) -> None:
     (proj.stage("mlp", "portable", "onnx") / "model.onnx").unlink()
     # ONNX export is byte-identical, so verify's key (upstream digests) is unchanged: only onnx reruns.
-    assert build(proj) == {"onnx:mlp"}
+    assert build(proj).stages_ran() == {"onnx:mlp"}
     package = proj.stage("other", cpu_target, "aoti") / "model.pt2"
     package.write_bytes(package.read_bytes()[:1000])
     # An AOTI package is not bit-reproducible: the new one is verified and measured again.
-    assert build(proj) == {"aoti:other", "verify:other", "bench:other"}
+    assert build(proj).stages_ran() == {"aoti:other", "verify:other", "bench:other"}
 
 
 def test_other_host_target_builds_beside_and_coming_back_rebuilds_nothing(proj: Project, cpu_target: str) -> None:
     other_isa = "avx2" if not cpu_target.endswith("-avx2") else "avx512"
     simulated = json.dumps({"cpu": {"isa": other_isa}})
-    assert build(proj, INFBUILD_FINGERPRINT=simulated) == chain("mlp", {"aoti", "verify"}) | chain("other", {"aoti", "verify", "bench"})
+    assert build(proj, INFBUILD_FINGERPRINT=simulated).stages_ran() == \
+        tasks("mlp", {"aoti", "verify"}) | tasks("other", {"aoti", "verify", "bench"})
     new_target = f"cpu-{cpu_target.split('-')[1]}-{other_isa}"
     assert (proj.stage("mlp", new_target, "aoti") / "model.pt2").is_file()
     assert (proj.stage("mlp", cpu_target, "aoti") / "model.pt2").is_file()
     manifest = json.loads((proj.artifacts / "manifest.json").read_text())
     assert sorted(manifest["recipes"]["mlp"]["targets"]) == sorted(["portable", cpu_target, new_target])
-    assert build(proj) == set()
-    assert build(proj, INFBUILD_FINGERPRINT=simulated) == set()
+    assert build(proj).stages_ran() == set()
+    assert build(proj, INFBUILD_FINGERPRINT=simulated).stages_ran() == set()
 
 
 def test_failed_verification_fails_the_build_and_is_recorded(proj: Project, cpu_target: str) -> None:
@@ -143,14 +134,14 @@ def test_failed_verification_fails_the_build_and_is_recorded(proj: Project, cpu_
     again = proj.doit("build")  # a failed verification is never up to date
     assert again.returncode != 0 and again.stages_ran() == {"verify:mlp"}
     proj.add_recipe("mlp.yaml", mlp_recipe(rtol=2e-3, max=128, extra_model="  weights: weights/mlp.pt\n"))
-    assert build(proj) == {"verify:mlp"}
+    assert build(proj).stages_ran() == {"verify:mlp"}
 
 
 def test_cuda_recipe_is_not_buildable_here_unless_required(proj: Project, cpu_target: str) -> None:
     proj.add_recipe("gpu.yaml", mlp_recipe(name="gpu").replace("outputs: [y]", "outputs: [y]\nstages: {aoti: {device: cuda}}"))
     listing = proj.run(sys.executable, "-m", "doit", "list", "--all").stdout
     assert "aoti:gpu" in listing and "not buildable here: no CUDA GPU" in listing
-    assert build(proj) == chain("gpu", {"onnx", "reference", "verify"})  # verify what can be built here
+    assert build(proj).stages_ran() == tasks("gpu", {"onnx", "reference", "verify"})  # verify what can be built here
     report = json.loads((proj.stage("gpu", cpu_target, "verify") / "report.json").read_text())
     assert report["results"]["aoti"] == {"passed": None, "status": "not buildable here"}
     status = proj.infbuild("status")
@@ -164,4 +155,4 @@ def test_doit_clean_removes_outputs(proj: Project, cpu_target: str) -> None:
     result = proj.doit("clean", "aoti:mlp")
     assert result.returncode == 0
     assert not proj.stage("mlp", cpu_target, "aoti").exists()
-    assert build(proj) == {"aoti:mlp", "verify:mlp"}
+    assert build(proj).stages_ran() == {"aoti:mlp", "verify:mlp"}

@@ -8,52 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import A10G, H100, STANDINS, GpuHost, Project, build, tasks, trt_recipe, write_trtexec
 
-from conftest import DoitRun, Project, mlp_recipe
 from infbuild.errors import FieldError
 from infbuild.recipe import Recipe
 from infbuild.trtexec import engine_argv, parse_version, shape_flags, timing_cache_argv
 
-STANDINS = Path(__file__).parent / "standins"
-H100 = "cuda-sm90-nvidia-h100-80gb-hbm3"
-A10G = "cuda-sm86-nvidia-a10g"
 TRT = {"trt_timing_cache", "trt_engine"}
-
-
-def write_trtexec(folder: Path, version: str) -> Path:
-    """The stand-in trtexec as an executable, with the emulated TensorRT version baked in."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = (STANDINS / "fake_trtexec.py").read_text().replace('TRT_VERSION = "10.3.0"', f'TRT_VERSION = "{version}"')
-    path = folder / "trtexec"
-    path.write_text(f"#!{sys.executable}\n{source}")
-    path.chmod(0o755)
-    return path
-
-
-class GpuHost:
-    """Environment of a simulated CUDA host: stand-in nvidia-smi and trtexec on PATH."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.bin = root / "bin"
-        self.log = root / "trtexec.jsonl"
-        write_trtexec(self.bin, "10.3.0")
-
-    def env(self, proj: Project, **extra: str) -> dict[str, str]:
-        return proj.env(PATH=f"{self.bin}:{STANDINS}:{os.environ['PATH']}", XDG_CACHE_HOME=str(self.root / "cache"),
-                        FAKE_TRTEXEC_LOG=str(self.log), **extra)
-
-    def runs(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
-
-
-def trt_recipe(name: str = "mlp", seed: int = 0, tensorrt: str = "") -> str:
-    text = mlp_recipe(name=name, seed=seed) + "backends: [onnxruntime, tensorrt]\n"
-    return text + (f"stages:\n  tensorrt: {tensorrt}\n" if tensorrt else "")
-
-
-def stages(recipe: str, names: set[str]) -> set[str]:
-    return {f"{s}:{recipe}" for s in names}
 
 
 def recipe_with(tensorrt: dict) -> Recipe:
@@ -122,14 +83,8 @@ def proj(tmp_path_factory: pytest.TempPathFactory, host: GpuHost) -> Project:
     p.add_recipe("mlp.yaml", trt_recipe())
     result = p.doit("build", env=host.env(p))
     assert result.returncode == 0, result.output[-3000:]
-    assert result.stages_ran() == stages("mlp", {"onnx", "reference", "verify"} | TRT)
+    assert result.stages_ran() == tasks("mlp", {"onnx", "reference", "verify"} | TRT)
     return p
-
-
-def build(proj: Project, env: dict[str, str]) -> DoitRun:
-    result = proj.doit("build", env=env)
-    assert result.returncode == 0, result.output[-3000:]
-    return result
 
 
 def test_engine_and_exports_land_in_the_gpu_target(proj: Project, host: GpuHost) -> None:
@@ -161,24 +116,24 @@ def test_second_build_runs_nothing(proj: Project, host: GpuHost) -> None:
 def test_weights_only_change_keeps_the_timing_cache(proj: Project, host: GpuHost) -> None:
     proj.add_recipe("mlp.yaml", trt_recipe(seed=3))
     ran = build(proj, host.env(proj)).stages_ran()
-    assert ran == stages("mlp", {"onnx", "reference", "trt_engine", "verify"})
+    assert ran == tasks("mlp", {"onnx", "reference", "trt_engine", "verify"})
 
 
 def test_trt_option_change_rebuilds_cache_and_engine(proj: Project, host: GpuHost) -> None:
     proj.add_recipe("mlp.yaml", trt_recipe(seed=3, tensorrt="{builder_optimization_level: 4}"))
-    assert build(proj, host.env(proj)).stages_ran() == stages("mlp", {"verify"} | TRT)
+    assert build(proj, host.env(proj)).stages_ran() == tasks("mlp", {"verify"} | TRT)
     assert "--builderOptimizationLevel=4" in host.runs()[-1]["argv"]
 
 
 def test_tensorrt_upgrade_rebuilds_engines(proj: Project, host: GpuHost) -> None:
     write_trtexec(host.bin, "10.4.0")
-    assert build(proj, host.env(proj)).stages_ran() == stages("mlp", {"verify"} | TRT)
+    assert build(proj, host.env(proj)).stages_ran() == tasks("mlp", {"verify"} | TRT)
     assert host.runs()[-1]["trt"] == "10.4.0"
 
 
 def test_other_gpu_builds_beside_and_coming_back_rebuilds_nothing(proj: Project, host: GpuHost) -> None:
     ran = build(proj, host.env(proj, CUDA_VISIBLE_DEVICES="1")).stages_ran()
-    assert ran == stages("mlp", {"verify"} | TRT)
+    assert ran == tasks("mlp", {"verify"} | TRT)
     assert (proj.stage("mlp", A10G, "trt_engine") / "model.engine").is_file()
     assert (proj.stage("mlp", H100, "trt_engine") / "model.engine").is_file()
     assert build(proj, host.env(proj)).stages_ran() == set()
@@ -196,7 +151,7 @@ def test_failed_trtexec_fails_with_log_tail_and_keeps_the_full_log(proj: Project
     stamp = json.loads((proj.stage("mlp", H100, "trt_timing_cache") / "stamp.json").read_text())
     assert stamp["inputs"]["recipe"]["options"]["builder_optimization_level"] == 4  # the old one, not replaced
     assert not list((proj.artifacts / "mlp" / H100).glob(".trt_*"))
-    assert build(proj, host.env(proj)).stages_ran() == stages("mlp", {"verify"} | TRT)
+    assert build(proj, host.env(proj)).stages_ran() == tasks("mlp", {"verify"} | TRT)
     assert not failed_log.exists()
 
 
