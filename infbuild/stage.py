@@ -122,6 +122,10 @@ class Stage:
         """The device this artifact was built for, where it records one; else ``default``."""
         return default
 
+    def declined(self, folder: Path) -> str | None:
+        """Why this built stage holds no artifact (a variant its tool could not make for this model), else None."""
+        return None
+
     def unavailable(self) -> str | None:
         """Why this host cannot run this stage's artifacts (None when it can)."""
         return None

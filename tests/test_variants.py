@@ -182,3 +182,35 @@ bench: {enabled: false}
     assert info["model_type"] == "bert" and sum(info["fused"].values()) > 0, info  # fused operators were found
     result = json.loads((p.stage("bert", cpu_target, "verify") / "report.json").read_text())["results"]["onnxruntime:fused"]
     assert result["passed"] is True and result["precision"] == "fp32"  # fp32 variant: the elementwise rule
+
+
+def test_a_variant_its_tool_cannot_build_is_recorded_and_the_build_goes_on(tmp_path: Path, cpu_target: str) -> None:
+    """onnxruntime's GPT-2 fusion fails on this exporter's graph (IndexError inside the optimizer): the variant is
+    stamped as declined, verify reports why, and the recipe's own artifact is verified as usual."""
+    pytest.importorskip("transformers")
+    recipe = """\
+name: gpt2
+model: {factory: "examples.hf:gpt2"}
+inputs:
+  input_ids: {shape: [batch, seq], dtype: int64, low: 0, high: 128}
+dims:
+  batch: {min: 1, opt: 2, max: 4}
+  seq: {min: 4, opt: 16, max: 32}
+outputs: [logits]
+backends: [onnxruntime]
+variants: {onnxruntime: [fused]}
+stages: {onnx_variants: {fusion_model_type: gpt2}}
+bench: {enabled: false}
+"""
+    p = Project.with_recipes(tmp_path / "p", {"gpt2.yaml": recipe})
+    result = build(p, INFBUILD_CACHE="off")
+    assert "verify:gpt2" in result.stages_ran()
+    results = json.loads((p.stage("gpt2", cpu_target, "verify") / "report.json").read_text())["results"]
+    assert results["onnxruntime"]["passed"] is True
+    fused = results["onnxruntime:fused"]
+    if fused["passed"] is None:  # declined by this onnxruntime (1.32): recorded with the optimizer's error
+        assert fused["status"].startswith("not built: ")
+        info = json.loads((p.stage("gpt2", cpu_target, "onnx_fused") / "variant.json").read_text())
+        assert info["failed"] and not (p.stage("gpt2", cpu_target, "onnx_fused") / "model.onnx").exists()
+    else:  # a later onnxruntime fuses it: then it is verified like any variant
+        assert fused["passed"] is True

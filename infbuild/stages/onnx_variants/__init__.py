@@ -3,6 +3,8 @@ the offline-optimised graph, transformer fusion, dynamic and static int8 quantiz
 They reuse the ``onnx`` stage's export; the onnx backend's runner runs them."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...artifacts import Outputs
@@ -14,6 +16,14 @@ if TYPE_CHECKING:
 
 
 class OnnxVariant(Stage):
+    def declined(self, folder: Path) -> str | None:
+        """Why onnxruntime's tools could not build this variant of this graph (recorded in variant.json)."""
+        try:
+            failed = json.loads((folder / "variant.json").read_text(encoding="utf-8")).get("failed")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(failed) if failed else None
+
     def placement(self, recipe: Recipe, host: Host) -> Placement:
         if self.precision == "fp16":  # onnxruntime's CPU provider has few fp16 kernels: a GPU-only variant
             from ...plan import NO_GPU
@@ -31,7 +41,7 @@ def _fields(variant: str) -> Any:
     return fields
 
 
-OUTPUTS = Outputs(("model.onnx", "variant.json"), ("model.onnx.data",))
+OUTPUTS = Outputs(("variant.json",), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
 DOCS = {
     "optimized": ("fp32", "the ONNX graph optimised offline by onnxruntime (SessionOptions.optimized_model_filepath)"),
     "fused": ("fp32", "transformer fusion (onnxruntime.transformers.optimizer): attention, layer norm, GELU fused"),
@@ -41,7 +51,7 @@ DOCS = {
 }
 for _variant, (_precision, _doc) in DOCS.items():
     register(OnnxVariant(
-        f"onnx_{_variant}", 1, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
+        f"onnx_{_variant}", 2, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
         tools=("onnx", "onnxruntime", "onnxruntime-gpu"), fields=_fields(_variant),
         needs=("onnx", "reference") if _variant == "int8_static" else ("onnx",),
         backend="onnxruntime", variant=_variant, precision=_precision, module="onnx_variants"))

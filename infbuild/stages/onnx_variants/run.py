@@ -126,7 +126,15 @@ def run(job: Job) -> None:
     except StageFailed:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's tools raise their own exception types
-        raise StageFailed(f"the {variant} variant failed: {type(exc).__name__}: {str(exc).strip()[:1500]}") from None
+        # A variant is an offer: a conversion onnxruntime's tools cannot do for this graph is recorded (verify and
+        # bench report it) instead of failing the recipe's build.
+        info["failed"] = f"{type(exc).__name__}: {str(exc).strip()[:1500]}"
+        for leftover in (dest, dest.with_name(dest.name + ".data")):
+            leftover.unlink(missing_ok=True)
+        print(f"[{job.stage}] {job.recipe.name}: onnxruntime could not build the {variant} variant "
+              f"({info['failed'][:300]}); recorded, the recipe's other artifacts go on", flush=True)
+        (job.out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     import onnxruntime

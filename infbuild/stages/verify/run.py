@@ -204,6 +204,10 @@ def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any
     stage = artifacts()[backend]
     if stage.name not in job.upstream:
         return {"passed": None, "status": "not buildable here"}, []
+    declined = stage.declined(job.upstream[stage.name])
+    if declined:
+        print(f"[verify] {job.recipe.name} {backend}: not built ({declined[:200]})", flush=True)
+        return {"passed": None, "status": f"not built: {declined}"}, []
     unavailable = unavailable_reason(backend)
     if unavailable:
         print(f"[verify] {job.recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
