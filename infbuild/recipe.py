@@ -134,6 +134,7 @@ class Recipe:
     samples: tuple[str, ...] = ()  # the user's own sample inputs (.npz, relative to the project root)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # backend -> its variants to build
+    runtime: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> session settings (runtime:)
 
     def artifacts(self) -> list[str]:
         """Every artifact the recipe asks for, in its order: its backends, then each backend's variants
@@ -196,6 +197,7 @@ class Recipe:
             "samples": list(self.samples),
             "lines": self.lines,
             "variants": {b: list(v) for b, v in self.variants.items()},
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -219,6 +221,7 @@ class Recipe:
             samples=tuple(d.get("samples") or ()),
             lines=d.get("lines", {}),
             variants={b: tuple(v) for b, v in (d.get("variants") or {}).items()},
+            runtime=dict(d.get("runtime") or {}),
         )
 
 
@@ -663,6 +666,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         samples=tuple(data.get("samples") or ()),
         lines={field_name(p): line for p, line in lines.items() if p},
         variants={b: tuple(v) for b, v in (data.get("variants") or {}).items() if v},
+        runtime={b: dict(v) for b, v in (data.get("runtime") or {}).items() if v},
     )
 
 

@@ -80,6 +80,10 @@ class BenchReport:
 
     def timings(self) -> dict[str, Any]:
         """What the manifest and the preferred choice read: the primary shape and the latency table."""
-        return {"primary_shape": self.primary_shape, "threads": self.threads,
-                "results": {b: {label: {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput")}
-                                for label, r in per.items()} for b, per in self.results.items()}}
+        out: dict[str, Any] = {
+            "primary_shape": self.primary_shape, "threads": self.threads,
+            "results": {b: {label: {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput")}
+                            for label, r in per.items()} for b, per in self.results.items()}}
+        if self.data.get("runtime"):
+            out["runtime"] = self.data["runtime"]  # the session settings the timings were taken with
+        return out

@@ -113,10 +113,11 @@ class Stage:
     # --- the runtime (artifact stages) ----------------------------------------------------------------------------
 
     def load_runner(self, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
-                    threads: int | None) -> Runner:
-        """Load this stage's artifact with its backend's runner (``infbuild/stages/<name>/runner.py:load``)."""
+                    threads: int | None, settings: Mapping[str, Any]) -> Runner:
+        """Load this stage's artifact with its backend's runner (``infbuild/stages/<name>/runner.py:load``) and the
+        recipe's settings for that backend (``runtime.<backend>``)."""
         module = importlib.import_module(f"{self.package}.runner")
-        return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads)
+        return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads, settings)
 
     def artifact_device(self, folder: Path, default: str) -> str:
         """The device this artifact was built for, where it records one; else ``default``."""

@@ -214,3 +214,34 @@ bench: {enabled: false}
         assert info["failed"] and not (p.stage("gpt2", cpu_target, "onnx_fused") / "model.onnx").exists()
     else:  # a later onnxruntime fuses it: then it is verified like any variant
         assert fused["passed"] is True
+
+
+def test_session_settings_are_in_the_key_the_report_and_what_load_uses(tmp_path: Path, cpu_target: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime.onnxruntime: execution providers in order (those this onnxruntime lacks are skipped, runs_on says
+    which ran) and thread counts; verify and bench use them, the key holds them, load applies what bench measured."""
+    settings = "runtime: {onnxruntime: {execution_providers: [DnnlExecutionProvider, CPUExecutionProvider], " \
+               "inter_op_threads: 1, intra_op_threads: 2}}\n"
+    p = Project.with_recipes(tmp_path / "p", {"m.yaml": mlp_recipe(name="m", bench=SMALL_BENCH) + settings})
+    build(p, INFBUILD_CACHE="off")
+    report = json.loads((p.stage("m", cpu_target, "bench") / "report.json").read_text())
+    assert report["runtime"]["onnxruntime"]["intra_op_threads"] == 2
+    assert report["runs_on"]["onnxruntime"] == "CPUExecutionProvider"  # no oneDNN provider in this onnxruntime
+    stamp = json.loads((p.stage("m", cpu_target, "verify") / "stamp.json").read_text())
+    assert stamp["inputs"]["recipe"]["runtime"]["onnxruntime"]["inter_op_threads"] == 1
+    seen: dict = {}
+    from infbuild.stages.onnx import runner
+
+    real = runner.OnnxRuntimeRunner.__init__
+
+    def spy(self: object, folder: Path, outputs: tuple, device: str, threads: int | None, settings: dict | None = None) -> None:
+        seen.update(settings or {}, threads=threads)
+        real(self, folder, outputs, device, threads, settings)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner.OnnxRuntimeRunner, "__init__", spy)
+    from infbuild.runtime import load
+
+    load(p.artifacts, "m", backend="onnxruntime")
+    assert seen["intra_op_threads"] == 2 and seen["execution_providers"][0] == "DnnlExecutionProvider"
+    p.add_recipe("m.yaml", mlp_recipe(name="m", bench=SMALL_BENCH) + settings.replace("intra_op_threads: 2", "intra_op_threads: 1"))
+    assert build(p, INFBUILD_CACHE="off").stages_ran() == {"verify:m", "bench:m"}  # settings: in verify's and bench's keys

@@ -14,11 +14,12 @@ def model_fields(recipe: Recipe) -> dict[str, Any]:
 
 
 def variant_fields(recipe: Recipe) -> dict[str, Any]:
-    """The variants and their budgets, for the stages that judge or time every artifact (absent from the keys of
-    recipes without variants, which stay as they were)."""
+    """The variants and their budgets, and the runtime settings, for the stages that judge or time every artifact
+    (absent from the keys of recipes without them, which stay as they were)."""
+    fields: dict[str, Any] = {"runtime": recipe.runtime} if recipe.runtime else {}
     if not recipe.variants:
-        return {}
-    return {"variants": {b: list(v) for b, v in recipe.variants.items()},
+        return fields
+    return {**fields, "variants": {b: list(v) for b, v in recipe.variants.items()},
             "budgets": {p: recipe.budget(p) for p in ("fp16", "bf16", "int8")}}
 
 

@@ -60,5 +60,5 @@ def _preload_onnxruntime() -> None:
 
 
 def load(folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
-         threads: int | None) -> AotiRunner:
+         threads: int | None, settings: Mapping[str, Any]) -> AotiRunner:
     return AotiRunner(folder, outputs, device, input_dtypes, threads)

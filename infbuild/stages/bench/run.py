@@ -219,8 +219,8 @@ def _load_backends(recipe: Recipe, upstream: dict[str, Path], verify: dict[str, 
             print(f"[bench] {recipe.name}: skipping {backend} ({verify.get(backend, {}).get('status', 'not built')})")
             continue
         t0 = time.perf_counter()
-        runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes,
-                              device=device, threads=recipe.bench["threads"])
+        runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes, device=device,
+                              threads=recipe.bench["threads"], settings=recipe.runtime.get(artifacts()[backend].backend or ""))
         contenders.loading[backend] = time.perf_counter() - t0
         contenders.callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
         contenders.runs_on[backend] = runner.detail
@@ -310,7 +310,8 @@ def _write_reports(recipe: Recipe, out: Path, results: dict[str, dict[str, dict[
     opts, labels = recipe.bench, list(shape_specs)
     BenchReport(opts["primary"], opts["threads"], results, preferred,
                 {**meta, "setup_s": setup, "shapes": {k: {n: list(s) for n, s in v.items()} for k, v in shape_specs.items()},
-                 "verified": {b: verify.get(b, {}).get("passed") for b in recipe.artifacts()}, "runs_on": runs_on}).write(out)
+                 "verified": {b: verify.get(b, {}).get("passed") for b in recipe.artifacts()}, "runs_on": runs_on,
+                 **({"runtime": recipe.runtime} if recipe.runtime else {})}).write(out)
     (out / "report.md").write_text(_markdown(recipe, labels, results, preferred, verify, meta, runs_on, setup),
                                    encoding="utf-8")
     ticks = {label: ", ".join("x".join(str(d) for d in s) for s in shapes.values()) for label, shapes in shape_specs.items()}

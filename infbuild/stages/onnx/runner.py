@@ -13,17 +13,23 @@ from ...errors import ArtifactError
 class OnnxRuntimeRunner:
     backend = "onnxruntime"
 
-    def __init__(self, folder: Path, outputs: tuple[str, ...], device: str, threads: int | None) -> None:
+    def __init__(self, folder: Path, outputs: tuple[str, ...], device: str, threads: int | None,
+                 settings: Mapping[str, Any] | None = None) -> None:
         import onnxruntime as ort
 
+        settings = settings or {}
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        intra = settings.get("intra_op_threads") or threads
+        if intra:
+            options.intra_op_num_threads = int(intra)
+            options.inter_op_num_threads = int(settings.get("inter_op_threads") or 1)
+        elif settings.get("inter_op_threads"):
+            options.inter_op_num_threads = int(settings["inter_op_threads"])
         options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        wanted = list(settings.get("execution_providers")
+                      or (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]))
+        available = set(ort.get_available_providers())
+        providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -43,5 +49,5 @@ class OnnxRuntimeRunner:
 
 
 def load(folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
-         threads: int | None) -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(folder, outputs, device, threads)
+         threads: int | None, settings: Mapping[str, Any]) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(folder, outputs, device, threads, settings)

@@ -62,5 +62,5 @@ class TensorRTRunner:
 
 
 def load(folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
-         threads: int | None) -> TensorRTRunner:
+         threads: int | None, settings: Mapping[str, Any]) -> TensorRTRunner:
     return TensorRTRunner(folder, outputs, input_dtypes)

@@ -97,7 +97,8 @@ def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, refe
     """One artifact against every reference sample: (its report entry, its failure lines)."""
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     try:
-        runner = load_backend(backend, folder, recipe.outputs, dtypes, device=device)
+        runner = load_backend(backend, folder, recipe.outputs, dtypes, device=device,
+                              settings=recipe.runtime.get(artifacts()[backend].backend or ""))
     except ArtifactError as exc:
         return _load_failure(recipe, backend, exc)
     entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {},
