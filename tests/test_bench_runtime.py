@@ -58,8 +58,8 @@ def test_bench_report_table_and_plot(examples_built: tuple[Project, DoitRun], cp
             assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["samples"] == 150 and r["throughput"] > 0
     assert report["runs_on"] == {"onnxruntime": "CPUExecutionProvider", "aoti": "cpu", "eager": "cpu", "torch_compile": "cpu"}
     table = (folder / "report.md").read_text()
-    assert "| backend | runs on | verified | set-up s | shape | p50 ms |" in table
-    assert re.search(r"\| onnxruntime \| CPUExecutionProvider \| yes \| [\d.]+ \| opt \|", table)
+    assert "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms |" in table
+    assert re.search(r"\| onnxruntime \| CPUExecutionProvider \| yes \| [\d.e+-]+ \| [\d.]+ \| opt \|", table)
     assert set(report["setup_s"]) == set(report["results"]) and report["setup_s"]["torch_compile"] > 0
     assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def test_bench_is_not_rerun_by_a_noop_build_but_force_reruns_it(examples_built: 
     done = proj.infbuild("bench", "--force", "mlp")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert ".  bench:mlp" in done.stdout and ".  bench:convnet" not in done.stdout
-    assert re.search(r"\| onnxruntime \| CPUExecutionProvider \| yes \| [\d.]+ \| opt \|", done.stdout)
+    assert re.search(r"\| onnxruntime \| CPUExecutionProvider \| yes \| [\d.e+-]+ \| [\d.]+ \| opt \|", done.stdout)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "aoti"])
