@@ -274,3 +274,29 @@ class GpuHost:
 def trt_recipe(name: str = "mlp", seed: int = 0, tensorrt: str = "") -> str:
     text = mlp_recipe(name=name, seed=seed) + "backends: [onnxruntime, tensorrt]\n"
     return text + (f"stages:\n  tensorrt: {tensorrt}\n" if tensorrt else "")
+
+
+# --- Hugging Face models from tiny configs (examples/hf.py) ----------------------------------------------------
+
+BERT = """\
+name: bert
+model: {{factory: "examples.hf:bert", dtype: {dtype}}}
+inputs:
+  input_ids: {{shape: [batch, seq], dtype: int64, low: 0, high: 128}}
+  attention_mask: {{shape: [batch, seq], dtype: int64, values: [1]}}
+dims:
+  batch: {{min: 1, opt: 2, max: 4}}
+  seq: {{min: 4, opt: 16, max: 32}}
+outputs: [last_hidden_state, pooler_output]
+{bench}"""
+
+GPT2 = """\
+name: gpt2
+model: {factory: "examples.hf:gpt2"}
+inputs:
+  input_ids: {shape: [batch, seq], dtype: int64, low: 0, high: 128}
+dims:
+  batch: {min: 1, opt: 2, max: 4}
+  seq: {min: 4, opt: 16, max: 32}
+outputs: [logits]
+"""

@@ -10,32 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL_BENCH, Project, mlp_recipe
+from helpers import BERT, GPT2, SMALL_BENCH, Project, mlp_recipe
 
 pytest.importorskip("transformers")
 
-BERT = """\
-name: bert
-model: {{factory: "examples.hf:bert", dtype: {dtype}}}
-inputs:
-  input_ids: {{shape: [batch, seq], dtype: int64, low: 0, high: 128}}
-  attention_mask: {{shape: [batch, seq], dtype: int64, values: [1]}}
-dims:
-  batch: {{min: 1, opt: 2, max: 4}}
-  seq: {{min: 4, opt: 16, max: 32}}
-outputs: [last_hidden_state, pooler_output]
-{bench}"""
-
-GPT2 = """\
-name: gpt2
-model: {factory: "examples.hf:gpt2"}
-inputs:
-  input_ids: {shape: [batch, seq], dtype: int64, low: 0, high: 128}
-dims:
-  batch: {min: 1, opt: 2, max: 4}
-  seq: {min: 4, opt: 16, max: 32}
-outputs: [logits]
-"""
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL_BENCH, Project, build, mlp_recipe
+from helpers import BERT, GPT2, SMALL_BENCH, Project, build, mlp_recipe
 
 from infbuild import stage as registry
 from infbuild.fingerprint import host_fingerprint
@@ -162,20 +162,8 @@ def test_tensorrt_fp16_variant_argv_on_trt10_and_trt11(tmp_path: Path) -> None:
 
 def test_transformer_fusion_on_a_hugging_face_encoder(tmp_path: Path, cpu_target: str) -> None:
     pytest.importorskip("transformers")
-    recipe = """\
-name: bert
-model: {factory: "examples.hf:bert"}
-inputs:
-  input_ids: {shape: [batch, seq], dtype: int64, low: 0, high: 128}
-  attention_mask: {shape: [batch, seq], dtype: int64, values: [1]}
-dims:
-  batch: {min: 1, opt: 2, max: 4}
-  seq: {min: 4, opt: 16, max: 32}
-outputs: [last_hidden_state, pooler_output]
-backends: [onnxruntime]
-variants: {onnxruntime: [fused]}
-bench: {enabled: false}
-"""
+    recipe = BERT.format(dtype="float32", bench="bench: {enabled: false}\n") + \
+        "backends: [onnxruntime]\nvariants: {onnxruntime: [fused]}\n"
     p = Project.with_recipes(tmp_path / "p", {"bert.yaml": recipe})
     build(p, INFBUILD_CACHE="off")
     info = json.loads((p.stage("bert", cpu_target, "onnx_fused") / "variant.json").read_text())
@@ -188,20 +176,8 @@ def test_a_variant_its_tool_cannot_build_is_recorded_and_the_build_goes_on(tmp_p
     """onnxruntime's GPT-2 fusion fails on this exporter's graph (IndexError inside the optimizer): the variant is
     stamped as declined, verify reports why, and the recipe's own artifact is verified as usual."""
     pytest.importorskip("transformers")
-    recipe = """\
-name: gpt2
-model: {factory: "examples.hf:gpt2"}
-inputs:
-  input_ids: {shape: [batch, seq], dtype: int64, low: 0, high: 128}
-dims:
-  batch: {min: 1, opt: 2, max: 4}
-  seq: {min: 4, opt: 16, max: 32}
-outputs: [logits]
-backends: [onnxruntime]
-variants: {onnxruntime: [fused]}
-stages: {onnx_variants: {fusion_model_type: gpt2}}
-bench: {enabled: false}
-"""
+    recipe = GPT2 + "backends: [onnxruntime]\nvariants: {onnxruntime: [fused]}\n" \
+        "stages: {onnx_variants: {fusion_model_type: gpt2}}\nbench: {enabled: false}\n"
     p = Project.with_recipes(tmp_path / "p", {"gpt2.yaml": recipe})
     result = build(p, INFBUILD_CACHE="off")
     assert "verify:gpt2" in result.stages_ran()
