@@ -57,7 +57,7 @@ class Stage:
     fields: Callable[[Recipe], dict[str, Any]] = _no_fields  # the recipe fields its key reads
     needs: tuple[str, ...] = ()  # stages it always consumes (planned with it)
     reads_model: bool = False  # its key includes the model's sources, weights and samples; its stamp the packages
-    cacheable: bool = True  # outputs may be shared through caches (not bench timings, not images)
+    cacheable: bool = True  # outputs may be shared through caches (not container images)
     backend: str | None = None  # the runtime backend whose artifact this stage builds
     variant: str | None = None  # for an artifact stage: which variant of its backend (None: the model as it is)
     precision: str = "fp32"  # the arithmetic its artifact computes in: picks the accuracy budget verify applies
