@@ -16,8 +16,9 @@ from infbuild.plan import Host, plan_recipe
 from infbuild.preferred import choose_preferred
 from infbuild.recipe import Recipe
 
-VARIANTS = "variants:\n  onnxruntime: [optimized, int8_dynamic, int8_static]\n  aoti: [bf16]\n"
+VARIANTS = "variants:\n  onnxruntime: [optimized, int8_dynamic, int8_static]\n  aoti: [bf16, fp16]\n"
 BF16_CPU = bool({"avx512_bf16", "amx_bf16"} & set(host_fingerprint()["cpu"]["flags"]))
+FP16_CPU = bool({"avx512_fp16", "amx_fp16"} & set(host_fingerprint()["cpu"]["flags"]))
 
 
 def _recipe(**budgets: float) -> str:
@@ -39,7 +40,7 @@ def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Projec
     p = variants_built
     report = json.loads((p.stage("m", cpu_target, "verify") / "report.json").read_text())
     wanted = ["onnxruntime", "aoti", "onnxruntime:optimized", "onnxruntime:int8_dynamic", "onnxruntime:int8_static",
-              "aoti:bf16"]
+              "aoti:bf16", "aoti:fp16"]
     assert report["backends"] == wanted
     for name in ("onnxruntime:optimized", "onnxruntime:int8_dynamic", "onnxruntime:int8_static"):
         stage = registry.artifacts()[name]
@@ -54,8 +55,14 @@ def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Projec
         bf16 = report["results"]["aoti:bf16"]
         assert bf16["passed"] is True and 0 < bf16["rel_l2_err"] < 3e-2
         assert json.loads((p.stage("m", cpu_target, "aoti_bf16") / "aoti.json").read_text())["compute_dtype"] == "bfloat16"
+    if FP16_CPU:
+        fp16 = report["results"]["aoti:fp16"]
+        assert fp16["passed"] is True and 0 < fp16["rel_l2_err"] < 1e-2 and fp16["budget"]["rel_l2"] == 1e-2
+    else:
+        assert report["results"]["aoti:fp16"] == {"passed": None, "status": "not buildable here"}
     bench = json.loads((p.stage("m", cpu_target, "bench") / "report.json").read_text())
-    assert set(wanted) - ({"aoti:bf16"} if not BF16_CPU else set()) <= set(bench["results"])
+    unbuilt = {name for name, ok in (("aoti:bf16", BF16_CPU), ("aoti:fp16", FP16_CPU)) if not ok}
+    assert set(wanted) - unbuilt <= set(bench["results"])
     markdown = (p.stage("m", cpu_target, "bench") / "report.md").read_text()
     assert "| onnxruntime:int8_static |" in markdown and "error (rel L2)" in markdown
     assert (p.stage("m", cpu_target, "bench") / "pareto.png").stat().st_size > 0
