@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import FieldError
 from .recipe import Recipe
-from .tool_cache import cached
+from .tool_cache import cached, stat_key
 
 WELL_KNOWN = ("/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
 PRECISION_FLAGS = {"fp16": "--fp16", "bf16": "--bf16", "int8": "--int8", "fp8": "--fp8", "best": "--best"}
@@ -76,7 +76,7 @@ def resolved_libraries(path: Path) -> list[str]:
 def version(path: Path) -> str | None:
     """TensorRT version of a trtexec binary, cached on disk by the binary's (path, size, mtime) and the libraries
     the loader resolves for it (its TensorRT version lives in libnvinfer): no-op builds don't run it."""
-    key = f"{path}|{path.stat().st_size}|{path.stat().st_mtime_ns}|" + ";".join(resolved_libraries(path))
+    key = stat_key(path) + "|" + ";".join(resolved_libraries(path))
 
     def banner() -> str | None:
         try:

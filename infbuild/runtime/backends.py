@@ -39,10 +39,12 @@ def unavailable_reason(backend: str) -> str | None:
 
 
 def load_backend(backend: str, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str],
-                 device: str = "cpu", threads: int | None = None, settings: Mapping[str, Any] | None = None) -> Runner:
+                 device: str = "cpu", threads: int | None = None, runtime: Mapping[str, Any] | None = None) -> Runner:
     """Load one built artifact from its stage folder with the runner of the stage that built it (on the device
     the artifact was built for, where it records one; else ``device``)."""
     stages = registry.artifacts()
     if backend not in stages:
         raise ArtifactError(f"unknown backend '{backend}' (known: {', '.join(stages)})")
-    return stages[backend].load_runner(folder, outputs, input_dtypes, device, threads, settings or {})
+    settings = (runtime or {}).get(stages[backend].backend or "")  # the recipe's runtime.<backend>
+    return stages[backend].load_runner(folder, outputs, input_dtypes, device, threads,
+                                       dict(settings) if isinstance(settings, dict) else {})

@@ -251,16 +251,15 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     io = _io(stamp, entry.get("io"), recipe, root)
     if threads is None:  # the settings bench measured with (its thread count), unless the caller sets its own
         threads = _bench_threads(here)
-    runner = _runner(backend, root / recipe / stage_target / stage, io, target, threads, _bench_settings(here, backend))
+    runner = _runner(backend, root / recipe / stage_target / stage, io, target, threads, _bench_runtime(here))
     return Model(recipe, target, backend, io, runner, check_finite)
 
 
-def _bench_settings(here: dict[str, Any], artifact: str) -> dict[str, Any]:
-    """The session settings bench timed this artifact's backend with (``runtime.<backend>`` of the recipe)."""
+def _bench_runtime(here: dict[str, Any]) -> dict[str, Any]:
+    """The session settings bench timed with (the recipe's ``runtime``, per backend)."""
     bench: dict[str, Any] = here["bench"] if isinstance(here.get("bench"), dict) else {}
     runtime: dict[str, Any] = bench["runtime"] if isinstance(bench.get("runtime"), dict) else {}
-    settings = runtime.get(registry.artifacts()[artifact].backend or "")
-    return dict(settings) if isinstance(settings, dict) else {}
+    return runtime
 
 
 def _bench_threads(here: dict[str, Any]) -> int | None:
@@ -320,11 +319,11 @@ def _stage_target(recipe: str, targets: dict[str, Any], target: str, stage: str)
 
 
 def _runner(backend: str, folder: Path, io: dict[str, Any], target: str, threads: int | None,
-            settings: dict[str, Any]) -> Runner:
+            runtime: dict[str, Any]) -> Runner:
     """The backend's runner over the artifact folder, on the device the artifact was built for."""
     dtypes = {n: spec["dtype"] for n, spec in io["inputs"].items()}
     device = "cuda" if target.startswith("cuda-") else "cpu"
-    return load_backend(backend, folder, tuple(io["outputs"]), dtypes, device=device, threads=threads, settings=settings)
+    return load_backend(backend, folder, tuple(io["outputs"]), dtypes, device=device, threads=threads, runtime=runtime)
 
 
 def _host_target(recipe: str, targets: dict[str, Any], host: dict[str, Any], allow_target_mismatch: bool) -> str:

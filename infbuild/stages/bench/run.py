@@ -220,7 +220,7 @@ def _load_backends(recipe: Recipe, upstream: dict[str, Path], verify: dict[str, 
             continue
         t0 = time.perf_counter()
         runner = load_backend(backend, upstream[stage], recipe.outputs, dtypes, device=device,
-                              threads=recipe.bench["threads"], settings=recipe.runtime.get(artifacts()[backend].backend or ""))
+                              threads=recipe.bench["threads"], runtime=recipe.runtime)
         contenders.loading[backend] = time.perf_counter() - t0
         contenders.callers[backend] = {label: runner.prepare(a) for label, a in arrays.items()}
         contenders.runs_on[backend] = runner.detail

@@ -98,7 +98,7 @@ def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, refe
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     try:
         runner = load_backend(backend, folder, recipe.outputs, dtypes, device=device,
-                              settings=recipe.runtime.get(artifacts()[backend].backend or ""))
+                              runtime=recipe.runtime)
     except ArtifactError as exc:
         return _load_failure(recipe, backend, exc)
     entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {},
