@@ -87,3 +87,15 @@ class PackageOptions(TypedDict):
     registry: dict[str, Any]
     dockerfile: list[str]
     source: str
+    serve: Literal["files", "triton"]
+
+
+class TritonOptions(TypedDict):
+    artifacts: Literal["preferred", "all"] | list[str]
+    onnxruntime: Literal["native", "python"]
+    dynamic_batching: bool | dict[str, Any]
+    instances: int
+    version: int
+    name: NotRequired[str]  # default: the recipe's name
+    max_batch_size: NotRequired[int]  # default: the batch dim's max
+    python_env: NotRequired[str]

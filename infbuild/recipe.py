@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, cast
 
 from .errors import Problem, RecipeError
-from .options import BenchOptions, PackageOptions, StageOptions, VerifyOptions
+from .options import BenchOptions, PackageOptions, StageOptions, TritonOptions, VerifyOptions
 from .project import Project
 from .recipe_cache import CheckedRecipes, content_key
 from .recipe_file import INT_MAX, INT_MIN, FieldPath, RecipeFileError, field_name, line_of, parse_text, read_text
@@ -71,8 +71,13 @@ BENCH_DEFAULTS: BenchOptions = {
 PACKAGE_DEFAULTS: dict[str, Any] = {  # PackageOptions without image and version (required in the recipe)
     "base": {"cpu": "docker.io/library/python:3.11-slim", "cuda": "nvcr.io/nvidia/tensorrt:24.08-py3"},
     "include": "preferred", "push": False, "builder": "docker", "oci_layout": False, "registry": {},
-    "dockerfile": [], "source": "",
+    "dockerfile": [], "source": "", "serve": "files",
 }
+TRITON_BASE = "nvcr.io/nvidia/tritonserver:25.10-pyt-python-py3"
+"""Default base of Triton images (package.serve: triton): Triton with its Python backend and PyTorch, which the
+Python-backend models (AOTInductor packages, ONNX through infbuild.runtime) import."""
+TRITON_DEFAULTS: dict[str, Any] = {"artifacts": "preferred", "onnxruntime": "native", "dynamic_batching": True,
+                                   "instances": 1, "version": 1}
 STAGE_DEFAULTS: StageOptions = {
     "onnx": {"opset": 18, "external_data": False, "graph_only": False},
     "reference": {"seed": 0},
@@ -135,6 +140,12 @@ class Recipe:
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # backend -> its variants to build
     runtime: dict[str, dict[str, Any]] = field(default_factory=dict)  # backend -> session settings (runtime:)
+    triton: TritonOptions | None = None  # the Triton model repository (triton:), defaults applied
+
+    def batch_dim(self) -> Dim | None:
+        """The dim every input starts with, when it can start at 1: what Triton batches over (else None)."""
+        name = leading_dim({i.name: {"shape": list(i.shape)} for i in self.inputs}, {d.name: {"min": d.min} for d in self.dims.values()})
+        return self.dims[name] if name else None
 
     def artifacts(self) -> list[str]:
         """Every artifact the recipe asks for, in its order: its backends, then each backend's variants
@@ -198,6 +209,7 @@ class Recipe:
             "lines": self.lines,
             "variants": {b: list(v) for b, v in self.variants.items()},
             "runtime": self.runtime,
+            "triton": self.triton,
         }
 
     @classmethod
@@ -222,7 +234,20 @@ class Recipe:
             lines=d.get("lines", {}),
             variants={b: tuple(v) for b, v in (d.get("variants") or {}).items()},
             runtime=dict(d.get("runtime") or {}),
+            triton=d.get("triton"),
         )
+
+
+def leading_dim(inputs: Any, dims: Any) -> str | None:
+    """The named dim at axis 0 of every input, when its min is 1 (Triton's batch dim), else None."""
+    if not isinstance(inputs, dict) or not inputs or not isinstance(dims, dict):
+        return None
+    firsts = {(spec.get("shape") or [None])[0] if isinstance(spec, dict) and isinstance(spec.get("shape"), list) else None
+              for spec in inputs.values()}
+    name = firsts.pop() if len(firsts) == 1 else None
+    if not isinstance(name, str) or not isinstance(dims.get(name), dict) or dims[name].get("min") != 1:
+        return None
+    return name
 
 
 def _canonical(value: Any) -> str:
@@ -493,7 +518,31 @@ def _semantic(data: dict[str, Any], display: str, lines: dict[FieldPath, int], p
     _check_package_bases(package, add)
     _check_bench_primary(bench, add)
     _check_variants(data.get("variants"), data.get("backends"), add)
+    _check_triton(data, _obj(data.get("triton")), package, add)
     return problems
+
+
+def _check_triton(data: dict[str, Any], triton: dict[str, Any], package: dict[str, Any], add: Add) -> None:
+    """The served artifacts are ones the recipe builds; the batch size fits the batch dim; an image that serves
+    with Triton has a repository to serve."""
+    backends: list[Any] = data["backends"] if isinstance(data.get("backends"), list) else list(BACKENDS)
+    built = [*map(str, backends), *(f"{b}:{v}" for b, vs in _obj(data.get("variants")).items() if isinstance(vs, list)
+                                    for v in vs)]
+    chosen = triton.get("artifacts")
+    for index, name in enumerate(chosen if isinstance(chosen, list) else []):
+        if isinstance(name, str) and name not in built:
+            add(("triton", "artifacts", index), f"'{name}' is not an artifact the recipe builds ({', '.join(built)})")
+    size = triton.get("max_batch_size")
+    if isinstance(size, int) and size > 0:
+        batch = leading_dim(data.get("inputs"), data.get("dims"))
+        if batch is None:
+            add(("triton", "max_batch_size"), "the inputs have no batch dim (a named dim with min 1 that every input "
+                "starts with): use 0")
+        elif isinstance(_obj(_obj(data.get("dims")).get(batch)).get("max"), int) and size > data["dims"][batch]["max"]:
+            add(("triton", "max_batch_size"), f"{size} is above dims.{batch}.max ({data['dims'][batch]['max']}) that the "
+                "artifacts were built for")
+    if package.get("serve") == "triton" and "triton" not in data:
+        add(("package", "serve"), "serving with Triton needs a triton section (triton: {} for the defaults)")
 
 
 def _check_variants(variants: Any, backends: Any, add: Add) -> None:
@@ -622,7 +671,8 @@ def _check_bench_primary(bench: dict[str, Any], add: Add) -> None:
 def _package(options: dict[str, Any] | None) -> PackageOptions | None:
     if options is None:
         return None
-    base = {**PACKAGE_DEFAULTS["base"], **(options.get("base") or {})}
+    defaults = {"cpu": TRITON_BASE, "cuda": TRITON_BASE} if options.get("serve") == "triton" else PACKAGE_DEFAULTS["base"]
+    base = {**defaults, **(options.get("base") or {})}
     return cast(PackageOptions, {**PACKAGE_DEFAULTS, **options, "base": base})
 
 
@@ -667,6 +717,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         lines={field_name(p): line for p, line in lines.items() if p},
         variants={b: tuple(v) for b, v in (data.get("variants") or {}).items() if v},
         runtime={b: dict(v) for b, v in (data.get("runtime") or {}).items() if v},
+        triton=None if data.get("triton") is None else cast(TritonOptions, {**TRITON_DEFAULTS, **data["triton"]}),
     )
 
 

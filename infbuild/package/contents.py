@@ -19,15 +19,23 @@ from ..stamp import Stamp, read_stamp
 PREFIX = "opt/infbuild"
 
 
-def selection(recipe: dict[str, Any], upstream: dict[str, Path]) -> dict[str, Any]:
-    """Which backends go in and the stamped files of each: the part of the image that artifacts decide."""
+def selection(recipe: dict[str, Any], upstream: dict[str, Path], include: str | list[str] | None = None) -> dict[str, Any]:
+    """Which artifacts go in and the stamped files of each: the part of an image (or a Triton repository) that
+    artifacts decide. ``include``: "preferred", "all" (every verified one) or a list of artifact names (those of
+    them that passed); default the recipe's ``package.include``."""
     verify = VerifyReport.read(upstream["verify"])
     bench = BenchReport.read(upstream["bench"]) if "bench" in upstream else None
     results = verify.results if verify else {}
     order = verify.backends if verify else list(recipe["backends"])  # the recipe's artifacts, variants included
     preferred = choose_preferred(results, bench.timings() if bench else None, order)
     passed = [b for b in order if (results.get(b) or {}).get("passed") is True]
-    backends = passed if recipe["package"]["include"] == "all" else ([preferred] if preferred else [])
+    include = include if include is not None else recipe["package"]["include"]
+    if include == "all":
+        backends = passed
+    elif include == "preferred":
+        backends = [preferred] if preferred else []
+    else:
+        backends = [b for b in include if b in passed]
     artifacts = {}
     for backend in backends:
         stage = registry.for_backend(backend).name
@@ -49,11 +57,23 @@ def git_revision(root: Path) -> str | None:
 
 
 def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], chosen: dict[str, Any],
-                io: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, Path | bytes]:
+                io: dict[str, Any], fingerprint: dict[str, Any], bench: dict[str, Any] | None = None
+                ) -> dict[str, Path | bytes]:
+    """The image's files under /opt/infbuild: the chosen artifacts' tree (see ``artifact_tree``)."""
+    tree = artifact_tree(recipe, target, upstream, chosen, io, fingerprint, bench)
+    return {f"{PREFIX}/{name}": source for name, source in tree.items()}
+
+
+def artifact_tree(recipe: dict[str, Any], target: str, upstream: dict[str, Path], chosen: dict[str, Any],
+                  io: dict[str, Any], fingerprint: dict[str, Any], bench: dict[str, Any] | None = None
+                  ) -> dict[str, Path | bytes]:
+    """An artifacts folder holding only the chosen artifacts: ``<recipe>/<target>/<stage>/`` with their stamped
+    files and stamps, and a manifest subset (I/O, the target's fingerprint, preferred, verdicts, and the settings
+    bench measured with), so that ``infbuild.runtime.load`` checks and loads it as it does a build's folder."""
     if not chosen["artifacts"]:
         raise StageFailed(f"{recipe['name']}: no artifact passed verification on {target}: nothing to package")
     files: dict[str, Path | bytes] = {}
-    stages: dict[str, dict[str, Any]] = {}
+    stages: dict[str, dict[str, Any]] = {target: {}}  # the target's entry even when its artifacts are portable
     for art in chosen["artifacts"].values():
         folder = upstream[art["stage"]]
         stamp = read_stamp(folder)
@@ -61,16 +81,26 @@ def image_files(recipe: dict[str, Any], target: str, upstream: dict[str, Path], 
             raise StageFailed(f"{recipe['name']}: {art['stage']} on {art['target']} has no valid stamp: rebuild it")
         stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.to_json().get(k) for k in
                                                              ("key", "stage", "recipe", "target", "files")}
-        where = f"{PREFIX}/{recipe['name']}/{art['target']}/{art['stage']}"
+        where = f"{recipe['name']}/{art['target']}/{art['stage']}"
         for name in art["files"]:
             files[f"{where}/{name}"] = folder / name
         files[f"{where}/{STAMP}"] = image_stamp(stamp)
+    settings = {"bench": bench} if bench else {}
     manifest = {"schema": SCHEMA_VERSION, "recipes": {recipe["name"]: {"io": io, "targets": {
-        t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"],
+        t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"], **settings,
                              "verify": {b: {"passed": p} for b, p in chosen["verify"].items()}} if t == target else {})}
         for t, s in stages.items()}}}}
-    files[f"{PREFIX}/manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     return files
+
+
+def bench_settings(upstream: dict[str, Path]) -> dict[str, Any] | None:
+    """The settings bench measured with (thread count, session settings), which ``load`` applies, else None."""
+    report = BenchReport.read(upstream["bench"]) if "bench" in upstream else None
+    if report is None:
+        return None
+    timings = report.timings()
+    return {k: timings[k] for k in ("threads", "runtime") if timings.get(k) is not None}
 
 
 IMAGE_STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "inputs")

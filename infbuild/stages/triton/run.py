@@ -1,0 +1,111 @@
+"""triton stage: the target's model repository (``repository/<model>/config.pbtxt``, ``<model>/<version>/…``) and
+``triton.json``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...package import contents
+from ...runtime.backends import NUMPY_DTYPES
+from ...stamp import read_stamp
+from ...triton.config import Batching, ModelConfig, Tensor, batching, onnxruntime_settings
+from ...triton.repository import (
+    PYTHON_MODEL,
+    Engine,
+    Served,
+    compute_capability,
+    fleet_engines,
+    input_tensors,
+    model_names,
+    onnx_io,
+    output_tensors,
+    pick_engines,
+    python_parameters,
+    reference_batches,
+    require,
+    served_by,
+    write,
+)
+from ..request import Job
+from . import REPOSITORY, SUMMARY
+
+
+def run(job: Job) -> None:
+    recipe, out, upstream, target = job.recipe, job.out, job.upstream, job.target
+    assert recipe.triton is not None
+    options, data = recipe.triton, recipe.to_dict()
+    chosen = contents.selection(data, upstream, include=options["artifacts"])
+    require(chosen, recipe.name, target)
+    outputs, per_sample = output_tensors(upstream["reference"], recipe.outputs)
+    batch = batching(options, recipe.batch_dim(), reference_batches(recipe, per_sample, upstream["reference"]))
+    names = model_names(options.get("name") or recipe.name, list(chosen["artifacts"]), chosen["preferred"])
+    models = [_model(job, names[artifact], artifact, art, chosen, outputs, batch)
+              for artifact, art in chosen["artifacts"].items()]
+    write(out / REPOSITORY, models)
+    summary = {"preferred": chosen["preferred"], "target": target, "version": options["version"],
+               "models": {m.name: m.summary() for m in models}}
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for model in models:
+        print(f"[triton] {recipe.name}: model {model.name} serves {model.artifact} ({model.platform}, "
+              f"max_batch_size {model.config.batching.max_batch_size})", flush=True)
+
+
+def _model(job: Job, name: str, artifact: str, art: dict[str, Any], chosen: dict[str, Any], outputs: list[Tensor],
+           batch: Batching) -> Served:
+    recipe, target, upstream = job.recipe, job.target, job.upstream
+    assert recipe.triton is not None
+    options, version = recipe.triton, str(recipe.triton["version"])
+    folder = upstream[art["stage"]]
+    gpu = target.startswith("cuda-")
+    platform = served_by(artifact, options["onnxruntime"])
+    if platform == "onnxruntime_onnx":
+        graph_in, graph_out = onnx_io(folder / "model.onnx")
+        settings = recipe.runtime.get("onnxruntime", {})
+        parameters, extra = onnxruntime_settings(settings, (contents.bench_settings(upstream) or {}).get("threads"), gpu)
+        on_gpu = gpu and not set(settings.get("execution_providers") or ["CUDAExecutionProvider"]) <= {"CPUExecutionProvider"}
+        config = ModelConfig(name, input_tensors(recipe, graph_in.__getitem__, list(graph_in)),
+                             [Tensor(t.name, graph_out.get(t.name, t.dtype), t.shape) for t in outputs], batch, on_gpu,
+                             options["instances"], platform=platform, default_model_filename="model.onnx",
+                             parameters=parameters, extra=extra)
+        files: dict[str, Path | bytes] = {f"{version}/{f}": folder / f for f in art["files"]
+                                          if f in ("model.onnx", "model.onnx.data")}
+        return Served(name, artifact, platform, config, files)
+    if platform == "tensorrt_plan":
+        return _engines(job, name, artifact, art, outputs, batch)
+    runtime_dtype = {i.name: str(np.dtype(NUMPY_DTYPES[i.dtype])) for i in recipe.inputs}
+    verified = read_stamp(upstream["verify"])
+    only = {**chosen, "artifacts": {artifact: art}, "verify": {artifact: True}}
+    io = {"inputs": recipe.to_dict()["inputs"], "dims": recipe.to_dict()["dims"], "outputs": list(recipe.outputs)}
+    tree = contents.artifact_tree(recipe.to_dict(), target, upstream, only, io,
+                                  verified.fingerprint if verified else {}, contents.bench_settings(upstream))
+    files = {f"{version}/model.py": PYTHON_MODEL.format(artifact=artifact, recipe=recipe.name, target=target).encode(),
+             **{f"{version}/artifacts/{k}": v for k, v in tree.items()}}
+    config = ModelConfig(name, input_tensors(recipe, runtime_dtype.__getitem__), outputs, batch, gpu, options["instances"],
+                         backend="python", parameters=python_parameters(recipe.name, target, artifact,
+                                                                        options.get("python_env")))
+    return Served(name, artifact, "python", config, files)
+
+
+def _engines(job: Job, name: str, artifact: str, art: dict[str, Any], outputs: list[Tensor], batch: Batching) -> Served:
+    """One tensorrt_plan model holding every GPU target's verified engine, chosen by compute capability."""
+    recipe, target = job.recipe, job.target
+    assert recipe.triton is not None
+    version = str(recipe.triton["version"])
+    folder = job.upstream[art["stage"]]
+    stamp = read_stamp(folder)
+    cc = compute_capability(stamp, target) if stamp else None
+    own = Engine(target, cc, folder, stamp.key) if stamp and cc else None
+    engines, skipped = pick_engines(own, fleet_engines(folder.parent.parent, art["stage"], artifact))
+    filenames = {c: f"model_sm{c.replace('.', '')}.plan" for c in engines}
+    config = ModelConfig(name, input_tensors(recipe, lambda n: next(i.dtype for i in recipe.inputs if i.name == n)),
+                         outputs, batch, True, recipe.triton["instances"], platform="tensorrt_plan",
+                         default_model_filename=filenames[cc] if cc in filenames else "model.plan",
+                         extra={"cc_model_filenames": [{"key": c, "value": f} for c, f in sorted(filenames.items())]})
+    for line in skipped:
+        print(f"[triton] {recipe.name}: left out {line}", flush=True)
+    files: dict[str, Path | bytes] = {f"{version}/{filenames[c]}": e.folder / "model.engine" for c, e in engines.items()}
+    return Served(name, artifact, "tensorrt_plan", config, files)
+
