@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +215,43 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "doit", "run", *bad, "manifest"], cwd=ctx.project.root)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a recipe's Triton repository with a local tritonserver until interrupted."""
+    from .fingerprint import host_fingerprint
+    from .stamp import read_stamp, rehash_problems
+    from .triton import server
+
+    project = load_project()
+    recipe_folder = project.artifacts / args.recipe
+    host = host_fingerprint()["targets"]
+    targets = [args.target] if args.target else [t for t in (host.get("cuda"), host["cpu"]) if t]
+    folder = next((recipe_folder / t / "triton" for t in targets if (recipe_folder / t / "triton").is_dir()), None)
+    if folder is None:
+        raise InfbuildError(f"{args.recipe}: no Triton repository for {' or '.join(targets)} under {recipe_folder}: add a "
+                            "triton section to the recipe and run doit build")
+    for cache in sorted((folder / "repository").rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)  # bytecode a Python-backend model left: Python would run it in place of the stamped source
+    stamp = read_stamp(folder)
+    problems = rehash_problems(folder, stamp) if stamp else ["no valid stamp.json"]
+    if stamp:  # a file slipped into the repository (a model.py of someone else's) would be loaded too
+        problems += [f"{p.relative_to(folder)}: not a stamped file" for p in sorted((folder / "repository").rglob("*"))
+                     if p.is_file() and p.relative_to(folder).as_posix() not in stamp.files]
+    if problems:
+        raise InfbuildError(f"{folder}: refusing to serve a repository that does not match its stamp ({problems[0]}): "
+                            "rebuild it with doit build")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped by SIGTERM too: the server goes with it
+    with server.start(folder / "repository", project.artifacts / ".infbuild" / "triton", http_port=args.http_port,
+                      grpc_port=args.grpc_port) as running:
+        for name, why in running.left_out.items():
+            print(f"not loaded: {name}: {why}", file=sys.stderr)
+        loadable = [m for m in server.describe(folder / "repository") if m not in running.left_out]
+        running.wait_ready(loadable)
+        print(f"serving {', '.join(loadable)} from {folder / 'repository'}: HTTP {running.http_url}, gRPC "
+              f"{running.grpc_url} (log {running.log_path}); Ctrl-C stops", flush=True)
+        running.process.wait()
+        raise InfbuildError(f"tritonserver exited ({running.process.returncode}); see {running.log_path}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infbuild", description="Verified, hardware-keyed inference artifacts from PyTorch recipes.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -258,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["stats", "ls", "pull", "push", "gc"])
     c.add_argument("--max-size", help="gc: evict least recently used entries down to this size (e.g. 10G)")
     c.set_defaults(func=cmd_cache)
+    sv = sub.add_parser("serve", help="serve a recipe's Triton repository with a local tritonserver (loopback)")
+    sv.add_argument("recipe")
+    sv.add_argument("--target", help="target folder (default: this host's)")
+    sv.add_argument("--http-port", type=int, default=8000)
+    sv.add_argument("--grpc-port", type=int, default=8001)
+    sv.set_defaults(func=cmd_serve)
     va = sub.add_parser("verify-artifacts", help="re-hash every stamped file; report (--fix: rebuild) tampered ones")
     va.add_argument("--fix", action="store_true")
     va.set_defaults(func=cmd_verify_artifacts)

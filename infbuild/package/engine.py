@@ -3,6 +3,7 @@ context holding only the files that go in; build with progress, tag, optionally 
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from pathlib import Path
@@ -25,17 +26,23 @@ def engine_available() -> str | None:
     return None
 
 
-def dockerfile(base: str, extra: list[str]) -> str:
-    lines = [f"FROM {base}", "COPY opt/ /opt/"]
+def dockerfile(base: str, extra: list[str], folders: list[str] | None = None, env: dict[str, str] | None = None,
+               cmd: list[str] | None = None) -> str:
+    """FROM the base, COPY each top folder of the files, the environment and command, then the recipe's lines."""
+    lines = [f"FROM {base}", *(f"COPY {top}/ /{top}/" for top in (folders or ["opt"]))]
+    lines += [f"ENV {k}={v}" + (f"${{{k}:+:${k}}}" if k.endswith("PATH") else "") for k, v in (env or {}).items()]
+    if cmd:
+        lines.append(f"CMD {json.dumps(cmd)}")
     return "\n".join(lines + list(extra)) + "\n"
 
 
 def build(files: dict[str, Path | bytes], labels: dict[str, str], base: str, tag: str, extra: list[str],
-          push: bool, credentials: tuple[str, str] | None, log: Any = print) -> dict[str, Any]:
+          push: bool, credentials: tuple[str, str] | None, log: Any = print, env: dict[str, str] | None = None,
+          cmd: list[str] | None = None) -> dict[str, Any]:
     import docker
     from docker.errors import APIError, DockerException
 
-    text = dockerfile(base, extra)
+    text = dockerfile(base, extra, sorted({name.split("/", 1)[0] for name in files}), env, cmd)
     context = layer_tar({**files, "Dockerfile": text.encode()})
     try:
         client = docker.from_env(timeout=600)

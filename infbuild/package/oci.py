@@ -80,8 +80,10 @@ class OciImage:
 
 
 def assemble(base: str, files: dict[str, Path | bytes], labels: dict[str, str], annotations: dict[str, str],
-             credentials: tuple[str, str] | None = None) -> OciImage:
-    """Fetch the base's manifest and config, add the artifact layer and the labels."""
+             credentials: tuple[str, str] | None = None, env: dict[str, str] | None = None,
+             cmd: list[str] | None = None) -> OciImage:
+    """Fetch the base's manifest and config, add the artifact layer, the labels, and the environment variables and
+    command when given (the base's own variables of other names are kept)."""
     from .reference import parse
 
     base_ref = parse(base)
@@ -92,6 +94,12 @@ def assemble(base: str, files: dict[str, Path | bytes], labels: dict[str, str], 
     layer = gzip_deterministic(tar)
     config.setdefault("config", {})
     config["config"]["Labels"] = {**(config["config"].get("Labels") or {}), **labels}
+    if env:  # a *PATH variable the base sets keeps the base's entries after ours
+        before = dict(e.split("=", 1) for e in config["config"].get("Env") or [] if "=" in e)
+        ours = {k: f"{v}:{before[k]}" if k.endswith("PATH") and before.get(k) else v for k, v in env.items()}
+        config["config"]["Env"] = [f"{k}={v}" for k, v in {**before, **ours}.items()]
+    if cmd:
+        config["config"]["Cmd"] = list(cmd)
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(sha256(tar))
     config.setdefault("history", []).append({"created": EPOCH, "created_by": "infbuild package (artifact layer)"})
     config["created"] = EPOCH

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...artifacts import Outputs
 from ...recipe import Recipe
-from ...stage import Placement, Stage, register
+from ...stage import Placement, Stage, files_view, register
 from ...stamp import Stamp
 from ..common import io_fields, variant_fields
 from ..verify import verified_artifacts
@@ -28,12 +28,15 @@ class PackageStage(Stage):
 
     def upstream(self, recipe: Recipe, planned: Mapping[str, PlannedStage], required: Callable[[PlannedStage], bool]
                  ) -> tuple[str, ...]:
-        return ("verify", *(("bench",) if "bench" in planned else ()), *verified_artifacts(planned))
+        serves = ("triton",) if recipe.package and recipe.package["serve"] == "triton" and "triton" in planned else ()
+        return ("verify", *(("bench",) if "bench" in planned else ()), *serves, *verified_artifacts(planned))
 
     def upstream_view(self, recipe: Recipe, upstream: Mapping[str, tuple[Path, Stamp]]) -> dict[str, Any]:
-        """Only what goes into the image: the chosen artifacts, not timings."""
+        """Only what goes into the image: the chosen artifacts (not timings), or the Triton repository."""
         from ...package.contents import selection
 
+        if "triton" in upstream:
+            return {"triton": files_view(upstream["triton"][1])}
         return selection(recipe.to_dict(), {name: folder for name, (folder, _) in upstream.items()})
 
     def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
@@ -46,6 +49,7 @@ class PackageStage(Stage):
 STAGE = register(PackageStage(
     "package", 2, "device", "package the target's artifacts into a container image <image>:<version>-<target>",
     Outputs(("image.json",), ("Dockerfile", "oci/*")), tools=("docker",),
-    fields=lambda r: {"package": {k: v for k, v in (r.package or {}).items() if k != "registry"},
+    fields=lambda r: {"package": {k: v for k, v in (r.package or {}).items()  # serve: files is the default of old
+                                  if k != "registry" and (k, v) != ("serve", "files")},
                       "backends": list(r.backends), **io_fields(r), **variant_fields(r)},
     needs=("verify",), cacheable=False))

@@ -4,23 +4,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...package import contents, engine, oci
+from ...package import contents, engine, oci, serve
 from ...package.reference import parse
 from ...package.registry import credentials_from_env
 from ...stamp import read_stamp
 from ..request import Job
+from ..triton import REPOSITORY
 
 
 def run(job: Job) -> None:
     recipe, root, out, upstream, target = job.recipe, job.root, job.out, job.upstream, job.target
     data = recipe.to_dict()
     options = data["package"]
-    chosen = contents.selection(data, upstream)
+    serves = "triton" in upstream  # package.serve: triton
+    chosen = contents.selection(data, upstream, include=data["triton"]["artifacts"] if serves else None)
     verified = read_stamp(upstream["verify"])
     fingerprint = verified.fingerprint if verified else {}
     io = {"inputs": data["inputs"], "dims": data["dims"], "outputs": data["outputs"]}
-    files = contents.image_files(data, target, upstream, chosen, io, fingerprint)
+    env, cmd = None, None
+    if serves:
+        files = {**serve.repository_files(upstream["triton"], REPOSITORY), **serve.python_files()}
+        env, cmd = serve.ENV, serve.CMD
+    else:
+        files = contents.image_files(data, target, upstream, chosen, io, fingerprint, contents.bench_settings(upstream))
     labels = contents.labels(data, target, chosen, fingerprint, contents.git_revision(root))
+    if serves:
+        labels["dev.infbuild.serve"] = "triton"
     reference = f"{options['image']}:{options['version']}-{target}"
     base = options["base"]["cuda" if target.startswith("cuda-") else "cpu"]
     credentials = credentials_from_env(options.get("registry"))
@@ -31,12 +40,12 @@ def run(job: Job) -> None:
                             "files": sorted(files), "pushed": bool(options["push"])}
     if options["builder"] == "docker":
         result = engine.build(files, labels, base, reference, options["dockerfile"], options["push"], credentials,
-                              log=lambda line: print(line, flush=True))
+                              log=lambda line: print(line, flush=True), env=env, cmd=cmd)
         (out / "Dockerfile").write_text(result.pop("dockerfile"), encoding="utf-8")
         info.update(digest=result["id"], size=result["size"], repo_digests=result.get("repo_digests", []))
     else:
         annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers.")}
-        image = oci.assemble(base, files, labels, annotations, credentials)
+        image = oci.assemble(base, files, labels, annotations, credentials, env, cmd)
         info.update(digest=image.digest, size=image.size, base_digest=image.base_digest, layer_size=len(image.layer))
         if options["oci_layout"]:
             oci.write_layout(image, out / "oci", f"{options['version']}-{target}", credentials)
