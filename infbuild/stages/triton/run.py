@@ -27,6 +27,7 @@ from ...triton.repository import (
     reference_batches,
     require,
     served_by,
+    tensorrt_model,
     write,
 )
 from ..request import Job
@@ -93,19 +94,13 @@ def _engines(job: Job, name: str, artifact: str, art: dict[str, Any], outputs: l
     """One tensorrt_plan model holding every GPU target's verified engine, chosen by compute capability."""
     recipe, target = job.recipe, job.target
     assert recipe.triton is not None
-    version = str(recipe.triton["version"])
     folder = job.upstream[art["stage"]]
     stamp = read_stamp(folder)
     cc = compute_capability(stamp, target) if stamp else None
     own = Engine(target, cc, folder, stamp.key) if stamp and cc else None
     engines, skipped = pick_engines(own, fleet_engines(folder.parent.parent, art["stage"], artifact))
-    filenames = {c: f"model_sm{c.replace('.', '')}.plan" for c in engines}
-    config = ModelConfig(name, input_tensors(recipe, lambda n: next(i.dtype for i in recipe.inputs if i.name == n)),
-                         outputs, batch, True, recipe.triton["instances"], platform="tensorrt_plan",
-                         default_model_filename=filenames[cc] if cc in filenames else "model.plan",
-                         extra={"cc_model_filenames": [{"key": c, "value": f} for c, f in sorted(filenames.items())]})
     for line in skipped:
         print(f"[triton] {recipe.name}: left out {line}", flush=True)
-    files: dict[str, Path | bytes] = {f"{version}/{filenames[c]}": e.folder / "model.engine" for c, e in engines.items()}
-    return Served(name, artifact, "tensorrt_plan", config, files)
-
+    inputs = input_tensors(recipe, {i.name: i.dtype for i in recipe.inputs}.__getitem__)
+    return tensorrt_model(name, artifact, engines, cc, inputs, outputs, batch, recipe.triton["instances"],
+                          str(recipe.triton["version"]))

@@ -1,0 +1,268 @@
+"""Serving with Triton: the repository `doit build` writes, served by a REAL tritonserver (the nvidia-pytriton
+wheel's, Python backend) on loopback and queried with tritonclient over HTTP and gRPC; the configs of models that
+server cannot load (its wheel has no ONNX Runtime or TensorRT backend) parsed with Triton's own model-config
+protobuf. TensorRT engines come from the STAND-IN trtexec (no TensorRT here)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from helpers import H100, GpuHost, Project, build, problems_of, tasks, trt_recipe
+
+SEQ = """\
+name: seq
+model:
+  factory: examples.models:sequence_block
+  kwargs: {{hidden: 32, heads: 2}}
+inputs:
+  x: {{shape: [batch, seq, 32], dtype: float32}}
+dims:
+  batch: {{min: 1, opt: 2, max: 8}}
+  seq: {{min: 4, opt: 16, max: 32}}
+outputs: [y]
+bench: {{shapes: [opt], warmup: 1, iterations: 5, rounds: 1, baselines: [eager]}}
+triton: {{artifacts: all, onnxruntime: {onnxruntime}, dynamic_batching: {{max_queue_delay_microseconds: 200000}}}}
+{extra}"""
+
+
+def seq_recipe(onnxruntime: str = "native", extra: str = "") -> str:
+    return SEQ.format(onnxruntime=onnxruntime, extra=extra)
+
+
+def require_tritonserver() -> None:
+    from infbuild.triton.server import ServerError, locate
+
+    try:
+        locate()
+    except ServerError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc}: .ci/run must install it")
+        pytest.skip(str(exc))
+
+
+def parse_config(path: Path) -> Any:
+    """A config.pbtxt parsed by Triton's own ModelConfig protobuf (as tritonserver reads it)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def repository(proj: Project, target: str) -> Path:
+    return proj.stage("seq", target, "triton") / "repository"
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    p = Project(tmp_path_factory.mktemp("triton") / "proj")
+    p.add_recipe("seq.yaml", seq_recipe())
+    result = build(p)
+    assert "triton:seq" in result.stages_ran()
+    return p
+
+
+def test_repository_configs_parse_with_tritons_own_protobuf(proj: Project, cpu_target: str) -> None:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    repo = repository(proj, cpu_target)
+    assert sorted(p.name for p in repo.iterdir()) == ["seq", "seq_aoti"]  # the preferred one under the recipe's name
+    manifest = json.loads((proj.artifacts / "manifest.json").read_text())
+    target = manifest["recipes"]["seq"]["targets"][cpu_target]
+    preferred = target["preferred"]
+    assert target["triton"]["repository"] == f"seq/{cpu_target}/triton/repository"
+    assert target["triton"]["models"]["seq"]["artifact"] == preferred
+    native = parse_config(repo / ("seq" if preferred == "onnxruntime" else "seq_onnxruntime") / "config.pbtxt")
+    python = parse_config(repo / ("seq_aoti" if preferred == "onnxruntime" else "seq") / "config.pbtxt")
+    for config in (native, python):
+        assert config.max_batch_size == 8  # dims.batch.max: the batch axis is Triton's, the rest -1 where dynamic
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.input] == [("x", pb.TYPE_FP32, [-1, 32])]
+        assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("y", pb.TYPE_FP32, [-1, 32])]
+        assert config.dynamic_batching.max_queue_delay_microseconds == 200000
+        assert [(g.kind, g.count) for g in config.instance_group] == [(pb.ModelInstanceGroup.KIND_CPU, 1)]
+    assert native.platform == "onnxruntime_onnx" and native.default_model_filename == "model.onnx"
+    assert (repo / native.name / "1" / "model.onnx").is_file()
+    bench = json.loads((proj.stage("seq", cpu_target, "bench") / "report.json").read_text())
+    assert native.parameters["intra_op_thread_count"].string_value == str(bench["threads"])  # the settings bench timed
+    assert python.backend == "python"
+    assert {k: v.string_value for k, v in python.parameters.items()} == {
+        "INFBUILD_RECIPE": "seq", "INFBUILD_TARGET": cpu_target, "INFBUILD_ARTIFACT": "aoti"}
+    served = repo / python.name / "1" / "artifacts" / "seq" / cpu_target / "aoti"
+    assert (served / "model.pt2").read_bytes() == (proj.stage("seq", cpu_target, "aoti") / "model.pt2").read_bytes()
+
+
+def test_second_build_runs_nothing(proj: Project) -> None:
+    assert build(proj).stages_ran() == set()
+
+
+def test_a_triton_option_rebuilds_only_the_repository(proj: Project, cpu_target: str) -> None:
+    proj.add_recipe("seq.yaml", seq_recipe(onnxruntime="python"))
+    assert build(proj).stages_ran() == {"triton:seq"}
+    for name in ("seq", "seq_aoti"):
+        assert parse_config(repository(proj, cpu_target) / name / "config.pbtxt").backend == "python"
+
+
+@pytest.fixture(scope="module")
+def served(proj: Project, cpu_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real tritonserver over the repository with both artifacts in the Python backend."""
+    require_tritonserver()
+    from infbuild.triton import server
+
+    proj.add_recipe("seq.yaml", seq_recipe(onnxruntime="python"))
+    build(proj)
+    with server.start(repository(proj, cpu_target), tmp_path_factory.mktemp("tritonserver")) as running:
+        running.wait_ready(["seq", "seq_aoti"])
+        yield running
+
+
+def clients(running: Any) -> list[tuple[Any, Any]]:
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    return [(http, http.InferenceServerClient(running.http_url)), (grpc, grpc.InferenceServerClient(running.grpc_url))]
+
+
+def infer(module: Any, client: Any, model: str, x: np.ndarray, datatype: str = "FP32") -> np.ndarray:
+    tensor = module.InferInput("x", list(x.shape), datatype)
+    tensor.set_data_from_numpy(x)
+    return client.infer(model, [tensor]).as_numpy("y")
+
+
+def test_served_models_answer_like_the_eager_reference(proj: Project, served: Any) -> None:
+    for label in ("min", "opt", "max"):
+        with np.load(proj.stage("seq", "portable", "reference") / f"{label}.npz") as sample:
+            x, expected = sample["input.x"], sample["output.y"]
+        for module, client in clients(served):  # HTTP and gRPC
+            for model in ("seq", "seq_aoti"):
+                np.testing.assert_allclose(infer(module, client, model, x), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_dynamic_batcher_joins_concurrent_requests(served: Any) -> None:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(served.http_url, concurrency=6)
+    before = client.get_inference_statistics("seq_aoti")["model_stats"][0]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 12, 32)).astype(np.float32) for _ in range(6)]
+    pending = []
+    for x in xs:  # six requests in flight at once (the client's own concurrency, not threads: it is not thread-safe)
+        tensor = http.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        pending.append(client.async_infer("seq_aoti", [tensor]))
+    answers = [request.get_result().as_numpy("y") for request in pending]
+    alone = [infer(http, client, "seq_aoti", x) for x in xs]
+    for joined, single in zip(answers, alone):
+        np.testing.assert_allclose(joined, single, rtol=1e-4, atol=1e-5)  # each request gets its own rows back
+    after = client.get_inference_statistics("seq_aoti")["model_stats"][0]
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 12 and executions < 12, (inferences, executions)  # some of the 6 concurrent ones ran together
+
+
+def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(served: Any) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    for module, client in clients(served):
+        cases = [(np.zeros((1, 40, 32), np.float32), "FP32", "outside 4..32"),  # a dim outside the built range
+                 (np.zeros((1, 8, 32), np.float64), "FP64", "data-type is 'FP64'"),  # a dtype the model does not take
+                 (np.zeros((9, 8, 32), np.float32), "FP32", "batch-size must be <= 8"),  # above max_batch_size
+                 (np.zeros((1, 8, 31), np.float32), "FP32", "unexpected shape")]  # a fixed dim of another size
+        for x, datatype, message in cases:
+            with pytest.raises(InferenceServerException) as info:
+                infer(module, client, "seq_aoti", x, datatype)
+            assert message in str(info.value)
+        assert infer(module, client, "seq_aoti", np.zeros((1, 8, 32), np.float32)).shape == (1, 8, 32)
+
+
+def test_model_refuses_to_load_on_another_target(proj: Project, served: Any, cpu_target: str,
+                                                 tmp_path: Path) -> None:
+    from infbuild.triton import server
+
+    other = "avx2" if not cpu_target.endswith("-avx2") else "avx512"
+    simulated = json.dumps({"cpu": {"isa": other}})
+    with server.start(repository(proj, cpu_target), tmp_path, models=["seq_aoti"],
+                      env={"INFBUILD_FINGERPRINT": simulated}) as running:
+        with pytest.raises(server.ServerError):
+            running.wait_ready(["seq_aoti"], timeout=60)
+        log = running.log()
+    assert f"refusing artifacts built for {cpu_target}" in log and f"this host is cpu-x86_64-{other}" in log
+
+
+def test_serve_refuses_a_tampered_repository(proj: Project, cpu_target: str) -> None:
+    config = repository(proj, cpu_target) / "seq_aoti" / "config.pbtxt"
+    original = config.read_bytes()
+    config.write_bytes(original.replace(b"max_batch_size: 8", b"max_batch_size: 64"))
+    try:
+        done = proj.infbuild("serve", "seq")
+        assert done.returncode != 0
+        assert "refusing to serve" in done.stderr and "seq_aoti/config.pbtxt" in done.stderr
+    finally:
+        config.write_bytes(original)
+
+
+def test_fresh_bench_numbers_alone_do_not_rebuild_the_repository(proj: Project) -> None:
+    before = json.loads((proj.artifacts / "manifest.json").read_text())["recipes"]["seq"]
+    result = proj.infbuild("bench", "--force", "seq")
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = json.loads((proj.artifacts / "manifest.json").read_text())["recipes"]["seq"]
+    target = next(t for t in after["targets"] if t != "portable")
+    rebuilt = build(proj).stages_ran()
+    if after["targets"][target]["preferred"] == before["targets"][target]["preferred"]:
+        assert "triton:seq" not in rebuilt  # new timings, same preferred artifact: same repository
+    assert build(proj).stages_ran() == set()
+
+
+# --- TensorRT: a GPU host simulated with STAND-INS (nvidia-smi, trtexec) ----------------------------------------
+
+def test_gpu_target_serves_only_verified_artifacts_on_kind_gpu(tmp_path: Path) -> None:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    host, proj = GpuHost(tmp_path / "gpu"), Project(tmp_path / "proj")
+    proj.add_recipe("mlp.yaml", trt_recipe() + "triton: {artifacts: [tensorrt, onnxruntime]}\n")
+    result = build(proj, host.env(proj))
+    assert tasks("mlp", {"trt_engine", "verify", "triton"}) <= result.stages_ran()
+    summary = json.loads((proj.stage("mlp", H100, "triton") / "triton.json").read_text())
+    # the stand-in's engine cannot be run here, so verify could not pass it: it is not served
+    assert {m["artifact"] for m in summary["models"].values()} == {"onnxruntime"}
+    config = parse_config(proj.stage("mlp", H100, "triton") / "repository" / "mlp" / "config.pbtxt")
+    assert [g.kind for g in config.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
+    assert config.max_batch_size == 64 and list(config.input[0].dims) == [10]
+
+
+def test_tensorrt_model_carries_each_gpus_engine_by_compute_capability(tmp_path: Path) -> None:
+    from infbuild.triton.config import Batching, Tensor
+    from infbuild.triton.repository import Engine, pick_engines, tensorrt_model, write
+
+    engines = []
+    for target, cc in ((H100, "9.0"), ("cuda-sm86-nvidia-a10g", "8.6"), ("cuda-sm90-nvidia-h100-pcie", "9.0")):
+        folder = tmp_path / target / "trt_engine"
+        folder.mkdir(parents=True)
+        (folder / "model.engine").write_bytes(f"STAND-IN engine for {target}".encode())
+        engines.append(Engine(target, cc, folder, f"key-{target}"))
+    chosen, skipped = pick_engines(engines[0], engines[1:])
+    assert sorted(chosen) == ["8.6", "9.0"] and chosen["9.0"].target == H100  # this target's engine first
+    assert len(skipped) == 1 and "cuda-sm90-nvidia-h100-pcie" in skipped[0]
+    model = tensorrt_model("mlp", "tensorrt", chosen, "9.0", [Tensor("x", "float32", (-1, 10))],
+                           [Tensor("y", "float32", (-1, 4))], Batching(64, {}), 1, "1")
+    write(tmp_path / "repo", [model])
+    config = parse_config(tmp_path / "repo" / "mlp" / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and config.default_model_filename == "model_sm90.plan"
+    assert dict(config.cc_model_filenames) == {"8.6": "model_sm86.plan", "9.0": "model_sm90.plan"}
+    for cc, filename in config.cc_model_filenames.items():
+        assert (tmp_path / "repo" / "mlp" / "1" / filename).read_bytes() == (chosen[cc].folder / "model.engine").read_bytes()
+
+
+# --- recipes ----------------------------------------------------------------------------------------------------
+
+def test_triton_section_errors_name_the_field(project: Project) -> None:
+    text = seq_recipe(extra="package: {image: example.com/seq, version: '1', serve: triton}\n")
+    project.add_recipe("seq.yaml", text.replace("triton: {artifacts: all,", "triton: {artifacts: [aoti, tensorrt], max_batch_size: 16,"))
+    no_triton = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("triton:"))
+    project.add_recipe("other.yaml", no_triton.replace("name: seq", "name: other"))
+    problems = problems_of(project)
+    assert any("triton.artifacts[1]" in p and "'tensorrt' is not an artifact the recipe builds" in p for p in problems)
+    assert any("triton.max_batch_size" in p and "above dims.batch.max (8)" in p for p in problems)
+    assert any("other.yaml" in p and "package.serve" in p and "needs a triton section" in p for p in problems)
