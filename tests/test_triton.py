@@ -266,3 +266,47 @@ def test_triton_section_errors_name_the_field(project: Project) -> None:
     assert any("triton.artifacts[1]" in p and "'tensorrt' is not an artifact the recipe builds" in p for p in problems)
     assert any("triton.max_batch_size" in p and "above dims.batch.max (8)" in p for p in problems)
     assert any("other.yaml" in p and "package.serve" in p and "needs a triton section" in p for p in problems)
+
+
+# --- the Triton image (package.serve: triton), with a real Docker engine and registry (services fixture) ---------
+
+def image_recipe(services: dict, builder: str) -> str:
+    return seq_recipe(onnxruntime="python", extra=f"""\
+package:
+  image: {services['registry'].address}/ml/seq-triton
+  version: 2.0.0
+  base: {{cpu: "{services['base']}"}}
+  serve: triton
+  builder: {builder}
+  push: false
+  oci_layout: {str(builder == 'oci').lower()}
+""")
+
+
+def test_triton_image_holds_the_repository_and_starts_tritonserver(proj: Project, services: dict, cpu_target: str) -> None:
+    proj.add_recipe("seq.yaml", image_recipe(services, "docker"))
+    env = proj.env(DOCKER_HOST=services["dockerd"].host)
+    assert proj.doit("build", env=env).stages_ran() >= {"package:seq"}
+    info = json.loads((proj.stage("seq", cpu_target, "package") / "image.json").read_text())
+    image = services["dockerd"].client.images.get(info["reference"])
+    assert image.attrs["Config"]["Cmd"] == ["tritonserver", "--model-repository=/models"]
+    assert "PYTHONPATH=/opt/infbuild/python" in image.attrs["Config"]["Env"]
+    assert image.labels["dev.infbuild.serve"] == "triton" and image.labels["dev.infbuild.target"] == cpu_target
+    repo = repository(proj, cpu_target)
+    stamped = json.loads((repo.parent / "stamp.json").read_text())["files"]
+    listing = services["dockerd"].client.containers.run(
+        info["reference"], ["sh", "-c", "cd /models && sha256sum $(find . -type f) && ls /opt/infbuild/python/infbuild/runtime"],
+        remove=True, network_mode="none").decode()
+    for name, meta in stamped.items():
+        if name.startswith("repository/"):
+            assert f"{meta['sha256']}  ./{name[len('repository/'):]}" in listing
+    assert "triton.py" in listing  # the Python-backend model's code, on PYTHONPATH
+    # the daemonless builder gives the same command and environment
+    proj.add_recipe("seq.yaml", image_recipe(services, "oci"))
+    assert proj.doit("build", env=env).stages_ran() == {"package:seq"}
+    layout = proj.stage("seq", cpu_target, "package") / "oci"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())["config"]
+    assert config["Cmd"] == ["tritonserver", "--model-repository=/models"]
+    assert "PYTHONPATH=/opt/infbuild/python" in config["Env"] and config["Labels"]["dev.infbuild.serve"] == "triton"
