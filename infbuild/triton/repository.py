@@ -55,9 +55,10 @@ def served_by(artifact: str, onnxruntime: str) -> str | None:
     return NATIVE_PLATFORMS.get(backend)
 
 
-def fleet_engines(recipe_folder: Path, stage: str, artifact: str) -> list[Engine]:
-    """Every GPU target's engine for ``stage`` in this recipe's artifacts folder that is stamped intact and that
-    verify there says passed, with its GPU's compute capability (from the stamp's fingerprint)."""
+def fleet_engines(recipe_folder: Path, stage: str, artifact: str, rehash: bool = True) -> list[Engine]:
+    """Every GPU target's engine for ``stage`` in this recipe's artifacts folder that verify there passed (its report
+    matching its stamp) and, with ``rehash``, whose files match their stamp (the worker checks before it copies;
+    the key, computed on every build, reads the stamps only), with its GPU's compute capability."""
     engines = []
     for target_folder in sorted(recipe_folder.glob("cuda-*")):
         folder = target_folder / stage
@@ -65,7 +66,7 @@ def fleet_engines(recipe_folder: Path, stage: str, artifact: str) -> list[Engine
         verify = target_folder / registry.judge().name
         judged = read_stamp(verify)
         report = VerifyReport.read(verify) if judged and not rehash_problems(verify, judged) else None
-        if stamp is None or report is None or report.verdict(artifact) is not True or rehash_problems(folder, stamp):
+        if stamp is None or report is None or report.verdict(artifact) is not True or (rehash and rehash_problems(folder, stamp)):
             continue
         cc = compute_capability(stamp, target_folder.name)
         if cc:

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -167,8 +168,9 @@ def start(repository: Path, work: Path, *, models: list[str] | None = None, http
             *(f"--load-model={m}" for m in models)]
     environment = {**os.environ, **(env or {})}
     environment["PATH"] = f"{Path(sys.executable).parent}:{environment.get('PATH', '')}"  # the stub's Python packages
-    if install.libs:
-        environment["LD_LIBRARY_PATH"] = ":".join(p for p in (environment.get("LD_LIBRARY_PATH"), str(install.libs)) if p)
+    if install.libs:  # the wheel's libraries, and this Python's libpython for the stub (where it is a shared build)
+        python_lib = sysconfig.get_config_var("LIBDIR") if sysconfig.get_config_var("Py_ENABLE_SHARED") else None
+        environment["LD_LIBRARY_PATH"] = ":".join(p for p in (python_lib, environment.get("LD_LIBRARY_PATH"), str(install.libs)) if p)
     log_path = work / "tritonserver.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)

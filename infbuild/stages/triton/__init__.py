@@ -36,7 +36,8 @@ class TritonStage(Stage):
         assert recipe.triton is not None
         folders = {name: folder for name, (folder, _) in upstream.items()}
         chosen = selection(recipe.to_dict(), folders, include=recipe.triton["artifacts"])
-        fleet = {artifact: {e.target: e.key for e in fleet_engines(folders[art["stage"]].parent.parent, art["stage"], artifact)}
+        fleet = {artifact: {e.target: e.key for e in fleet_engines(folders[art["stage"]].parent.parent, art["stage"], artifact,
+                                                                       rehash=False)}
                  for artifact, art in chosen["artifacts"].items()
                  if served_by(artifact, recipe.triton["onnxruntime"]) == "tensorrt_plan"}
         return {"served": chosen, "reference": files_view(upstream["reference"][1]), **({"fleet": fleet} if fleet else {})}
