@@ -1,9 +1,10 @@
 """Serving overhead: the same artifact called in-process through ``infbuild.runtime.load`` and through a local
 Triton server (the repository ``doit build`` wrote, the nvidia-pytriton wheel's tritonserver, Python backend)
 over gRPC and HTTP, one request in flight; p50 latency of each, their ratio and the difference, measured
-interleaved in one run (rounds alternate between the three ways).
+interleaved in one run (rounds alternate between the three ways), and the time Triton reports inside the model
+(``compute_infer``: the Python backend's execute, the artifact's call included).
 
-    python benchmarks/triton.py [--requests 200] [--rounds 3] [--plot docs/triton-latency.png] [--keep DIR]
+    python benchmarks/serving.py [--requests 200] [--rounds 3] [--plot docs/triton-latency.png] [--keep DIR]
 
 Models: the example sequence block (seqblock, seq_len 64) and conv net (batch 16), each as its AOTInductor
 package and its ONNX model in onnxruntime (both served by the Python backend: the wheel's server has no ONNX
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import yaml
 
 from common import REPO, example_project
 
@@ -30,15 +32,11 @@ TRITON = {"artifacts": "all", "onnxruntime": "python", "dynamic_batching": False
 
 def build(root: Path) -> None:
     project = example_project(root, [REPO / "recipes" / "seqblock.json", REPO / "recipes" / "convnet.yaml"])
-    for path in (project / "recipes").iterdir():
-        text = path.read_text()
-        if path.suffix == ".json":
-            data = json.loads(text)
-            data.update(backends=["onnxruntime", "aoti"], triton=TRITON, bench={"shapes": ["opt"], "rounds": 1})
-            path.write_text(json.dumps(data, indent=2))
-        else:
-            path.write_text(text + f"\nbackends: [onnxruntime, aoti]\ntriton: {json.dumps(TRITON)}\n"
-                            "bench: {shapes: [opt], rounds: 1}\n")
+    for path in sorted((project / "recipes").iterdir()):
+        data = yaml.safe_load(path.read_text())  # JSON is YAML
+        data.update(backends=["onnxruntime", "aoti"], triton=TRITON, bench={"shapes": ["opt"], "rounds": 1})
+        path.unlink()
+        path.with_suffix(".json").write_text(json.dumps(data, indent=2))
     print(f"building in {project} ...", flush=True)
     subprocess.run([sys.executable, "-m", "doit", "build"], cwd=project, check=True, stdout=subprocess.DEVNULL)
 
@@ -83,22 +81,34 @@ def measure(root: Path, recipe: str, requests: int, rounds: int) -> list[dict[st
             times: dict[str, list[float]] = {way: [] for way in ways}
             for fn in ways.values():
                 p50(fn, 10)  # warm-up
+            before = compute_time(clients["HTTP"][1], name)
             for _ in range(rounds):
                 for way, fn in ways.items():
                     times[way] += p50(fn, requests)
             base = statistics.median(times["in-process load()"])
+            after = compute_time(clients["HTTP"][1], name)
+            compute = (after[0] - before[0]) / max(after[1] - before[1], 1) / 1e6  # the timed requests only
             for way, values in times.items():
                 median = statistics.median(values)
                 rows.append({"recipe": recipe, "artifact": model["artifact"], "way": way, "p50_ms": median,
-                             "ratio": median / base, "overhead_ms": median - base})
+                             "ratio": median / base, "overhead_ms": median - base,
+                             "compute_ms": compute if way.startswith("Triton") else None})
     return rows
 
 
+def compute_time(client: Any, model: str) -> tuple[int, int]:
+    """Triton's cumulative time inside the model's execute (ns) and its count."""
+    stats = client.get_inference_statistics(model)["model_stats"][0]["inference_stats"]["compute_infer"]
+    return int(stats["ns"]), int(stats["count"])
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | artifact | called through | p50 ms | × in-process | + ms |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| model | artifact | called through | p50 ms | × in-process | + ms | in the model (Triton's compute_infer, mean ms) |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
+        compute = "-" if r["compute_ms"] is None else f"{r['compute_ms']:.3f}"
         lines.append(f"| {r['recipe']} | {r['artifact']} | {r['way']} | {r['p50_ms']:.3f} | {r['ratio']:.2f} | "
-                     f"{r['overhead_ms']:+.3f} |")
+                     f"{r['overhead_ms']:+.3f} | {compute} |")
     return "\n".join(lines)
 
 
