@@ -55,7 +55,9 @@ def test_bench_report_table_and_plot(examples_built: tuple[Project, DoitRun], cp
     for per_shape in report["results"].values():
         assert set(per_shape) == {"min", "opt", "max"}
         for r in per_shape.values():
-            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["samples"] == 150 and r["throughput"] > 0
+            assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput"] > 0
+            # 50 timed calls x 3 rounds, unless a round ran past max_seconds (1 s): then at least 10 in each round
+            assert r["samples"] == 150 or (30 <= r["samples"] < 150 and r["mean_ms"] * r["samples"] >= 900), r
     assert report["runs_on"] == {"onnxruntime": "CPUExecutionProvider", "aoti": "cpu", "eager": "cpu", "torch_compile": "cpu"}
     table = (folder / "report.md").read_text()
     assert "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms |" in table

@@ -215,6 +215,41 @@ def test_fresh_bench_numbers_alone_do_not_rebuild_the_repository(proj: Project) 
     assert build(proj).stages_ran() == set()
 
 
+def test_repository_key_reads_the_preferred_choice_not_the_timings(proj: Project, cpu_target: str, tmp_path: Path) -> None:
+    """In-process, on copies of the built folders: timings that keep the preferred artifact give the same key view;
+    timings that change it do not."""
+    import shutil
+
+    from infbuild import stage as registry
+    from infbuild.project import load_project
+    from infbuild.recipe import load_recipes
+    from infbuild.stamp import read_stamp
+
+    recipe = next(r for r in load_recipes(load_project(proj.root)) if r.name == "seq")
+    folders = {"verify": proj.stage("seq", cpu_target, "verify"), "reference": proj.stage("seq", "portable", "reference"),
+               "onnx": proj.stage("seq", "portable", "onnx"), "aoti": proj.stage("seq", cpu_target, "aoti"),
+               "bench": tmp_path / cpu_target / "bench"}
+    shutil.copytree(proj.stage("seq", cpu_target, "bench"), folders["bench"])
+    report_path = folders["bench"] / "report.json"
+    report = json.loads(report_path.read_text())
+
+    def view(scale: dict[str, float]) -> dict[str, Any]:
+        data = json.loads(json.dumps(report))
+        for backend, factor in scale.items():
+            for timing in data["results"][backend].values():
+                for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms"):
+                    timing[k] *= factor
+        report_path.write_text(json.dumps(data))
+        upstream = {name: (folder, read_stamp(folder)) for name, folder in folders.items()}
+        return registry.get("triton").upstream_view(recipe, upstream)
+
+    first = view({"onnxruntime": 1.0, "aoti": 10.0})  # onnxruntime clearly fastest
+    assert first["served"]["preferred"] == "onnxruntime"
+    assert view({"onnxruntime": 2.0, "aoti": 12.0}) == first  # new numbers, same choice: same key
+    flipped = view({"onnxruntime": 10.0, "aoti": 1.0})
+    assert flipped["served"]["preferred"] == "aoti" and flipped != first
+
+
 # --- TensorRT: a GPU host simulated with STAND-INS (nvidia-smi, trtexec) ----------------------------------------
 
 def test_gpu_target_serves_only_verified_artifacts_on_kind_gpu(tmp_path: Path) -> None:
