@@ -75,12 +75,15 @@ class TritonPythonModel:
             for index, _ in members:
                 responses[index] = pb.InferenceResponse(error=pb.TritonError(f"infbuild: {str(exc)[:500]}"))
             return
+        if len(members) == 1:
+            index, _ = members[0]
+            responses[index] = pb.InferenceResponse([_tensor(pb, n, outputs[n]) for n in self.model.outputs])
+            return
         start = 0
         for index, arrays in members:
-            size = next(iter(arrays.values())).shape[0] if len(members) > 1 else 0
-            part = {n: (o[start:start + size] if len(members) > 1 else o) for n, o in outputs.items()}
-            start += size
-            responses[index] = pb.InferenceResponse([_tensor(pb, n, part[n]) for n in self.model.outputs])
+            end = start + next(iter(arrays.values())).shape[0]  # this request's rows of the joined batch
+            responses[index] = pb.InferenceResponse([_tensor(pb, n, outputs[n][start:end]) for n in self.model.outputs])
+            start = end
 
     def finalize(self) -> None:
         self.model = None  # type: ignore[assignment]

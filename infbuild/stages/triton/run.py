@@ -56,37 +56,52 @@ def run(job: Job) -> None:
 
 def _model(job: Job, name: str, artifact: str, art: dict[str, Any], chosen: dict[str, Any], outputs: list[Tensor],
            batch: Batching) -> Served:
-    recipe, target, upstream = job.recipe, job.target, job.upstream
-    assert recipe.triton is not None
-    options, version = recipe.triton, str(recipe.triton["version"])
-    folder = upstream[art["stage"]]
-    gpu = target.startswith("cuda-")
-    platform = served_by(artifact, options["onnxruntime"])
+    """The model serving one artifact: natively where Triton has a backend for it, else in the Python backend."""
+    assert job.recipe.triton is not None
+    platform = served_by(artifact, job.recipe.triton["onnxruntime"])
     if platform == "onnxruntime_onnx":
-        graph_in, graph_out = onnx_io(folder / "model.onnx")
-        settings = recipe.runtime.get("onnxruntime", {})
-        parameters, extra = onnxruntime_settings(settings, (contents.bench_settings(upstream) or {}).get("threads"), gpu)
-        on_gpu = gpu and not set(settings.get("execution_providers") or ["CUDAExecutionProvider"]) <= {"CPUExecutionProvider"}
-        config = ModelConfig(name, input_tensors(recipe, graph_in.__getitem__, list(graph_in)),
-                             [Tensor(t.name, graph_out.get(t.name, t.dtype), t.shape) for t in outputs], batch, on_gpu,
-                             options["instances"], platform=platform, default_model_filename="model.onnx",
-                             parameters=parameters, extra=extra)
-        files: dict[str, Path | bytes] = {f"{version}/{f}": folder / f for f in art["files"]
-                                          if f in ("model.onnx", "model.onnx.data")}
-        return Served(name, artifact, platform, config, files)
+        return _onnx(job, name, artifact, art, outputs, batch)
     if platform == "tensorrt_plan":
         return _engines(job, name, artifact, art, outputs, batch)
+    return _python(job, name, artifact, art, chosen, outputs, batch)
+
+
+def _onnx(job: Job, name: str, artifact: str, art: dict[str, Any], outputs: list[Tensor], batch: Batching) -> Served:
+    """An ``onnxruntime_onnx`` model: the graph's own I/O, the session settings bench measured with."""
+    recipe, folder = job.recipe, job.upstream[art["stage"]]
+    assert recipe.triton is not None
+    graph_in, graph_out = onnx_io(folder / "model.onnx")
+    settings = recipe.runtime.get("onnxruntime", {})
+    gpu = job.target.startswith("cuda-")
+    parameters, extra = onnxruntime_settings(settings, (contents.bench_settings(job.upstream) or {}).get("threads"), gpu)
+    on_gpu = gpu and not set(settings.get("execution_providers") or ["CUDAExecutionProvider"]) <= {"CPUExecutionProvider"}
+    config = ModelConfig(name, input_tensors(recipe, graph_in.__getitem__, list(graph_in)),
+                         [Tensor(t.name, graph_out.get(t.name, t.dtype), t.shape) for t in outputs], batch, on_gpu,
+                         recipe.triton["instances"], platform="onnxruntime_onnx", default_model_filename="model.onnx",
+                         parameters=parameters, extra=extra)
+    version = str(recipe.triton["version"])
+    files: dict[str, Path | bytes] = {f"{version}/{f}": folder / f for f in art["files"] if f in ("model.onnx", "model.onnx.data")}
+    return Served(name, artifact, "onnxruntime_onnx", config, files)
+
+
+def _python(job: Job, name: str, artifact: str, art: dict[str, Any], chosen: dict[str, Any], outputs: list[Tensor],
+            batch: Batching) -> Served:
+    """A Python-backend model: the generated model.py and an artifacts folder holding just this artifact."""
+    recipe, target, upstream = job.recipe, job.target, job.upstream
+    assert recipe.triton is not None
+    version = str(recipe.triton["version"])
     runtime_dtype = {i.name: str(np.dtype(NUMPY_DTYPES[i.dtype])) for i in recipe.inputs}
     verified = read_stamp(upstream["verify"])
     only = {**chosen, "artifacts": {artifact: art}, "verify": {artifact: True}}
-    io = {"inputs": recipe.to_dict()["inputs"], "dims": recipe.to_dict()["dims"], "outputs": list(recipe.outputs)}
-    tree = contents.artifact_tree(recipe.to_dict(), target, upstream, only, io,
+    data = recipe.to_dict()
+    io = {"inputs": data["inputs"], "dims": data["dims"], "outputs": list(recipe.outputs)}
+    tree = contents.artifact_tree(data, target, upstream, only, io,
                                   verified.fingerprint if verified else {}, contents.bench_settings(upstream))
     files = {f"{version}/model.py": PYTHON_MODEL.format(artifact=artifact, recipe=recipe.name, target=target).encode(),
              **{f"{version}/artifacts/{k}": v for k, v in tree.items()}}
-    config = ModelConfig(name, input_tensors(recipe, runtime_dtype.__getitem__), outputs, batch, gpu, options["instances"],
-                         backend="python", parameters=python_parameters(recipe.name, target, artifact,
-                                                                        options.get("python_env")))
+    config = ModelConfig(name, input_tensors(recipe, runtime_dtype.__getitem__), outputs, batch, target.startswith("cuda-"),
+                         recipe.triton["instances"], backend="python",
+                         parameters=python_parameters(recipe.name, target, artifact, recipe.triton.get("python_env")))
     return Served(name, artifact, "python", config, files)
 
 
