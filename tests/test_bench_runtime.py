@@ -214,3 +214,15 @@ def test_infbuild_run_cli(examples_built: tuple[Project, DoitRun], tmp_path: Pat
     np.save(tmp_path / "bad.npy", np.ones((4, 3), np.float32))
     bad = proj.infbuild("run", "mlp", "--input", f"x={tmp_path / 'bad.npy'}")
     assert bad.returncode == 1 and bad.stderr.strip() == "mlp: input x axis 1 is 3, expected 10"
+
+
+def test_an_aoti_package_is_refused_by_another_torch_release(artifacts_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serving image or an upgraded environment with another torch: refused with both versions, before loading."""
+    import torch
+
+    from infbuild.runtime import load
+
+    built = torch.__version__
+    monkeypatch.setattr(torch, "__version__", "2.99.0+cpu")
+    with pytest.raises(ArtifactError, match=rf"compiled with torch {re.escape(built)}; this process has torch 2\.99\.0"):
+        load(artifacts_copy, "mlp", backend="aoti")

@@ -20,6 +20,7 @@ class AotiRunner:
 
         if threads:
             torch.set_num_threads(threads)
+        _refuse_other_torch(folder, torch.__version__)
         if device.startswith("cuda"):
             _preload_onnxruntime()
         try:
@@ -47,6 +48,20 @@ class AotiRunner:
             with torch.inference_mode():
                 return self.model(**tensors)
         return call
+
+
+def _refuse_other_torch(folder: Path, running: str) -> None:
+    """An AOTInductor package runs only with the torch release that compiled it (aoti.json records it): another one
+    (a serving image's, an upgraded environment's) is refused with both versions, before anything is loaded."""
+    import json
+
+    try:
+        built = str(json.loads((folder / "aoti.json").read_text(encoding="utf-8"))["torch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the stamp already vouches for aoti.json; an older package without the field is loaded as before
+    if built.split("+")[0] != running.split("+")[0]:
+        raise ArtifactError(f"the AOTInductor package {folder / 'model.pt2'} was compiled with torch {built}; this "
+                            f"process has torch {running}: rebuild it with this torch (doit build)")
 
 
 def _preload_onnxruntime() -> None:
