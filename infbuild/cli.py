@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -218,7 +217,6 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a recipe's Triton repository with a local tritonserver until interrupted."""
     from .fingerprint import host_fingerprint
-    from .stamp import read_stamp, rehash_problems
     from .triton import server
 
     project = load_project()
@@ -229,24 +227,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if folder is None:
         raise InfbuildError(f"{args.recipe}: no Triton repository for {' or '.join(targets)} under {recipe_folder}: add a "
                             "triton section to the recipe and run doit build")
-    for cache in sorted((folder / "repository").rglob("__pycache__"), reverse=True):
-        shutil.rmtree(cache)  # bytecode a Python-backend model left: Python would run it in place of the stamped source
-    stamp = read_stamp(folder)
-    problems = rehash_problems(folder, stamp) if stamp else ["no valid stamp.json"]
-    if stamp:  # a file slipped into the repository (a model.py of someone else's) would be loaded too
-        problems += [f"{p.relative_to(folder)}: not a stamped file" for p in sorted((folder / "repository").rglob("*"))
-                     if p.is_file() and p.relative_to(folder).as_posix() not in stamp.files]
-    if problems:
-        raise InfbuildError(f"{folder}: refusing to serve a repository that does not match its stamp ({problems[0]}): "
-                            "rebuild it with doit build")
+    server.check_repository(folder)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped by SIGTERM too: the server goes with it
     with server.start(folder / "repository", project.artifacts / ".infbuild" / "triton", http_port=args.http_port,
                       grpc_port=args.grpc_port) as running:
         for name, why in running.left_out.items():
             print(f"not loaded: {name}: {why}", file=sys.stderr)
-        loadable = [m for m in server.describe(folder / "repository") if m not in running.left_out]
-        running.wait_ready(loadable)
-        print(f"serving {', '.join(loadable)} from {folder / 'repository'}: HTTP {running.http_url}, gRPC "
+        running.wait_ready(running.models)
+        print(f"serving {', '.join(running.models)} from {folder / 'repository'}: HTTP {running.http_url}, gRPC "
               f"{running.grpc_url} (log {running.log_path}); Ctrl-C stops", flush=True)
         running.process.wait()
         raise InfbuildError(f"tritonserver exited ({running.process.returncode}); see {running.log_path}")

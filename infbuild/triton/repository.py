@@ -141,23 +141,26 @@ def write(out: Path, models: list[Served]) -> None:
                 shutil.copyfile(source, path)
 
 
-def output_tensors(reference: Path, outputs: tuple[str, ...]) -> tuple[list[Tensor], dict[str, dict[str, tuple[int, ...]]]]:
-    """Outputs' dtypes and shapes (-1 where they differ between the reference shapes) from the reference
-    samples, and each sample's output shapes (to check that they batch)."""
+def read_reference(reference: Path) -> dict[str, Any]:
+    """The reference stage's ``reference.json``: each sample's input and output shapes."""
+    meta: dict[str, Any] = json.loads((reference / "reference.json").read_text(encoding="utf-8"))
+    return meta
+
+
+def output_tensors(reference: Path, meta: Mapping[str, Any], outputs: tuple[str, ...]) -> list[Tensor]:
+    """Outputs' dtypes (from the opt sample) and shapes, -1 where they differ between the reference samples."""
     import numpy as np
 
-    meta = json.loads((reference / "reference.json").read_text(encoding="utf-8"))
-    per_sample = {label: {n: tuple(s) for n, s in entry["outputs"].items()} for label, entry in meta["shapes"].items()}
     with np.load(reference / "opt.npz") as opt:
         dtypes = {n: str(opt[f"output.{n}"].dtype) for n in outputs}
     tensors = []
     for name in outputs:
-        shapes = [s[name] for s in per_sample.values()]
+        shapes = [tuple(entry["outputs"][name]) for entry in meta["shapes"].values()]
         rank = len(shapes[0])
         dims = tuple(shapes[0][axis] if all(len(s) == rank and s[axis] == shapes[0][axis] for s in shapes) else -1
                      for axis in range(rank))
         tensors.append(Tensor(name, dtypes[name], dims))
-    return tensors, per_sample
+    return tensors
 
 
 def input_tensors(recipe: Any, dtype: Callable[[str], str], names: list[str] | None = None) -> list[Tensor]:
@@ -181,13 +184,11 @@ def onnx_io(model: Path) -> tuple[dict[str, str], dict[str, str]]:
     return ({v.name: kind(v) for v in graph.input if v.name not in initializers}, {v.name: kind(v) for v in graph.output})
 
 
-def reference_batches(recipe: Any, per_sample: Mapping[str, Mapping[str, tuple[int, ...]]], reference: Path
-                      ) -> list[tuple[int, dict[str, tuple[int, ...]]]]:
-    """(batch size, output shapes) at each reference sample."""
-    meta = json.loads((reference / "reference.json").read_text(encoding="utf-8"))
+def reference_batches(recipe: Any, meta: Mapping[str, Any]) -> list[tuple[int, dict[str, tuple[int, ...]]]]:
+    """(batch size, output shapes) at each reference sample (to check that the outputs batch)."""
     first = recipe.inputs[0].name
-    return [(entry["inputs"][first][0], dict(per_sample[label])) for label, entry in meta["shapes"].items()
-            if entry["inputs"].get(first)]
+    return [(entry["inputs"][first][0], {n: tuple(s) for n, s in entry["outputs"].items()})
+            for entry in meta["shapes"].values() if entry["inputs"].get(first)]
 
 
 def python_parameters(recipe: str, target: str, artifact: str, python_env: str | None) -> dict[str, str]:

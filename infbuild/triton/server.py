@@ -96,6 +96,7 @@ class Server:
     http_port: int
     grpc_port: int
     log_path: Path
+    models: list[str] = field(default_factory=list)  # the models it was told to load
     left_out: dict[str, str] = field(default_factory=dict)
     _log: IO[bytes] | None = None
 
@@ -174,7 +175,26 @@ def start(repository: Path, work: Path, *, models: list[str] | None = None, http
     log_path = work / "tritonserver.log"
     log = open(log_path, "wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    return Server(process, http_port, grpc_port, log_path, left_out, log)
+    return Server(process, http_port, grpc_port, log_path, models, left_out, log)
+
+
+def check_repository(folder: Path) -> None:
+    """Refuse to serve a triton stage folder whose repository is not exactly what the build stamped: a file that
+    differs, is missing, or was slipped in (another model.py would be loaded too). Bytecode a Python-backend model
+    left in ``__pycache__`` is removed first: Python would run it in place of the stamped source."""
+    from ..stamp import read_stamp, rehash_problems
+
+    repository = folder / "repository"
+    for cache in sorted(repository.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
+    stamp = read_stamp(folder)
+    problems = rehash_problems(folder, stamp) if stamp else ["no valid stamp.json"]
+    if stamp:
+        problems += [f"{p.relative_to(folder)}: not a stamped file" for p in sorted(repository.rglob("*"))
+                     if p.is_file() and p.relative_to(folder).as_posix() not in stamp.files]
+    if problems:
+        raise ServerError(f"{folder}: refusing to serve a repository that does not match its stamp ({problems[0]}): "
+                          "rebuild it with doit build")
 
 
 def describe(repository: Path) -> dict[str, Any]:

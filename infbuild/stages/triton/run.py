@@ -24,6 +24,7 @@ from ...triton.repository import (
     output_tensors,
     pick_engines,
     python_parameters,
+    read_reference,
     reference_batches,
     require,
     served_by,
@@ -40,8 +41,9 @@ def run(job: Job) -> None:
     options, data = recipe.triton, recipe.to_dict()
     chosen = contents.selection(data, upstream, include=options["artifacts"])
     require(chosen, recipe.name, target)
-    outputs, per_sample = output_tensors(upstream["reference"], recipe.outputs)
-    batch = batching(options, recipe.batch_dim(), reference_batches(recipe, per_sample, upstream["reference"]))
+    meta = read_reference(upstream["reference"])
+    outputs = output_tensors(upstream["reference"], meta, recipe.outputs)
+    batch = batching(options, recipe.batch_dim(), reference_batches(recipe, meta))
     names = model_names(options.get("name") or recipe.name, list(chosen["artifacts"]), chosen["preferred"])
     models = [_model(job, names[artifact], artifact, art, chosen, outputs, batch)
               for artifact, art in chosen["artifacts"].items()]
