@@ -9,12 +9,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import ArtifactError
 from .hashing import sha256_file
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 STAMP = "stamp.json"
 LOG = "worker.log"
-UNSTAMPED = {STAMP, LOG}
+SIGNATURE = "stage.sig"  # the folder's signature (infbuild.signing.stage_signature)
+UNSTAMPED = {STAMP, LOG, SIGNATURE}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,23 @@ class Outputs:
         return None
 
 
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+
+
+def slug_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a recipe or target folder name (None when it can): lowercase letters, digits, ``._-``,
+    starting with a letter or digit, at most 128 characters: never a path, ``..`` or an absolute name."""
+    if not isinstance(name, str) or not _SLUG.fullmatch(name) or ".." in name:
+        return f"{str(name)[:60]!r} is not a folder name (lowercase letters, digits, '.', '_', '-')"
+    return None
+
+
 def stage_dir(artifacts: Path, recipe: str, target: str, stage: str) -> Path:
+    """A stage's folder; a recipe or target that is not a slug never becomes a path (ArtifactError)."""
+    for what, name in (("recipe", recipe), ("target", target)):
+        why = slug_problem(name)
+        if why:
+            raise ArtifactError(f"{what} {why}")
     return artifacts / recipe / target / stage
 
 
@@ -92,14 +110,19 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def commit(staging: Path, final: Path, stamp: Stamp, outputs: Outputs) -> Stamp:
+def commit(staging: Path, final: Path, stamp: Stamp, outputs: Outputs,
+           seal: Callable[[Path, Stamp], None] | None = None) -> Stamp:
     """Stamp the staging folder (stamp written last) and move it into place; return the stamp. Refuses (and
-    stamps nothing) when the folder is not exactly the stage's ``outputs``."""
+    stamps nothing) when the folder is not exactly the stage's ``outputs``. ``seal(staging, stamp)`` runs before the
+    stamp is written (it signs the folder: a stamped folder is never seen without its signature)."""
     files = list_files(staging)
     why = outputs.problem(files)
     if why:
         raise ArtifactError(f"{stamp.stage}:{stamp.recipe}: not stamped: the output folder {why}")
     stamp = replace(stamp, files=files, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    (staging / SIGNATURE).unlink(missing_ok=True)  # only the seal signs: a worker's own stage.sig never stays
+    if seal is not None:
+        seal(staging, stamp)
     write_json_atomic(staging / STAMP, stamp.to_json())
     trash = final.parent / f".{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if final.exists():

@@ -227,7 +227,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if folder is None:
         raise InfbuildError(f"{args.recipe}: no Triton repository for {' or '.join(targets)} under {recipe_folder}: add a "
                             "triton section to the recipe and run doit build")
-    server.check_repository(folder)
+    from .signing.trust import required_keys
+
+    server.check_repository(folder, required_keys(project.artifacts))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped by SIGTERM too: the server goes with it
     with server.start(folder / "repository", project.artifacts / ".infbuild" / "triton", http_port=args.http_port,
                       grpc_port=args.grpc_port) as running:

@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -140,18 +141,72 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _override() -> dict[str, Any]:
+MAX_OVERRIDE_BYTES = 1 << 20
+
+
+def _read_override_file(path: Path) -> str:
+    """An ``@file`` override: a regular file (never a FIFO or device, which would block or never end), bounded."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"INFBUILD_FINGERPRINT=@{path}: not a regular file")
+        if st.st_size > MAX_OVERRIDE_BYTES:
+            raise ConfigError(f"INFBUILD_FINGERPRINT=@{path}: larger than {MAX_OVERRIDE_BYTES} bytes")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"INFBUILD_FINGERPRINT=@{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _check_override(value: Any, base: Any, where: str) -> None:
+    """An override may only replace an object with an object, and holds no control characters (fields become
+    messages and paths)."""
+    if isinstance(value, str):
+        if any(not c.isprintable() for c in value):
+            raise ConfigError(f"INFBUILD_FINGERPRINT: {where}: holds a control character")
+        return
+    if isinstance(base, dict) and not isinstance(value, dict):
+        raise ConfigError(f"INFBUILD_FINGERPRINT: {where}: must be an object like the detected one, not {json.dumps(value)[:40]}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_override(key, None, where)
+            _check_override(item, base.get(key) if isinstance(base, dict) else None, f"{where}.{key}".lstrip("."))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_override(item, None, f"{where}[{index}]")
+
+
+def _override(detected: dict[str, Any]) -> dict[str, Any]:
     raw = os.environ.get("INFBUILD_FINGERPRINT")
     if not raw:
         return {}
+    text = _read_override_file(Path(raw[1:])) if raw.startswith("@") else raw
     try:
-        text = Path(raw[1:]).read_text(encoding="utf-8") if raw.startswith("@") else raw
         value = json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"INFBUILD_FINGERPRINT: not a JSON object ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"INFBUILD_FINGERPRINT: not a JSON object ({str(exc)[:100]})") from None
     if not isinstance(value, dict):
         raise ConfigError("INFBUILD_FINGERPRINT: not a JSON object")
+    try:
+        _check_override(value, detected, "")
+    except RecursionError:
+        raise ConfigError("INFBUILD_FINGERPRINT: nested too deeply") from None
     return value
+
+
+def _targets(fp: dict[str, Any]) -> dict[str, str | None]:
+    """The host's target slugs, each checked to be a folder name (a simulated host cannot name a path)."""
+    from .artifacts import slug_problem
+
+    try:
+        targets = {"cpu": cpu_target(fp), "cuda": cuda_target(fp)}
+        gpu_targets = [g.get("target") for g in fp.get("gpus") or []]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"INFBUILD_FINGERPRINT: the fingerprint lacks a field targets are made of ({exc})") from None
+    for name in [targets["cpu"], *gpu_targets]:
+        why = slug_problem(name)
+        if why:
+            raise ConfigError(f"INFBUILD_FINGERPRINT: the target {why}")
+    return targets
 
 
 @lru_cache(maxsize=1)
@@ -172,8 +227,8 @@ def host_fingerprint() -> dict[str, Any]:
         "tools": tool_versions(),
     }
     fp["tensorrt"] = tensorrt_info(None)
-    fp = _merge(fp, _override())
-    fp["targets"] = {"cpu": cpu_target(fp), "cuda": cuda_target(fp)}
+    fp = _merge(fp, _override(fp))
+    fp["targets"] = _targets(fp)
     return fp
 
 

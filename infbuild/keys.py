@@ -18,7 +18,7 @@ from .stamp import Stamp, missing_or_resized, read_stamp, stamp_problem
 
 Inputs = dict[str, Any]
 
-__all__ = ["Inputs", "UpstreamMissing", "key_inputs", "stage_key", "staleness"]
+__all__ = ["Inputs", "UpstreamMissing", "changed_parts", "key_inputs", "stage_key", "staleness"]
 
 
 def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, digests: DigestCache,
@@ -55,7 +55,7 @@ def stage_key(inputs: Inputs) -> str:
     return digest_json(inputs)
 
 
-def _changed_parts(old: Inputs | None, new: Inputs) -> str:
+def changed_parts(old: Inputs | None, new: Inputs) -> str:
     if not isinstance(old, dict):
         return "key changed"
     parts = []
@@ -83,7 +83,7 @@ def staleness(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, diges
     except OSError as exc:
         return f"cannot read an input: {exc}"
     if stamp.key != stage_key(inputs):
-        return _changed_parts(stamp.inputs, inputs)
+        return changed_parts(stamp.inputs, inputs)
     upgraded = changes(stamp.packages)
     if upgraded:
         return f"key changed: packages ({', '.join(upgraded)})"

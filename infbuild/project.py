@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from .errors import ConfigError
 
@@ -17,6 +18,7 @@ class Project:
     recipe_globs: tuple[str, ...]
     artifacts: Path
     caches: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # [tool.infbuild] as read
 
     def recipe_files(self) -> list[Path]:
         """Every path the recipe globs match, files or not: the loader reports a directory, FIFO or device
@@ -46,15 +48,28 @@ def find_root(start: Path | None = None) -> Path:
     return here
 
 
-def load_project(root: Path | None = None) -> Project:
-    root = (root or Path(os.environ.get("INFBUILD_ROOT") or find_root())).resolve()
-    config: dict = {}
+def read_config(root: Path) -> dict[str, Any]:
+    """``[tool.infbuild]`` of ``root/pyproject.toml`` ({} without one)."""
     pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            config = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("infbuild", {})
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{pyproject}: {exc}") from None
+    if not pyproject.is_file():
+        return {}
+    try:
+        config = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("tool", {}).get("infbuild", {})
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{pyproject}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{pyproject}: tool.infbuild: expected a table")
+    return config
+
+
+def load_project(root: Path | None = None) -> Project:
+    if root is None and os.environ.get("INFBUILD_ROOT"):
+        root = Path(os.environ["INFBUILD_ROOT"])
+        if not root.is_dir():
+            raise ConfigError(f"INFBUILD_ROOT={str(root)[:200]}: no such folder")
+    root = (root or find_root()).resolve()
+    config = read_config(root)
+    pyproject = root / "pyproject.toml"
     recipes = config.get("recipes", list(DEFAULT_RECIPES))
     if isinstance(recipes, str):
         recipes = [recipes]
@@ -68,4 +83,5 @@ def load_project(root: Path | None = None) -> Project:
         caches = [caches]
     if not isinstance(caches, list) or not all(isinstance(c, str) for c in caches):
         raise ConfigError(f"{pyproject}: tool.infbuild.cache: expected a list like [\"local\", \"oci:host/repo#rw\"]")
-    return Project(root=root, recipe_globs=tuple(recipes), artifacts=(root / artifacts).resolve(), caches=tuple(caches))
+    return Project(root=root, recipe_globs=tuple(recipes), artifacts=(root / artifacts).resolve(), caches=tuple(caches),
+                   config=config)

@@ -9,6 +9,7 @@ from .entry import Wanted
 
 class Cache(Protocol):
     name: str  # "local:/path" or "oci:registry/repository", as configured
+    kind: str  # "local" (this machine's: also trusts its own key) or "oci" (shared)
     writable: bool
 
     def where(self, key: str) -> str:
@@ -22,8 +23,8 @@ class Cache(Protocol):
         """The entry's stamp (checked, files not fetched), or None."""
 
     def put(self, key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> bool:
-        """Store the folder's stamped files under ``key``; False when an entry was there first (kept unless
-        ``replace``)."""
+        """Store the folder's stamped files under ``key`` (``stamp`` may carry the folder's signature under
+        ``"signature"``); False when an entry was there first (kept unless ``replace``)."""
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry: key, stage, recipe, target, size."""

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..artifacts import Outputs, unsafe_name
 from ..packages import changes
 from ..stamp import Stamp, stamp_problem
+
+if TYPE_CHECKING:
+    from ..signing.dsse import PublicKey
 
 STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "fingerprint")
 
@@ -28,19 +31,44 @@ def safe_name(name: Any) -> str:
 
 @dataclass(frozen=True)
 class Wanted:
-    """The stage being built: an entry is a hit only when its stamp says it is exactly this stage's output."""
+    """The stage being built: an entry is a hit only when its stamp says it is exactly this stage's output, and, when
+    signatures are required, a trusted key signed exactly that stamp (checked before any file is fetched)."""
 
     key: str
     stage: str
     recipe: str
     target: str
     outputs: Outputs
+    trusted: Mapping[str, PublicKey] = field(default_factory=dict)  # the keys this cache's entries may be signed by
+    require_signature: bool = False
 
     def check(self, stamp: dict[str, Any]) -> None:
         why = stamp_problem(Stamp.from_json(stamp), self.stage, self.recipe, self.target, self.outputs)
         upgraded = changes(stamp.get("packages"))
         if why or upgraded:
             raise BadEntry(why or f"built with other package versions than this host's: {', '.join(upgraded)}")
+        if self.require_signature:
+            why = signature_problem(stamp, self.trusted)
+            if why:
+                raise BadEntry(f"not signed by a trusted key: {why}")
+
+
+SIGNATURE_FIELD = "signature"  # the entry's stage.sig bundle, beside its stamp
+
+
+def signature_problem(entry: dict[str, Any], trusted: Mapping[str, PublicKey]) -> str | None:
+    """Why the entry's signature does not show that one of ``trusted`` signed exactly its stamp (None when it does)."""
+    from ..signing import stage_signature
+    from ..signing.dsse import BadSignature
+
+    bundle = entry.get(SIGNATURE_FIELD)
+    if bundle is None:
+        return "unsigned"
+    try:
+        stage_signature.check(bundle, trusted, Stamp.from_json({k: v for k, v in entry.items() if k != SIGNATURE_FIELD}))
+    except BadSignature as exc:
+        return str(exc)
+    return None
 
 
 MAX_STAMP_BYTES = 16 << 20  # a stamp lists file names and digests: anything larger is not one

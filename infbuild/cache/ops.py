@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..console import say
 from ..errors import InfbuildError
 from ..stamp import Stamp
 from .base import Cache
-from .entry import BadEntry, Wanted
+from .entry import SIGNATURE_FIELD, BadEntry, Wanted, signature_problem
+
+if TYPE_CHECKING:
+    from ..signing.trust import Trust
 
 _warned: set[str] = set()
 _down: set[str] = set()  # caches that failed to answer: not asked again by this process
@@ -29,6 +32,7 @@ class CacheOutcome:
     cache: str  # the cache's name
     stamp: Stamp  # the entry's stamp (checked)
     seconds: float
+    signature: dict[str, Any] | None = None  # the entry's stage.sig, when a key this cache trusts signed it
 
 
 def unusable(cache: Cache, key: str, why: object) -> str:
@@ -36,16 +40,25 @@ def unusable(cache: Cache, key: str, why: object) -> str:
     return f"cache {cache.name}: entry {cache.where(key)} unusable ({why}); building instead"
 
 
-def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path) -> CacheOutcome | None:
+def trusted_by(cache: Cache, trust: Trust | None) -> dict[str, Any]:
+    """The keys whose signatures a cache's entries may carry: a local cache also trusts this machine's key."""
+    if trust is None:
+        return {}
+    return trust.for_local() if cache.kind == "local" else trust.for_shared()
+
+
+def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path, trust: Trust | None = None) -> CacheOutcome | None:
     """Write the cached files of the stage ``wanted`` names into the empty folder ``staging``, from the first
     cache whose entry is exactly that stage's output (its stamp's stage, recipe, target, key and outputs) with
-    every byte checked; say whence. Anything else is a miss, warned about once, and ``staging`` is left empty."""
+    every byte checked — and, when ``trust`` is enforced, signed by a key that cache is trusted with, checked before
+    any file is fetched; say whence. Anything else is a miss, warned about once, and ``staging`` is left empty."""
     for cache in caches:
         if cache.name in _down:
             continue
         started = time.perf_counter()
+        keys = trusted_by(cache, trust)
         try:
-            found = cache.get(wanted)
+            found = cache.get(replace(wanted, trusted=keys, require_signature=bool(trust and trust.enforced)))
             if found is None:
                 continue
             stamp, files = found
@@ -59,7 +72,10 @@ def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path) -> CacheOutc
             _down.add(cache.name)
             warn_once(f"cache {cache.name} unavailable ({exc}); building locally")
             continue
-        return CacheOutcome(cache.name, Stamp.from_json(stamp), time.perf_counter() - started)
+        signature = stamp.pop(SIGNATURE_FIELD, None)
+        kept = signature if signature is not None and signature_problem({**stamp, SIGNATURE_FIELD: signature}, keys) is None \
+            else None  # kept only when a key this cache is trusted with signed it
+        return CacheOutcome(cache.name, Stamp.from_json(stamp), time.perf_counter() - started, kept)
     return None
 
 

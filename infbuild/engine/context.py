@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..cache import Cache, configured_caches
 from ..fingerprint import host_fingerprint
@@ -14,6 +15,10 @@ from ..keys import Inputs, key_inputs, stage_key, staleness
 from ..plan import Host, PlannedStage, is_required, plan
 from ..project import Project, load_project
 from ..recipe import Recipe, load_recipes
+
+if TYPE_CHECKING:
+    from ..signing.dsse import SigningKey
+    from ..signing.trust import Trust
 
 
 def _names(text: str | None) -> frozenset[str]:
@@ -96,6 +101,20 @@ class BuildContext:
 
     def up_to_date(self, p: PlannedStage) -> bool:
         return not self.forced(p) and p.not_buildable is None and self.staleness(p) is None
+
+    @cached_property
+    def trust(self) -> Trust:
+        """The keys this build trusts (``trusted_keys``; this machine's key for its own caches and folders)."""
+        from ..signing.trust import trust
+
+        return trust(self.project.config, self.project.root, create_machine_key=True)
+
+    @cached_property
+    def signer(self) -> SigningKey | None:
+        """The key this build signs stages with (``signing_key``, else this machine's)."""
+        from ..signing.trust import signer
+
+        return signer(self.project.config, self.project.root)
 
     def caches_for(self, p: PlannedStage) -> list[Cache]:
         """The caches a stage may be restored from and stored in (none when forced or not cacheable)."""

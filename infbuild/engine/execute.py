@@ -8,18 +8,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from ..artifacts import LOG, clean_leftovers, commit, discard, new_staging, remove_stage
+from ..artifacts import LOG, SIGNATURE, clean_leftovers, commit, discard, new_staging, remove_stage
 from ..cache import Cache, differs_from, restore, store, unusable
-from ..cache.entry import Wanted
+from ..cache.entry import SIGNATURE_FIELD, Wanted
 from ..console import say
 from ..errors import InfbuildError
-from ..keys import Inputs, UpstreamMissing
+from ..keys import Inputs, UpstreamMissing, changed_parts
 from ..manifest import update_manifest
 from ..plan import PlannedStage
+from ..signing import stage_signature
+from ..signing.dsse import BadSignature
+from ..signing.stage_signature import sealer
 from ..stages.request import WorkerRequest, WorkerResult, take_error
-from ..stamp import Stamp
+from ..stamp import Stamp, read_stamp, rehash_problems
 from .context import BuildContext
 from .locks import gpu_lock, os_problem
 from .outcome import Outcome
@@ -83,6 +86,27 @@ def restore_from_cache(run: Run) -> Outcome | None:
     return restore_stage(run.ctx, run.p, run.key, run.inputs, run.ctx.caches_for(run.p))
 
 
+def check_upstream(run: Run) -> Outcome | None:
+    """Every file the stage will read from its upstream stages still has its stamped sha256 (and, with trusted keys,
+    its signature): a stamped file edited in place is never consumed, copied into a repository or shipped."""
+    ctx = run.ctx
+    for sibling in ctx.siblings(run.p).values():
+        stamp = read_stamp(sibling.folder)
+        if stamp is None:
+            return run.failed(f"{run.task}: upstream stage {sibling.task_name} has no valid stamp: rebuild it")
+        problems = rehash_problems(sibling.folder, stamp)
+        if not problems and ctx.trust.enforced:
+            from ..signing import stage_signature
+
+            why = stage_signature.problem(sibling.folder, stamp, ctx.trust.for_local())
+            problems = [f"{SIGNATURE}: {why} (trusted: {ctx.trust.describe()})"] if why else []
+        if problems:
+            return run.failed(f"{run.task}: refusing to read {sibling.task_name} ({sibling.folder}): {problems[0]}; "
+                              f"rebuild it: infbuild verify-artifacts --fix (or doit forget {sibling.task_name} && "
+                              "doit build)")
+    return None
+
+
 def run_stage_worker(run: Run) -> Outcome | None:
     """Run the stage's worker into a fresh staging folder; a failure keeps its log as ``<stage>.failed.log``."""
     p, ctx = run.p, run.ctx
@@ -105,14 +129,25 @@ def run_stage_worker(run: Run) -> Outcome | None:
     return run.failed(f"{run.task}: stage worker failed (exit {code}); full log: {run.failed_log}\n{shown}")
 
 
+def check_inputs_unchanged(run: Run) -> Outcome | None:
+    """The key is computed again after the worker: an input edited while it ran (a source saved mid-build) means the
+    outputs may not be what the key names, so nothing is stamped and the next build rebuilds (ccache's "file too
+    new" rule)."""
+    key, inputs = run.ctx.key(run.p)
+    if key == run.key:
+        return None
+    changed = changed_parts(run.inputs, inputs).removeprefix("key changed: ")
+    return run.failed(f"{run.task}: its inputs changed while it was built ({changed}): not stamped; build again")
+
+
 def commit_built(run: Run) -> Outcome | None:
-    """Stamp the staging folder (exactly the stage's outputs) and move it into place."""
+    """Stamp the staging folder (exactly the stage's outputs), sign it and move it into place."""
     p, result = run.p, run.result or WorkerResult()
     assert run.staging is not None
     stamp = Stamp(run.key, p.stage.name, p.recipe.name, p.target, {}, run.ctx.fingerprint, run.inputs,
                   passed=not result.failures if p.stage.judges else None,
                   packages=result.packages if p.stage.reads_model else None)
-    stamped = commit(run.staging, p.folder, stamp, p.stage.outputs)
+    stamped = commit(run.staging, p.folder, stamp, p.stage.outputs, seal=sealer(run.ctx.signer))
     run.failed_log.unlink(missing_ok=True)
     update_manifest(run.ctx.artifacts, run.ctx.names)
     if result.failures:
@@ -122,8 +157,8 @@ def commit_built(run: Run) -> Outcome | None:
     return Outcome(run.task, "built", time.perf_counter() - run.started)
 
 
-STEPS: Sequence[Step] = (refuse_unbuildable, remove_leftovers, compute_key, restore_from_cache,
-                         run_stage_worker, commit_built)
+STEPS: Sequence[Step] = (refuse_unbuildable, remove_leftovers, compute_key, restore_from_cache, check_upstream,
+                         run_stage_worker, check_inputs_unchanged, commit_built)
 
 
 def execute(ctx: BuildContext, task: str, steps: Sequence[Step] = STEPS) -> Outcome:
@@ -159,12 +194,14 @@ def restore_stage(ctx: BuildContext, p: PlannedStage, key: str, inputs: Inputs, 
     started = time.perf_counter()
     staging = new_staging(p.folder)
     try:
-        hit = restore(caches, wanted(p, key), staging)
+        hit = restore(caches, wanted(p, key), staging, ctx.trust)
         if hit is None:
             return None
+        signature = hit.signature
         stamp = commit(staging, p.folder, Stamp(key, p.stage.name, p.recipe.name, p.target, {}, hit.stamp.fingerprint,
                                                 inputs, passed=hit.stamp.passed, packages=hit.stamp.packages,
-                                                restored_from=hit.cache), p.stage.outputs)
+                                                restored_from=hit.cache), p.stage.outputs,
+                       seal=(lambda folder, _: stage_signature.write(folder, signature)) if signature else None)
     finally:
         discard(staging)
     if not stamp.same_files(hit.stamp):  # the bytes were checked on the way in: never keep a mismatch
@@ -184,8 +221,19 @@ def share(ctx: BuildContext, p: PlannedStage, key: str, inputs: Inputs, stamp: S
     """Store a built stage in the caches. If another build stored this key first, adopt its outputs instead of
     ours: every build sharing a cache then agrees on the bytes behind a key (AOTI packages and engines are not
     bit-reproducible), so the keys downstream of it, and their cache entries, line up across machines."""
-    stored = store(caches, key, stamp.public(), p.folder)
+    entry = entry_of(p.folder, stamp)
+    stored = store(caches, key, entry, p.folder)
     if stored.held_by is None or not differs_from(stored.held_by, key, stamp):
         return
     if restore_stage(ctx, p, key, inputs, [stored.held_by], adopting=True) is None:
-        store([stored.held_by], key, stamp.public(), p.folder, replace=True)  # damaged or gone: ours replaces it
+        store([stored.held_by], key, entry, p.folder, replace=True)  # damaged, untrusted or gone: ours replaces it
+
+
+def entry_of(folder: Path, stamp: Stamp) -> dict[str, Any]:
+    """What a cache stores for a stamped folder: its public stamp and, when signed, its signature."""
+    entry = stamp.public()
+    try:
+        entry[SIGNATURE_FIELD] = stage_signature.read(folder)
+    except BadSignature:
+        pass  # unsigned: stored as such (a cache that requires signatures never serves it)
+    return entry

@@ -5,7 +5,7 @@ from ..cache import store
 from ..keys import UpstreamMissing
 from ..stamp import read_stamp
 from .context import BuildContext
-from .execute import restore_stage
+from .execute import entry_of, restore_stage
 
 
 def push(ctx: BuildContext) -> int:
@@ -16,7 +16,7 @@ def push(ctx: BuildContext) -> int:
             continue
         stamp = read_stamp(p.folder)
         if stamp is not None:
-            moved += bool(store(ctx.caches, stamp.key, stamp.public(), p.folder).written)
+            moved += bool(store(ctx.caches, stamp.key, entry_of(p.folder, stamp), p.folder).written)
     return moved
 
 

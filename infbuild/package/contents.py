@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import stage as registry
-from ..artifacts import STAMP
+from .. import verified
+from ..artifacts import SIGNATURE, STAMP
 from ..errors import StageFailed
 from ..manifest import SCHEMA_VERSION
 from ..preferred import choose_preferred
@@ -25,8 +26,8 @@ def selection(recipe: dict[str, Any], upstream: dict[str, Path], include: str | 
     them that passed); default the recipe's ``package.include``."""
     verify = VerifyReport.read(upstream["verify"])
     bench = BenchReport.read(upstream["bench"]) if "bench" in upstream else None
-    results = verify.results if verify else {}
     order = verify.backends if verify else list(recipe["backends"])  # the recipe's artifacts, variants included
+    results = {b: r for b, r in (verify.results if verify else {}).items() if _judged(upstream, b, r)}
     preferred = choose_preferred(results, bench.timings() if bench else None, order)
     passed = [b for b in order if (results.get(b) or {}).get("passed") is True]
     include = include if include is not None else recipe["package"]["include"]
@@ -45,6 +46,16 @@ def selection(recipe: dict[str, Any], upstream: dict[str, Path], include: str | 
                               "files": stamp.digests() if stamp else {}}
     return {"preferred": preferred, "artifacts": artifacts,
             "verify": {b: (results.get(b) or {}).get("passed") for b in backends}}
+
+
+def _judged(upstream: dict[str, Path], backend: str, result: Any) -> bool:
+    """Whether a verify result counts: a pass only when verify judged exactly the stamped bytes upstream (an
+    artifact rebuilt since, by ``doit onnx:x`` or a build killed during verify, is not verified)."""
+    if not isinstance(result, dict) or result.get("passed") is not True:
+        return True  # failures and "not verified" count as they are
+    stage = registry.artifacts().get(backend)
+    return stage is not None and stage.name in upstream and \
+        verified.passed(upstream[registry.judge().name], stage.name, upstream[stage.name], backend)
 
 
 def git_revision(root: Path) -> str | None:
@@ -74,17 +85,22 @@ def artifact_tree(recipe: dict[str, Any], target: str, upstream: dict[str, Path]
         raise StageFailed(f"{recipe['name']}: no artifact passed verification on {target}: nothing to package")
     files: dict[str, Path | bytes] = {}
     stages: dict[str, dict[str, Any]] = {target: {}}  # the target's entry even when its artifacts are portable
-    for art in chosen["artifacts"].values():
-        folder = upstream[art["stage"]]
+    judge = registry.judge().name
+    folders = [(art["stage"], upstream[art["stage"]], list(art["files"])) for art in chosen["artifacts"].values()]
+    stamped_judge = read_stamp(upstream[judge])
+    folders.append((judge, upstream[judge], list(stamped_judge.files) if stamped_judge else []))  # its verdict
+    for stage, folder, names in folders:
         stamp = read_stamp(folder)
         if stamp is None:
-            raise StageFailed(f"{recipe['name']}: {art['stage']} on {art['target']} has no valid stamp: rebuild it")
-        stages.setdefault(art["target"], {})[art["stage"]] = {k: stamp.to_json().get(k) for k in
-                                                             ("key", "stage", "recipe", "target", "files")}
-        where = f"{recipe['name']}/{art['target']}/{art['stage']}"
-        for name in art["files"]:
+            raise StageFailed(f"{recipe['name']}: {stage} on {folder.parent.name} has no valid stamp: rebuild it")
+        stages.setdefault(folder.parent.name, {})[stage] = {k: stamp.to_json().get(k) for k in
+                                                            ("key", "stage", "recipe", "target", "files")}
+        where = f"{recipe['name']}/{folder.parent.name}/{stage}"
+        for name in names:
             files[f"{where}/{name}"] = folder / name
         files[f"{where}/{STAMP}"] = image_stamp(stamp)
+        if (folder / SIGNATURE).is_file():  # so the image's folders verify with model-signing too
+            files[f"{where}/{SIGNATURE}"] = folder / SIGNATURE
     settings = {"bench": bench} if bench else {}
     manifest = {"schema": SCHEMA_VERSION, "recipes": {recipe["name"]: {"io": io, "targets": {
         t: {"stages": s, **({"fingerprint": fingerprint, "preferred": chosen["preferred"], **settings,
@@ -103,7 +119,7 @@ def bench_settings(upstream: dict[str, Path]) -> dict[str, Any] | None:
     return {k: timings[k] for k in ("threads", "runtime") if timings.get(k) is not None}
 
 
-IMAGE_STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "inputs")
+IMAGE_STAMP_FIELDS = ("key", "stage", "recipe", "target", "files", "inputs", "passed", "packages")
 
 
 def image_stamp(stamp: Stamp) -> bytes:
@@ -111,7 +127,7 @@ def image_stamp(stamp: Stamp) -> bytes:
     digest of), without what differs between builds of the same key (host, time, cache), so images stay
     reproducible whether a stage was built or restored."""
     data = stamp.to_json()
-    return json.dumps({k: data.get(k) for k in IMAGE_STAMP_FIELDS}, indent=2, sort_keys=True).encode() + b"\n"
+    return json.dumps({k: data[k] for k in IMAGE_STAMP_FIELDS if k in data}, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def labels(recipe: dict[str, Any], target: str, chosen: dict[str, Any], fingerprint: dict[str, Any],

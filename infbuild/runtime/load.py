@@ -11,16 +11,23 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .. import settings, verified
 from .. import stage as registry
+from ..artifacts import stage_dir
 from ..errors import ArtifactError, InputError
 from ..fingerprint import cpu_target, host_fingerprint, selected_gpu
 from ..hashing import sha256_file
-from ..reports import REPORT, VerifyReport
-from ..stamp import Stamp, read_stamp, rehash_problems, stamp_problem
+from ..reports import REPORT
+from ..signing.trust import required_keys
+from ..stamp import Stamp, read_stamp, stamp_problem
+from ..verified import signature_problem
+
+if TYPE_CHECKING:
+    from ..signing.dsse import PublicKey
 from .backends import NUMPY_DTYPES, Runner, load_backend
 
 
@@ -162,13 +169,15 @@ def _obj(value: Any, where: str, root: Path) -> dict[str, Any]:
     return value
 
 
-def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any) -> Stamp:
+def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any,
+             trusted: Mapping[str, PublicKey] | None) -> Stamp:
     """The artifact stage's own stamp, checked: it names this stage's exact outputs, its key is the digest of what
-    it was built from and the manifest lists that key, and every file has its stamped sha256. The manifest is
-    only an index: nothing is loaded on its word alone."""
+    it was built from and the manifest lists that key, every file has its stamped sha256 and, with trusted keys, a
+    trusted key signed exactly those digests for exactly that key. The manifest is only an index: nothing is loaded
+    on its word alone."""
     from ..hashing import digest_json
 
-    folder = root / recipe / target / stage
+    folder = stage_dir(root, recipe, target, stage)
     stamp = read_stamp(folder)
     if stamp is None:
         raise ArtifactError(f"{recipe}: {folder / 'stamp.json'} is missing or damaged: rebuild with doit build")
@@ -186,6 +195,9 @@ def _stamped(root: Path, recipe: str, target: str, stage: str, listed: Any) -> S
         if sha256_file(path) != meta.get("sha256"):
             raise ArtifactError(f"{recipe}: {path} does not match its stamped sha256 (tampered, corrupted or "
                                 "rebuilt without the manifest): rebuild with doit build")
+    why = signature_problem(folder, stamp, trusted)
+    if why:
+        raise ArtifactError(f"{recipe}: refusing {stage}: {why}")
     return stamp
 
 
@@ -211,31 +223,21 @@ def _io(stamp: Stamp, listed_io: Any, recipe: str, root: Path) -> dict[str, Any]
     return io
 
 
-def _verdict(root: Path, recipe: str, target: str, entry: dict[str, Any], backend: str) -> dict[str, Any]:
-    """The backend's verify result: from the stamped verify report when this folder holds one (an image carries
-    only the manifest's word, which its own stamped artifacts back)."""
-    folder = root / recipe / target / registry.judge().name
-    stamp = read_stamp(folder)
-    if stamp is not None and not rehash_problems(folder, stamp):
-        report = VerifyReport.read(folder)
-        if report is not None:
-            return report.results.get(backend) or {}
-    verdicts = _obj(entry.get("verify") or {}, f"recipes.{recipe}.targets.{target}.verify", root)
-    return _obj(verdicts.get(backend) or {}, f"verify.{backend}", root)
-
-
 def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = None, backend: str | None = None, *,
          variant: str | None = None, allow_target_mismatch: bool = False, threads: int | None = None,
-         check_finite: bool = True) -> Model:
+         check_finite: bool = True, trusted_keys: Sequence[str | os.PathLike[str]] | None = None) -> Model:
     """Load ``recipe``'s artifact for this host from an artifacts folder (or its manifest.json): the target's
     preferred one, or ``backend`` (and its ``variant``, e.g. ``backend="onnxruntime", variant="int8_dynamic"``; or
     ``backend="onnxruntime:int8_dynamic"``). Inputs holding NaN or infinities are refused unless
-    ``check_finite=False``."""
+    ``check_finite=False``. With trusted keys (``trusted_keys``, else ``INFBUILD_TRUSTED_KEYS`` or the project's
+    ``[tool.infbuild] trusted_keys``) the artifact and its verify report must be signed by one of them (or by this
+    machine's own key)."""
     if variant is not None:
         if backend is None:
             raise ArtifactError(f"{recipe}: variant '{variant}' needs its backend (backend=...)")
         backend = f"{backend}:{variant}"
     manifest, root = _manifest(Path(artifacts))
+    trusted = required_keys(root, trusted_keys)
     entry = _recipe_entry(manifest, recipe, root)
     targets = _obj(entry.get("targets") or {}, f"recipes.{recipe}.targets", root)
     host = host_fingerprint()
@@ -244,10 +246,10 @@ def load(artifacts: str | os.PathLike[str], recipe: str, target: str | None = No
     # Called from load itself: its warning's stacklevel=3 points at load's caller.
     _check_target(recipe, target, here.get("fingerprint"), host, allow_target_mismatch)
     backend = _choose_backend(root, recipe, target, here, backend)
-    _check_verified(root, recipe, target, here, backend)
     stage = registry.artifacts()[backend].name
     stage_target = _stage_target(recipe, targets, target, stage)
-    stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage])
+    stamp = _stamped(root, recipe, stage_target, stage, targets[stage_target]["stages"][stage], trusted)
+    _check_verified(root, recipe, target, stage, stamp, backend, trusted)
     io = _io(stamp, entry.get("io"), recipe, root)
     if threads is None:  # the settings bench measured with (its thread count), unless the caller sets its own
         threads = _bench_threads(here)
@@ -301,9 +303,13 @@ def _choose_backend(root: Path, recipe: str, target: str, here: dict[str, Any], 
     return backend
 
 
-def _check_verified(root: Path, recipe: str, target: str, here: dict[str, Any], backend: str) -> None:
-    """Refuse an artifact that has not passed verification on ``target``."""
-    verdict = _verdict(root, recipe, target, here, backend)
+def _check_verified(root: Path, recipe: str, target: str, stage: str, stamp: Stamp, backend: str,
+                    trusted: Mapping[str, PublicKey] | None) -> None:
+    """Refuse an artifact unless the stamped verify report on ``target`` passed exactly these bytes."""
+    found, why = verified.verdict(stage_dir(root, recipe, target, verified.JUDGE), stage, stamp, backend, trusted)
+    if found is None:
+        raise ArtifactError(f"{recipe}: the {backend} artifact on {target} is not verified: {why}")
+    verdict = found
     if verdict.get("passed") is not True:
         raise ArtifactError(f"{recipe}: the {backend} artifact on {target} has not passed verification "
                             f"({verdict.get('status') or ('failed' if verdict.get('passed') is False else 'not verified')})")
@@ -353,7 +359,7 @@ def _check_target(recipe: str, target: str, built_fp: Any, host: dict[str, Any],
     mine = host["targets"]["cuda"] if target.startswith("cuda-") and host["targets"]["cuda"] else host["targets"]["cpu"]
     message = (f"{recipe}: refusing artifacts built for {_summary(built_fp, target)}: {why} ({_summary(host, mine)}). "
                f"Build matching ones on this host with: doit build (or infbuild build verify:{recipe})")
-    if not allow_target_mismatch and not os.environ.get("INFBUILD_ALLOW_TARGET_MISMATCH"):
+    if not allow_target_mismatch and not settings.flag("allow_target_mismatch"):
         raise ArtifactError(message)
     warnings.warn("LOADING A MISMATCHED ARTIFACT (allow_target_mismatch): it may crash with illegal "
                   "instructions or compute wrong results. " + message, RuntimeWarning, stacklevel=3)

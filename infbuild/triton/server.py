@@ -7,21 +7,29 @@ The wheel's Python backend needs the stub built for this Python copied into ``ba
 work folder), and runs it with this environment's packages (its ``bin`` first on PATH)."""
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Mapping
 
 from ..errors import InfbuildError
+from ..hashing import sha256_file
+
+if TYPE_CHECKING:
+    from ..signing.dsse import PublicKey
 
 
 class ServerError(InfbuildError):
@@ -62,15 +70,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wheel_digests() -> dict[Path, str]:
+    """The nvidia-pytriton wheel's files (as installed) -> their sha256 from its RECORD (urlsafe base64, as pip
+    checked them at install)."""
+    try:
+        dist = metadata.distribution("nvidia-pytriton")
+    except metadata.PackageNotFoundError:
+        return {}
+    return {Path(str(dist.locate_file(f))).resolve(): f.hash.value for f in dist.files or []
+            if f.hash is not None and f.hash.mode == "sha256"}
+
+
+def _record_hash(path: Path) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(sha256_file(path))).rstrip(b"=").decode()
+
+
+def check_executables(install: Installation, copies: dict[Path, Path] | None = None) -> None:
+    """Every program the server runs (``tritonserver``, the Python-backend stub, the backend's own files) has the
+    digest the wheel's RECORD gives for it: a stub replaced on disk is refused, never run. ``copies``: copy ->
+    the wheel file it was copied from (the copies are what runs, so they are what is checked)."""
+    if install.stub is None:
+        return  # a Triton install or container: its own files, not a wheel's
+    digests = wheel_digests()
+    checked = {install.binary.resolve(): install.binary, **{src.resolve(): copy for copy, src in (copies or {}).items()}}
+    for source, path in checked.items():
+        expected = digests.get(source)
+        if expected is None:
+            raise ServerError(f"{path}: not a file of the nvidia-pytriton wheel's RECORD: refusing to run it")
+        if _record_hash(path) != expected:
+            raise ServerError(f"{path}: does not match the nvidia-pytriton wheel's RECORD (replaced or corrupted): "
+                              "refusing to run it; reinstall the wheel")
+
+
 def backends_with_stub(install: Installation, work: Path) -> Path:
-    """The backends folder with this Python's stub in ``python/`` (a copy under ``work`` for the wheel)."""
+    """The backends folder with this Python's stub in ``python/``: for the wheel a fresh private copy under
+    ``work`` on every start (never one left by an earlier serve), each file checked against the wheel's RECORD."""
     if install.stub is None:
         return install.backends
-    folder = work / "backends"
-    if not (folder / "python" / "triton_python_backend_stub").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(install.backends, folder)
-        shutil.copy2(install.stub, folder / "python" / "triton_python_backend_stub")
+    for old in work.glob("backends-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix="backends-", dir=work))  # mode 0700
+    copies: dict[Path, Path] = {}
+    for source in sorted(install.backends.rglob("*")):
+        if source.is_symlink() or not source.is_file() or "__pycache__" in source.parts:
+            continue
+        copy = folder / source.relative_to(install.backends)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
+        copies[copy] = source
+    stub = folder / "python" / "triton_python_backend_stub"
+    shutil.copy2(install.stub, stub)
+    copies[stub] = install.stub
+    check_executables(install, copies)
     return folder
 
 
@@ -178,20 +229,54 @@ def start(repository: Path, work: Path, *, models: list[str] | None = None, http
     return Server(process, http_port, grpc_port, log_path, models, left_out, log)
 
 
-def check_repository(folder: Path) -> None:
+def _walk(repository: Path) -> tuple[list[Path], list[str]]:
+    """Every regular file under ``repository``, and every entry that is neither a regular file nor a folder: a
+    symlink (to a file or a folder: never followed), a FIFO, a socket or a device (never opened). ``__pycache__``
+    folders (the Python backend's bytecode, which Python would run in place of the stamped source) are removed on
+    the way when they are real folders, and refused when they are links."""
+    files: list[Path] = []
+    odd: list[str] = []
+    for top, dirs, names in os.walk(repository, followlinks=False):
+        base = Path(top)
+        for name in list(dirs):
+            path = base / name
+            if path.is_symlink():
+                odd.append(f"{path.relative_to(repository)}: a symbolic link")
+                dirs.remove(name)
+            elif name == "__pycache__":
+                shutil.rmtree(path)
+                dirs.remove(name)
+        for name in names:
+            path = base / name
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode):
+                files.append(path)
+            else:
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+                odd.append(f"{path.relative_to(repository)}: {kind}")
+    return files, odd
+
+
+def check_repository(folder: Path, trusted: Mapping[str, PublicKey] | None = None) -> None:
     """Refuse to serve a triton stage folder whose repository is not exactly what the build stamped: a file that
-    differs, is missing, or was slipped in (another model.py would be loaded too). Bytecode a Python-backend model
-    left in ``__pycache__`` is removed first: Python would run it in place of the stamped source."""
+    differs, is missing, or was slipped in (another model.py would be loaded too); a link, FIFO or special file
+    anywhere in it; and, with ``trusted`` keys, a stage not signed by one of them."""
     from ..stamp import read_stamp, rehash_problems
+    from ..verified import signature_problem
 
     repository = folder / "repository"
-    for cache in sorted(repository.rglob("__pycache__"), reverse=True):
-        shutil.rmtree(cache)
+    if repository.is_symlink() or not repository.is_dir():
+        raise ServerError(f"{repository}: not a folder the build wrote: rebuild it with doit build")
+    files, problems = _walk(repository)
     stamp = read_stamp(folder)
-    problems = rehash_problems(folder, stamp) if stamp else ["no valid stamp.json"]
-    if stamp:
-        problems += [f"{p.relative_to(folder)}: not a stamped file" for p in sorted(repository.rglob("*"))
-                     if p.is_file() and p.relative_to(folder).as_posix() not in stamp.files]
+    if stamp is None:
+        problems.append("no valid stamp.json")
+    else:
+        problems += [f"{p.relative_to(folder)}: not a stamped file" for p in files
+                     if p.relative_to(folder).as_posix() not in stamp.files]
+        problems += rehash_problems(folder, stamp) if not problems else []
+        why = signature_problem(folder, stamp, trusted) if not problems else None
+        problems += [why] if why else []
     if problems:
         raise ServerError(f"{folder}: refusing to serve a repository that does not match its stamp ({problems[0]}): "
                           "rebuild it with doit build")
