@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import stage as registry
 from .errors import InfbuildError, Problem, RecipeError
@@ -60,7 +60,11 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .status import render, stage_states
 
-    states = stage_states(build_context())
+    ctx = build_context()
+    if not ctx.recipes:
+        raise InfbuildError(f"no recipes in {ctx.project.root} (globs: {', '.join(ctx.project.recipe_globs)}): nothing "
+                            "to check")
+    states = stage_states(ctx)
     if args.json:
         print(json.dumps([s.__dict__ for s in states], indent=2))
     else:
@@ -105,27 +109,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import load
 
     project = load_project()
-    inputs = {}
+    output = _output_path(args.output) if args.output else None
+    files = {}
     for item in args.input:
         name, sep, path = item.partition("=")
         if not sep:
             raise InfbuildError(f"--input {item}: expected NAME=FILE.npy")
-        try:
-            inputs[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InfbuildError(f"--input {name}: cannot read {path}: {exc}") from None
+        files[name] = Path(path)
     model = load(args.artifacts or project.artifacts, args.recipe, target=args.target, backend=args.backend,
-                 variant=args.variant,
-                 allow_target_mismatch=args.allow_target_mismatch, threads=args.threads)
+                 variant=args.variant, allow_target_mismatch=args.allow_target_mismatch, threads=args.threads)
+    inputs = {name: _read_input(model, name, path) for name, path in files.items()}
     outputs = model(**inputs)
     print(f"{model.recipe}: {model.backend} on {model.target}")
     for name, value in outputs.items():
         flat = value.reshape(-1)[:6]
         print(f"  {name}: {value.dtype} {list(value.shape)} [{', '.join(f'{v:.6g}' for v in flat)}{', ...' if value.size > 6 else ''}]")
-    if args.output:
-        np.savez(args.output, **outputs)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-        print(f"wrote {args.output}")
+    if output is not None:
+        with open(output, "wb") as f:
+            np.savez(f, **outputs)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+        print(f"wrote {output}")
     return 0
+
+
+def _output_path(text: str) -> Path:
+    """``--output``: a file in an existing folder (never a folder, never a name beside the one given)."""
+    path = Path(text)
+    if path.is_dir():
+        raise InfbuildError(f"--output {text}: is a folder; give a file name (e.g. {path / 'out.npz'})")
+    if not path.parent.is_dir():
+        raise InfbuildError(f"--output {text}: the folder {path.parent} does not exist")
+    return path
+
+
+def _read_input(model: Any, name: str, path: Path) -> Any:
+    """One ``--input`` array, its header checked against the recipe's input before its data is read."""
+    import numpy as np
+
+    from .arrays import read_npy
+    from .runtime.backends import NUMPY_DTYPES
+
+    spec = model.inputs.get(name)
+    if spec is None:
+        raise InfbuildError(f"--input {name}: {model.recipe} has no input {name} (its inputs: {', '.join(model.inputs)})")
+
+    def expect(_: str, shape: tuple[int, ...], dtype: Any) -> None:
+        bounds = [size if isinstance(size, int) else model.dims[size]["max"] for size in spec["shape"]]
+        if dtype != np.dtype(NUMPY_DTYPES[spec["dtype"]]) or len(shape) != len(bounds) or \
+                any(s > b for s, b in zip(shape, bounds)):
+            raise ValueError(f"holds {dtype} {list(shape)}; {name} is {spec['dtype']} {spec['shape']} with dims up to "
+                             f"{bounds}")
+
+    try:
+        return read_npy(path, expect, name)
+    except ValueError as exc:
+        raise InfbuildError(f"--input {name}={path}: {str(exc).removeprefix(str(path) + ': ')}") from None
 
 
 def _size(text: str) -> int:
@@ -214,6 +251,37 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "doit", "run", *bad, "manifest"], cwd=ctx.project.root)
 
 
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign every up-to-date stage that is unsigned (``--all``: every one, with today's key: after a key rotation),
+    after re-hashing its files against its stamp: what is signed is what lies there."""
+    from .artifacts import SIGNATURE
+    from .signing import stage_signature
+    from .stamp import read_stamp, rehash_problems
+
+    ctx = build_context()
+    key = ctx.signer
+    if key is None:
+        raise InfbuildError("no signing key: set INFBUILD_SIGNING_KEY (or [tool.infbuild] signing_key); this machine's "
+                            "own key could not be created")
+    signed = refused = 0
+    for p in ctx.planned.values():
+        stamp = read_stamp(p.folder)
+        if stamp is None or p.not_buildable or ctx.staleness(p) is not None:
+            continue
+        if (p.folder / SIGNATURE).is_file() and not args.all:
+            continue
+        problems = rehash_problems(p.folder, stamp)
+        if problems:
+            print(f"{p.task_name} ({p.target}): not signed: {problems[0]}; rebuild it (infbuild verify-artifacts --fix)")
+            refused += 1
+            continue
+        stage_signature.write(p.folder, stage_signature.sign(key, stamp))
+        signed += 1
+    print(f"signed {signed} stage(s) with key {key.public.short} ({key.source})"
+          + (f"; {refused} refused (files differ from their stamps)" if refused else ""))
+    return 1 if refused else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a recipe's Triton repository with a local tritonserver until interrupted."""
     from .fingerprint import host_fingerprint
@@ -287,6 +355,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["stats", "ls", "pull", "push", "gc"])
     c.add_argument("--max-size", help="gc: evict least recently used entries down to this size (e.g. 10G)")
     c.set_defaults(func=cmd_cache)
+    sg = sub.add_parser("sign", help="sign the up-to-date stages that are unsigned (after re-hashing them)")
+    sg.add_argument("--all", action="store_true", help="re-sign every up-to-date stage with today's key (key rotation)")
+    sg.set_defaults(func=cmd_sign)
     sv = sub.add_parser("serve", help="serve a recipe's Triton repository with a local tritonserver (loopback)")
     sv.add_argument("recipe")
     sv.add_argument("--target", help="target folder (default: this host's)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .artifacts import SIGNATURE
 from .engine import BuildContext
 
 
@@ -12,6 +13,7 @@ class StageState:
     target: str
     state: str  # "up to date" | "stale" | "not buildable here"
     reason: str
+    signed: bool | None = None  # up-to-date stages: whether their folder carries a signature (stage.sig)
 
 
 def stage_states(ctx: BuildContext) -> list[StageState]:
@@ -24,7 +26,8 @@ def stage_states(ctx: BuildContext) -> list[StageState]:
         stale_upstream = [u for u in p.upstream if states[f"{u}:{p.recipe.name}"].state != "up to date"]
         if reason is None and stale_upstream:
             reason = f"upstream {', '.join(stale_upstream)} will be rebuilt"
-        states[name] = StageState(name, p.target, "stale" if reason else "up to date", reason or "")
+        states[name] = StageState(name, p.target, "stale" if reason else "up to date", reason or "",
+                                  None if reason else (p.folder / SIGNATURE).is_file())
     return list(states.values())
 
 
@@ -32,10 +35,11 @@ def render(states: list[StageState]) -> str:
     width = max((len(s.task) for s in states), default=10)
     lines = []
     for s in states:
-        extra = f": {s.reason}" if s.reason else ""
+        extra = f": {s.reason}" if s.reason else ", unsigned (infbuild sign signs it)" if s.signed is False else ""
         lines.append(f"{s.task:<{width}}  {s.target:<24}  {s.state}{extra}")
     stale = sum(s.state == "stale" for s in states)
     blocked = sum(s.state == "not buildable here" for s in states)
-    lines.append(f"{len(states)} stages: {len(states) - stale - blocked} up to date, {stale} stale, "
-                 f"{blocked} not buildable here")
+    unsigned = sum(s.signed is False for s in states)
+    lines.append(f"{len(states)} stages: {len(states) - stale - blocked} up to date"
+                 + (f" ({unsigned} unsigned)" if unsigned else "") + f", {stale} stale, {blocked} not buildable here")
     return "\n".join(lines)

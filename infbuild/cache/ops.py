@@ -75,6 +75,9 @@ def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path, trust: Trust
         signature = stamp.pop(SIGNATURE_FIELD, None)
         kept = signature if signature is not None and signature_problem({**stamp, SIGNATURE_FIELD: signature}, keys) is None \
             else None  # kept only when a key this cache is trusted with signed it
+        if kept is None:
+            warn_once(f"cache {cache.name}: restoring entries no trusted key signed, on their consistency alone: anyone "
+                      "who can write this cache can run code here (set trusted_keys: see the README's trust model)")
         return CacheOutcome(cache.name, Stamp.from_json(stamp), time.perf_counter() - started, kept)
     return None
 

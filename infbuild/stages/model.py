@@ -128,39 +128,59 @@ def check_forward(model: torch.nn.Module, recipe: Recipe) -> None:
 
 def user_samples(recipe: Recipe, root: Path) -> dict[str, dict[str, np.ndarray]]:
     """The recipe's own sample inputs, labelled ``sample_<file stem>``: one array per input name, cast to the
-    input's dtype when that loses nothing, every shape within the dims the artifacts are built for."""
+    input's dtype when that loses nothing, every shape within the dims the artifacts are built for, every value
+    finite. Each array's header is checked before its data is read (a file declaring 2^40 elements, a zip bomb or a
+    truncated file is one located error, never an allocation)."""
+    from ..arrays import read_npz
+
     out: dict[str, dict[str, np.ndarray]] = {}
+    specs = {i.name: i for i in recipe.inputs}
     for index, name in enumerate(recipe.samples):
         field = f"samples[{index}]"
-        try:
-            with np.load(root / name, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise FieldError(field, f"cannot read '{name}' as .npz: {str(exc)[:200]}") from None
-        wanted = [i.name for i in recipe.inputs]
-        if sorted(arrays) != sorted(wanted):
-            raise FieldError(field, f"'{name}' holds {', '.join(sorted(arrays)) or 'nothing'}; the recipe's inputs "
-                             f"are {', '.join(wanted)}")
         bound: dict[str, int] = {}
+
+        def expect(array: str, shape: tuple[int, ...], dtype: np.dtype, name: str = name,
+                   bound: dict[str, int] = bound) -> None:
+            spec = specs.get(array)
+            if spec is None:
+                raise ValueError(f"'{name}' holds {array!r}; the recipe's inputs are {', '.join(specs)}")
+            _check_sample(recipe, spec, name, shape, dtype, bound)
+
+        try:
+            arrays = read_npz(root / name, expect)
+        except ValueError as exc:
+            raise FieldError(field, str(exc).replace(str(root) + "/", "")) from None
+        if sorted(arrays) != sorted(specs):
+            raise FieldError(field, f"'{name}' holds {', '.join(sorted(arrays)) or 'nothing'}; the recipe's inputs "
+                             f"are {', '.join(specs)}")
         for spec in recipe.inputs:
-            array, target = arrays[spec.name], np.dtype(NUMPY_DTYPES[spec.dtype])
-            if not np.can_cast(array.dtype, target, casting="same_kind") or array.ndim != len(spec.shape):
-                raise FieldError(field, f"'{name}': {spec.name} is {array.dtype} {list(array.shape)}, the recipe "
-                                 f"wants {spec.dtype} {list(spec.shape)}")
-            ranges = ", ".join(f"{d.name} {d.min}..{d.max}" for d in recipe.dims.values())
-            for size, want in zip(array.shape, spec.shape):
-                if isinstance(want, int):
-                    ok = size == want
-                else:
-                    dim = recipe.dims[want]
-                    ok = dim.min <= size <= dim.max and bound.setdefault(want, size) == size
-                if not ok:
-                    raise FieldError(field, f"'{name}': {spec.name} has shape {list(array.shape)}, outside "
-                                     f"{list(spec.shape)} with dims {ranges}")
-            arrays[spec.name] = np.ascontiguousarray(array.astype(target))
+            array = arrays[spec.name]
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                raise FieldError(field, f"'{name}': {spec.name} holds NaN or infinite values (verify could not tell "
+                                 "right from wrong on them)")
+            arrays[spec.name] = np.ascontiguousarray(array.astype(np.dtype(NUMPY_DTYPES[spec.dtype])))
         label = "sample_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(name).stem)
         out[label if label not in out else f"{label}_{index}"] = arrays
     return out
+
+
+def _check_sample(recipe: Recipe, spec: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                  bound: dict[str, int]) -> None:
+    """A sample array's header against its input: a dtype of the same kind, a shape within the dims."""
+    target = np.dtype(NUMPY_DTYPES[spec.dtype])
+    if not np.can_cast(dtype, target, casting="same_kind") or len(shape) != len(spec.shape):
+        raise ValueError(f"'{name}': {spec.name} is {dtype} {list(shape)}, the recipe wants {spec.dtype} "
+                         f"{list(spec.shape)}")
+    ranges = ", ".join(f"{d.name} {d.min}..{d.max}" for d in recipe.dims.values())
+    for size, want in zip(shape, spec.shape):
+        if isinstance(want, int):
+            ok = size == want
+        else:
+            dim = recipe.dims[want]
+            ok = dim.min <= size <= dim.max and bound.setdefault(want, size) == size
+        if not ok:
+            raise ValueError(f"'{name}': {spec.name} has shape {list(shape)}, outside {list(spec.shape)} with dims "
+                             f"{ranges}")
 
 
 def shape_labels(recipe: Recipe) -> dict[str, dict[str, tuple[int, ...]]]:
