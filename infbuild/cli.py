@@ -282,6 +282,29 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
+def cmd_verify_image(args: argparse.Namespace) -> int:
+    """Check an image in its registry against a public key: its signature, its SLSA provenance, every stage folder
+    it holds (files against stamps, each stage.sig)."""
+    from .package.registry import credentials_from_env
+    from .signing.dsse import KeyFileError, PublicKey
+    from .signing.image import verify_image
+
+    try:
+        key = PublicKey.read(Path(args.key))
+    except KeyFileError as exc:
+        raise InfbuildError(f"--key: {exc}") from None
+    credentials = credentials_from_env({"username_env": args.username_env, "password_env": args.password_env})
+    found = verify_image(args.reference, key, credentials)
+    definition = found.provenance["predicate"]["buildDefinition"]
+    revision = next((d["digest"]["gitCommit"] for d in definition.get("resolvedDependencies") or []
+                     if "gitCommit" in (d.get("digest") or {})), "unknown")
+    print(f"{args.reference}@{found.digest}: signed by key {key.short}; provenance: recipe "
+          f"{definition['externalParameters'].get('recipe')} {definition['externalParameters'].get('version')} for "
+          f"{definition['externalParameters'].get('target')}, commit {revision}; {len(found.folders)} stage folder(s) "
+          f"signed and intact: {', '.join(found.folders)}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a recipe's Triton repository with a local tritonserver until interrupted."""
     from .fingerprint import host_fingerprint
@@ -355,6 +378,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("action", choices=["stats", "ls", "pull", "push", "gc"])
     c.add_argument("--max-size", help="gc: evict least recently used entries down to this size (e.g. 10G)")
     c.set_defaults(func=cmd_cache)
+    vi = sub.add_parser("verify-image", help="check an image's signature, provenance and artifacts against a key")
+    vi.add_argument("reference", help="REGISTRY/REPOSITORY:TAG (or @sha256:...)")
+    vi.add_argument("--key", required=True, help="the PEM public key the image must be signed by")
+    vi.add_argument("--username-env", help="environment variable holding the registry user name")
+    vi.add_argument("--password-env", help="environment variable holding the registry password")
+    vi.set_defaults(func=cmd_verify_image)
     sg = sub.add_parser("sign", help="sign the up-to-date stages that are unsigned (after re-hashing them)")
     sg.add_argument("--all", action="store_true", help="re-sign every up-to-date stage with today's key (key rotation)")
     sg.set_defaults(func=cmd_sign)

@@ -300,3 +300,28 @@ dims:
   seq: {min: 4, opt: 16, max: 32}
 outputs: [logits]
 """
+
+
+# --- signing keys (made the way the README tells users to: openssl) -------------------------------------------
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: Path
+    public: Path
+
+
+def make_keypair(folder: Path, name: str) -> KeyPair:
+    """An EC P-256 key pair made with openssl, as the README says (``NAME.pem`` and ``NAME.pub``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(private)], check=True,
+                   capture_output=True)
+    subprocess.run(["openssl", "ec", "-in", str(private), "-pubout", "-out", str(public)], check=True, capture_output=True)
+    return KeyPair(private, public)
+
+
+def model_signing_verify(folder: Path, public: Path) -> subprocess.CompletedProcess:
+    """The OpenSSF model-signing CLI (an independent verifier) on a stage folder and its stage.sig."""
+    cli = Path(sys.executable).with_name("model_signing")
+    return subprocess.run([str(cli), "verify", "key", str(folder), "--signature", str(folder / "stage.sig"),
+                           "--public_key", str(public)], capture_output=True, text=True, timeout=120)

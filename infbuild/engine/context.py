@@ -116,6 +116,12 @@ class BuildContext:
 
         return signer(self.project.config, self.project.root)
 
+    @property
+    def signing_passphrase_env(self) -> str:
+        from .. import settings
+
+        return str(settings.value("signing_key_passphrase_env", self.project.config, self.project.root))
+
     def caches_for(self, p: PlannedStage) -> list[Cache]:
         """The caches a stage may be restored from and stored in (none when forced or not cacheable)."""
         return self.caches if p.stage.cacheable and not self.forced(p) else []

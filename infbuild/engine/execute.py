@@ -113,7 +113,9 @@ def run_stage_worker(run: Run) -> Outcome | None:
     run.staging = staging = new_staging(p.folder)
     request = WorkerRequest(p.stage.name, p.recipe.to_dict(), str(ctx.project.root), str(staging), p.device, p.target,
                             {name: str(s.folder) for name, s in ctx.siblings(p).items()}, dict(p.tools),
-                            record_packages=p.stage.reads_model)
+                            record_packages=p.stage.reads_model,
+                            signing_key=ctx.signer.source if ctx.signer and p.stage.signs_images else None,
+                            signing_passphrase_env=ctx.signing_passphrase_env)
     with gpu_lock(ctx.artifacts, p.device == "cuda"):
         code, tail = run_worker(request, staging / LOG)
     if code == 0:

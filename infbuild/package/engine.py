@@ -57,7 +57,10 @@ def build(files: dict[str, Path | bytes], labels: dict[str, str], base: str, tag
             if "error" in chunk:
                 raise EngineError(f"docker build failed: {chunk['error'].strip()}")
         image = client.images.get(tag)
-        result: dict[str, Any] = {"id": image.id, "size": image.attrs.get("Size"), "dockerfile": text}
+        base_image = client.images.get(base)
+        result: dict[str, Any] = {"id": image.id, "size": image.attrs.get("Size"), "dockerfile": text,
+                                  "base_layers": len((base_image.attrs.get("RootFS") or {}).get("Layers") or []),
+                                  "base_digests": base_image.attrs.get("RepoDigests") or []}
         if push:
             repository, _, tag_name = tag.rpartition(":")
             auth = {"username": credentials[0], "password": credentials[1]} if credentials else None

@@ -22,6 +22,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 INDEX_TYPES = MANIFEST_TYPES[0], MANIFEST_TYPES[2]
+OCI_EMPTY_ACCEPT = "*/*"
 
 
 class RegistryError(InfbuildError):
@@ -180,10 +181,37 @@ class Registry:
         self.uploaded_bytes += len(data)
         self.uploaded_blobs.append(digest)
 
-    def push_manifest(self, tag: str, raw: bytes, media_type: str) -> None:
-        status, _, body = self._request("PUT", f"{self.base}/manifests/{tag}", data=raw,
-                                        headers={"Content-Type": media_type})
+    def push_manifest(self, tag: str, raw: bytes, media_type: str) -> dict[str, str]:
+        """PUT a manifest under ``tag`` (or its digest); the response headers (``oci-subject`` when the registry
+        processed a referrer's subject)."""
+        status, headers, body = self._request("PUT", f"{self.base}/manifests/{tag}", data=raw,
+                                              headers={"Content-Type": media_type})
         self._check(status, body, f"push manifest {tag}", (201, 200))
+        return headers
+
+    def raw_manifest(self, reference: str) -> tuple[bytes, str] | None:
+        """(bytes, media type) of the manifest ``reference`` names exactly (an index is not resolved), or None."""
+        status, headers, body = self._request("GET", f"{self.base}/manifests/{reference}",
+                                              headers={"Accept": ", ".join((*MANIFEST_TYPES, OCI_EMPTY_ACCEPT))},
+                                              max_bytes=MAX_MANIFEST_BYTES)
+        if status == 404:
+            return None
+        self._check(status, body, f"GET manifest {reference}", (200,))
+        return body, headers.get("content-type", "")
+
+    def referrers(self, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors of the manifests whose ``subject`` is ``digest``, from the referrers API; None when the
+        registry has no referrers API (then the ``sha256-<hex>`` tag of the fallback schema holds them)."""
+        status, _, body = self._request("GET", f"{self.base}/referrers/{digest}", max_bytes=MAX_MANIFEST_BYTES,
+                                        headers={"Accept": MANIFEST_TYPES[0]})
+        if status in (404, 405, 400):
+            return None
+        self._check(status, body, f"GET referrers of {digest[:19]}", (200,))
+        try:
+            found = json.loads(body).get("manifests") or []
+        except (ValueError, AttributeError, RecursionError):
+            raise RegistryError(f"registry {self.ref.registry}: the referrers of {digest[:19]} are not an index") from None
+        return [d for d in found if isinstance(d, dict)]
 
 
 def credentials_from_env(options: dict[str, Any] | None) -> tuple[str, str] | None:

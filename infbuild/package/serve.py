@@ -37,3 +37,20 @@ def python_files() -> dict[str, Path | bytes]:
             if path.is_file() and path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
                 files[f"{PYTHON}/{package}/{path.relative_to(root).as_posix()}"] = path
     return files
+
+
+def repository_stamp(folder: Path, recipe: str, target: str) -> dict[str, Path | bytes]:
+    """The triton stage's stamp, signature and summary under /opt/infbuild, so that the repository under /models can
+    be checked against what the build stamped and signed (``infbuild verify-image``)."""
+    from ..artifacts import SIGNATURE, STAMP
+    from .contents import PREFIX, image_stamp
+
+    stamp = read_stamp(folder)
+    if stamp is None:
+        raise StageFailed(f"{folder}: the Triton repository has no valid stamp: rebuild it")
+    where = f"{PREFIX}/{recipe}/{target}/{folder.name}"
+    files: dict[str, Path | bytes] = {f"{where}/{STAMP}": image_stamp(stamp)}
+    files.update({f"{where}/{name}": folder / name for name in stamp.files if "/" not in name})
+    if (folder / SIGNATURE).is_file():
+        files[f"{where}/{SIGNATURE}"] = folder / SIGNATURE
+    return files

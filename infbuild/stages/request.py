@@ -24,6 +24,8 @@ class WorkerRequest:
     upstream: dict[str, str]  # stage name -> its stamped folder
     tools: dict[str, Any] = field(default_factory=dict)  # tool facts (trtexec path and version)
     record_packages: bool = False  # report the distributions the model imported
+    signing_key: str | None = None  # the key the build signs with (images are signed in the worker that pushes them)
+    signing_passphrase_env: str | None = None  # the environment variable holding its passphrase
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -34,7 +36,8 @@ class WorkerRequest:
 
     def job(self) -> Job:
         return Job(self.stage, Recipe.from_dict(self.recipe), Path(self.root), Path(self.out),
-                   {k: Path(v) for k, v in self.upstream.items()}, self.device, self.target, dict(self.tools))
+                   {k: Path(v) for k, v in self.upstream.items()}, self.device, self.target, dict(self.tools),
+                   self.signing_key, self.signing_passphrase_env)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,19 @@ class Job:
     device: str
     target: str
     tools: dict[str, Any]
+    signing_key: str | None = None
+    signing_passphrase_env: str | None = None
+
+    def signer(self) -> Any:
+        """The build's signing key (a ``SigningKey``), or None when the build signs nothing."""
+        import os
+
+        from ..signing.dsse import SigningKey
+
+        if self.signing_key is None:
+            return None
+        passphrase = os.environ.get(self.signing_passphrase_env or "")
+        return SigningKey.read(Path(self.signing_key), passphrase.encode() if passphrase else None)
 
 
 @dataclass(frozen=True)

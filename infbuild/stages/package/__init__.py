@@ -48,8 +48,8 @@ class PackageStage(Stage):
 
 STAGE = register(PackageStage(
     "package", 2, "device", "package the target's artifacts into a container image <image>:<version>-<target>",
-    Outputs(("image.json",), ("Dockerfile", "oci/*")), tools=("docker",),
+    Outputs(("image.json",), ("Dockerfile", "oci/*", "provenance.sigstore.json")), tools=("docker",),
     fields=lambda r: {"package": {k: v for k, v in (r.package or {}).items()  # serve: files is the default of old
                                   if k != "registry" and (k, v) != ("serve", "files")},
                       "backends": list(r.backends), **io_fields(r), **variant_fields(r)},
-    needs=("verify",), cacheable=False))
+    needs=("verify",), cacheable=False, signs_images=True))

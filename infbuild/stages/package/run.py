@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ...package import contents, engine, oci, serve
 from ...package.reference import parse
-from ...package.registry import credentials_from_env
+from ...package.registry import Registry, credentials_from_env
+from ...signing import image as signed_image
 from ...stamp import read_stamp
 from ..request import Job
 from ..triton import REPOSITORY
 
+PROVENANCE_FILE = "provenance.sigstore.json"
+
 
 def run(job: Job) -> None:
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     recipe, root, out, upstream, target = job.recipe, job.root, job.out, job.upstream, job.target
     data = recipe.to_dict()
     options = data["package"]
@@ -23,7 +28,8 @@ def run(job: Job) -> None:
     io = {"inputs": data["inputs"], "dims": data["dims"], "outputs": data["outputs"]}
     env, cmd = None, None
     if serves:
-        files = {**serve.repository_files(upstream["triton"], REPOSITORY), **serve.python_files()}
+        files = {**serve.repository_files(upstream["triton"], REPOSITORY), **serve.python_files(),
+                 **serve.repository_stamp(upstream["triton"], recipe.name, target)}
         env, cmd = serve.ENV, serve.CMD
     else:
         files = contents.image_files(data, target, upstream, chosen, io, fingerprint, contents.bench_settings(upstream))
@@ -43,6 +49,15 @@ def run(job: Job) -> None:
                               log=lambda line: print(line, flush=True), env=env, cmd=cmd)
         (out / "Dockerfile").write_text(result.pop("dockerfile"), encoding="utf-8")
         info.update(digest=result["id"], size=result["size"], repo_digests=result.get("repo_digests", []))
+        if options["push"]:
+            client = Registry(parse(reference), credentials)
+            pushed = client.raw_manifest(parse(reference).tag or "latest")
+            assert pushed is not None, f"{reference}: not in the registry after the push"
+            raw, media_type = pushed
+            layers = [layer["digest"] for layer in json.loads(raw)["layers"][result["base_layers"]:]]
+            base_digest = next((d.split("@", 1)[1] for d in result["base_digests"] if "@" in d), None)
+            subject = signed_image.Subject(parse(reference), oci.sha256(raw), media_type, len(raw))
+            info["signed"] = _sign(job, client, subject, layers, base, base_digest, fingerprint=fingerprint, started=started)
     else:
         annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers.")}
         image = oci.assemble(base, files, labels, annotations, credentials, env, cmd)
@@ -54,5 +69,29 @@ def run(job: Job) -> None:
             client = oci.push(image, parse(reference), credentials, credentials)
             info.update(uploaded_bytes=client.uploaded_bytes, uploaded_blobs=client.uploaded_blobs)
             print(f"[package] pushed {reference}@{image.digest} ({client.uploaded_bytes} bytes uploaded)", flush=True)
+            subject = signed_image.Subject(parse(reference), image.digest, oci.OCI_MANIFEST, len(image.manifest))
+            info["signed"] = _sign(job, client, subject, [oci.sha256(image.layer)], base, image.base_digest,
+                                   fingerprint=fingerprint, started=started)
     (out / "image.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"[package] {reference}: {info['digest']} ({info['size']} bytes)", flush=True)
+
+
+def _sign(job: Job, client: Registry, subject: signed_image.Subject, layers: list[str], base: str,
+          base_digest: str | None, *, fingerprint: dict[str, Any], started: str) -> dict[str, Any] | None:
+    """Sign the pushed image and attach its provenance (when the build has a signing key); what was attached."""
+    data, upstream = job.recipe.to_dict(), job.upstream
+    key = job.signer()
+    if key is None:
+        print(f"[package] {subject.ref}: not signed (the build has no signing key)", flush=True)
+        return None
+    stage_keys = {name: stamp.key for name, folder in sorted(upstream.items()) if (stamp := read_stamp(folder))}
+    statement = signed_image.provenance(
+        subject, recipe=data, target=job.target, builder=data["package"]["builder"], stage_keys=stage_keys,
+        revision=contents.git_revision(job.root), source=data["package"].get("source"), fingerprint=fingerprint,
+        base=base, base_digest=base_digest, layers=layers, started=started)
+    signed = signed_image.sign_image(client, subject, key, statement)
+    (job.out / PROVENANCE_FILE).write_text(json.dumps(key.bundle(oci.canonical(statement)), indent=2) + "\n",
+                                       encoding="utf-8")
+    print(f"[package] signed {subject.ref}@{subject.digest[:19]} with key {key.public.short} and attached its SLSA "
+          f"provenance ({signed['attached']})", flush=True)
+    return signed
