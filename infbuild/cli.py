@@ -210,13 +210,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_artifacts(args: argparse.Namespace) -> int:
-    """Re-hash every stamped file and check each stamp names its stage's outputs; report tampered or missing
-    ones (and a manifest that disagrees with the stamps); --fix unstamps them and rebuilds."""
+    """Re-hash every stamped file and check each stamp names its stage's outputs (and, with trusted keys, its
+    signature); report tampered or missing ones (and a manifest that disagrees with the stamps); --fix unstamps them
+    and rebuilds."""
     from .artifacts import STAMP
     from .manifest import manifest_problem
     from .stamp import read_stamp, rehash_problems, stamp_problem
 
+    from .verified import signature_problem
+
     ctx = build_context()
+    trusted = ctx.trust.for_local() if ctx.trust.enforced else None
     bad: list[str] = []
     checked = 0
     for p in ctx.planned.values():
@@ -229,6 +233,8 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
         checked += len(stamp.files)
         wrong = stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs)
         problems = ([wrong] if wrong else []) + rehash_problems(p.folder, stamp)
+        unsigned = signature_problem(p.folder, stamp, trusted) if not problems else None
+        problems += [unsigned] if unsigned else []
         for problem in problems:
             print(f"{p.task_name} ({p.target}): {problem}")
         if problems:

@@ -325,3 +325,15 @@ def model_signing_verify(folder: Path, public: Path) -> subprocess.CompletedProc
     cli = Path(sys.executable).with_name("model_signing")
     return subprocess.run([str(cli), "verify", "key", str(folder), "--signature", str(folder / "stage.sig"),
                            "--public_key", str(public)], capture_output=True, text=True, timeout=120)
+
+
+def copy_built(source: Project, root: Path) -> Project:
+    """A copy of a built project (recipes, examples and artifacts; not doit's DB or infbuild's bookkeeping), free to
+    damage: for tests whose subject is not the cold build."""
+    copy = Project(root)
+    shutil.copytree(source.root / "recipes", copy.root / "recipes", dirs_exist_ok=True)
+    shutil.copytree(source.root / "examples", copy.root / "examples", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(source.root / "pyproject.toml", copy.root / "pyproject.toml")
+    shutil.copytree(source.artifacts, copy.artifacts, ignore=shutil.ignore_patterns(".doit.db*", ".infbuild"))
+    return copy
