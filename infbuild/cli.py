@@ -216,7 +216,6 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
     from .artifacts import STAMP
     from .manifest import manifest_problem
     from .stamp import read_stamp, rehash_problems, stamp_problem
-
     from .verified import signature_problem
 
     ctx = build_context()

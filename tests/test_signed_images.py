@@ -70,7 +70,7 @@ def test_pushed_image_is_signed_with_provenance_and_verifies(oci_proj: Project, 
     done = verify_image(oci_proj, ref, keys["ci"].public)
     assert done.returncode == 0, done.stderr
     assert f"@{info['digest']}: signed by key" in done.stdout and "recipe mlp 1.4.0" in done.stdout
-    for folder in (f"/opt/infbuild/mlp/portable/onnx", f"/opt/infbuild/mlp/{cpu_target}/verify"):
+    for folder in ("/opt/infbuild/mlp/portable/onnx", f"/opt/infbuild/mlp/{cpu_target}/verify"):
         assert folder in done.stdout
     # the referrers as a registry client sees them (this registry has no referrers API: the fallback tag's index)
     address = services["registry"].address
