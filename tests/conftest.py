@@ -53,3 +53,11 @@ def services(tmp_path_factory: pytest.TempPathFactory):
         dockerd.stop()
         registry.stop()
         shutil.rmtree(dockerd.root, ignore_errors=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """This test session's machine key (infbuild makes one on first use under XDG_CONFIG_HOME) lives in a folder of
+    its own, never in the user's home."""
+    import os
+
+    os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="infbuild-test-config-"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -345,3 +347,93 @@ def test_triton_image_holds_the_repository_and_starts_tritonserver(proj: Project
     config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())["config"]
     assert config["Cmd"] == ["tritonserver", "--model-repository=/models"]
     assert "PYTHONPATH=/opt/infbuild/python" in config["Env"] and config["Labels"]["dev.infbuild.serve"] == "triton"
+
+
+# --- what serve refuses to start -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plant", ["symlinked_model", "fifo_config", "pycache_link"])
+def test_serve_refuses_links_fifos_and_special_files(proj: Project, cpu_target: str, tmp_path: Path, plant: str) -> None:
+    """A symlinked model folder (its model.py would be run by --load-model), a FIFO as config.pbtxt (would hang the
+    server's start) or a __pycache__ link: one line, nothing started, nothing followed or opened."""
+    repo = repository(proj, cpu_target)
+    if plant == "symlinked_model":
+        evil = tmp_path / "elsewhere"
+        (evil / "1").mkdir(parents=True)
+        (evil / "config.pbtxt").write_text('name: "evil"\nbackend: "python"\n')
+        (evil / "1" / "model.py").write_text("raise SystemExit('attacker code ran')\n")
+        planted = repo / "evil"
+        planted.symlink_to(evil, target_is_directory=True)
+        expect = "evil: a symbolic link"
+    elif plant == "fifo_config":
+        (repo / "evil").mkdir()
+        planted = repo / "evil"
+        os.mkfifo(planted / "config.pbtxt")
+        expect = "evil/config.pbtxt: a FIFO"
+    else:
+        planted = repo / "seq_aoti" / "1" / "__pycache__"
+        planted.symlink_to(tmp_path, target_is_directory=True)
+        expect = "__pycache__: a symbolic link"
+    try:
+        done = proj.run(sys.executable, "-m", "infbuild.cli", "serve", "seq", timeout=60)
+    finally:
+        if planted.is_symlink():
+            planted.unlink()
+        else:
+            shutil.rmtree(planted)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "refusing to serve" in done.stderr and expect in done.stderr, done.stderr
+
+
+def test_serve_runs_only_what_the_wheel_installed(tmp_path: Path) -> None:
+    """The Python-backend stub is copied afresh on every start into a private folder and checked, with the server
+    binary, against the nvidia-pytriton wheel's RECORD: a stub replaced by a script is refused, never run."""
+    from dataclasses import replace
+
+    from infbuild.triton import server
+
+    require_tritonserver()
+    install = server.locate()
+    first = server.backends_with_stub(install, tmp_path)
+    stub = first / "python" / "triton_python_backend_stub"
+    stub.write_text("#!/bin/sh\necho attacker\n")  # what an earlier serve left can be anything
+    second = server.backends_with_stub(install, tmp_path)
+    assert second != first and not first.exists()
+    assert (second / "python" / "triton_python_backend_stub").read_bytes() == install.stub.read_bytes()
+    fake = tmp_path / "stub"
+    fake.write_text("#!/bin/sh\necho attacker\n")
+    with pytest.raises(server.ServerError, match="not a file of the nvidia-pytriton wheel's RECORD"):
+        server.backends_with_stub(replace(install, stub=fake), tmp_path)
+    copy = tmp_path / "copied-stub"
+    copy.write_text("#!/bin/sh\necho attacker\n")
+    with pytest.raises(server.ServerError, match="does not match the nvidia-pytriton wheel's RECORD"):
+        server.check_executables(install, {copy: install.stub})
+
+
+def test_serve_with_trusted_keys_refuses_a_repository_no_trusted_key_signed(proj: Project, tmp_path: Path) -> None:
+    """Served on another machine (not this one, whose own key signed the build) trusting another key only."""
+    from helpers import make_keypair
+
+    other = make_keypair(tmp_path, "other")
+    done = proj.run(sys.executable, "-m", "infbuild.cli", "serve", "seq", timeout=60,
+                    env=proj.env(INFBUILD_TRUSTED_KEYS=str(other.public), XDG_CONFIG_HOME=str(tmp_path / "elsewhere")))
+    assert done.returncode == 1 and "refusing to serve" in done.stderr
+    assert "stage.sig: signed by key" in done.stderr and "which is not trusted" in done.stderr
+
+
+def test_a_signed_triton_image_verifies_with_its_repository(proj: Project, services: dict, cpu_target: str,
+                                                           tmp_path: Path) -> None:
+    from helpers import make_keypair
+
+    ci = make_keypair(tmp_path, "ci")
+    proj.add_recipe("seq.yaml", image_recipe(services, "oci").replace("push: false", "push: true"))
+    resigned = proj.infbuild("sign", "--all", env=proj.env(INFBUILD_SIGNING_KEY=str(ci.private)))  # a key rotation
+    assert resigned.returncode == 0 and "signed" in resigned.stdout, resigned.stderr
+    env = proj.env(DOCKER_HOST=services["dockerd"].host, INFBUILD_SIGNING_KEY=str(ci.private), INFBUILD_CACHE="off",
+                   INFBUILD_FORCE="triton,package")
+    result = proj.doit("build", env=env)
+    assert result.returncode == 0, result.output[-3000:]
+    info = json.loads((proj.stage("seq", cpu_target, "package") / "image.json").read_text())
+    done = proj.infbuild("verify-image", info["reference"], "--key", str(ci.public))
+    assert done.returncode == 0, done.stderr
+    assert f"/opt/infbuild/seq/{cpu_target}/triton" in done.stdout
+    assert f"/models/seq_aoti/1/artifacts/seq/{cpu_target}/aoti" in done.stdout
