@@ -48,13 +48,17 @@ def run_in(services: dict, reference: str, command: str) -> str:
 
 def expected_digests(proj: Project, target: str) -> dict[str, str]:
     out = {}
-    for stage, folder_target in (("onnx", "portable"), ("aoti", target)):
-        stamp = read_stamp(proj.stage("mlp", folder_target, stage))
+    for stage, folder_target in (("onnx", "portable"), ("aoti", target), ("verify", target)):
+        folder = proj.stage("mlp", folder_target, stage)
+        stamp = read_stamp(folder)
         assert stamp is not None
         for name, meta in stamp.files.items():
             out[f"/opt/infbuild/mlp/{folder_target}/{stage}/{name}"] = meta["sha256"]
-        # the stamp travels too: the runtime in the image checks the files against it, never the index alone
+        # the stamp travels too: the runtime in the image checks the files against it, never the index alone; the
+        # verify stage's, so that the verdict is the one given on exactly these bytes; and each folder's signature
         out[f"/opt/infbuild/mlp/{folder_target}/{stage}/stamp.json"] = hashlib.sha256(image_stamp(stamp)).hexdigest()
+        out[f"/opt/infbuild/mlp/{folder_target}/{stage}/stage.sig"] = hashlib.sha256(
+            (folder / "stage.sig").read_bytes()).hexdigest()
     return out
 
 
