@@ -51,7 +51,7 @@ def test_a_signature_binds_stage_recipe_target_key_and_every_file(folder: Path, 
                        "evil.so is not signed"),
         "verdict flipped": (replace(stamp, passed=True), "signed for passed"),
     }
-    for name, (other, message) in cases.items():
+    for other, message in cases.values():
         with pytest.raises(BadSignature, match=message.replace("(", r"\(").replace(")", r"\)")):
             stage_signature.check(bundle, trusted, other)
     with pytest.raises(BadSignature, match="which is not trusted"):
