@@ -17,11 +17,12 @@ _FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Setting:
     name: str
-    kind: str  # "flag", "path", "paths", "name"
+    kind: str  # "flag", "path", "paths", "name", "choice"
     default: Any
     toml: str | None  # the [tool.infbuild] key, when a project may set it
     env: str | None  # the environment variable (wins over pyproject.toml)
     doc: str
+    choices: tuple[str, ...] = ()  # a "choice" setting's values
 
 
 SETTINGS = {s.name: s for s in (
@@ -35,6 +36,9 @@ SETTINGS = {s.name: s for s in (
             "this machine's own key (default ~/.config/infbuild/machine-key.pem), created on first use"),
     Setting("allow_target_mismatch", "flag", False, None, "INFBUILD_ALLOW_TARGET_MISMATCH",
             "load artifacts built for another target anyway (loudly)"),
+    Setting("workers", "choice", "warm", None, "INFBUILD_WORKERS",
+            "warm: CPU stages run in forks of one server that imported torch once; subprocess: a fresh Python each",
+            choices=("warm", "subprocess")),
 )}
 
 
@@ -72,6 +76,10 @@ def value(name: str, config: Mapping[str, Any] | None = None, root: Path | None 
         return setting.default
     if setting.kind == "flag":
         return flag(name, environ)
+    if setting.kind == "choice":
+        if raw not in setting.choices:
+            raise ConfigError(f"{where}={str(raw)[:40]!r}: expected one of {', '.join(setting.choices)}")
+        return raw
     if setting.kind == "name":
         if not isinstance(raw, str) or not raw.isidentifier():
             raise ConfigError(f"{where}: expected the name of an environment variable")
