@@ -61,3 +61,15 @@ def pytest_configure(config: pytest.Config) -> None:
     import os
 
     os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="infbuild-test-config-"))
+
+
+# Fixtures that build real artifacts: a test using one is in the slow tier (`python -m pytest -m "not slow"` is the
+# developer's loop; CI runs everything). Modules made of builds mark themselves with ``pytestmark``.
+BUILDING_FIXTURES = {"examples_built", "services", "built", "proj", "producer", "oci_proj", "docker_proj", "warm",
+                     "registry", "hostile_registry"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if BUILDING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

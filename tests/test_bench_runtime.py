@@ -14,6 +14,8 @@ from helpers import DoitRun, Project
 from infbuild.errors import ArtifactError, InputError
 from infbuild.preferred import choose_preferred
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 
 @pytest.fixture
 def host_env(monkeypatch: pytest.MonkeyPatch):

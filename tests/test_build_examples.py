@@ -12,6 +12,8 @@ from helpers import DoitRun, Project, tasks
 
 from infbuild.stamp import read_stamp, rehash_problems
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 EXAMPLES = ("convnet", "mlp", "seqblock")
 STAGES = ("onnx", "reference", "aoti", "verify", "bench")
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import SMALL_BENCH, GpuHost, Project, mlp_recipe, tasks, trt_recipe
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 CACHEABLE = {"onnx", "reference", "aoti", "verify", "bench"}
 
 

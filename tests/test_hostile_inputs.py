@@ -47,6 +47,7 @@ def write_hostile(folder: Path) -> dict[str, str]:
             "objects": "holds Python objects"}
 
 
+@pytest.mark.slow  # validate imports torch and each model
 def test_hostile_sample_files_are_located_one_line_errors(tmp_path: Path) -> None:
     p = Project(tmp_path / "proj")
     expected = write_hostile(p.root / "samples")

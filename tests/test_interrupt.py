@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import Project, mlp_recipe
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 
 def start_and_kill(proj: Project, sig: int, marker: str = "[aoti] compiling", delay: float = 1.0,
                    pids: list[int] | None = None, before_kill=None) -> int:

@@ -13,6 +13,8 @@ from helpers import SMALL_BENCH, Project, mlp_recipe
 from infbuild.package.contents import image_stamp
 from infbuild.stamp import read_stamp
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 SECRET = "s3cr3t-registry-password-do-not-leak"
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from helpers import BERT, GPT2, SMALL_BENCH, Project, mlp_recipe
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 pytest.importorskip("transformers")
 
 

@@ -41,6 +41,7 @@ def test_two_builds_on_one_tree_take_turns(built: Project) -> None:
     assert built.infbuild("verify-artifacts").returncode == 0
 
 
+@pytest.mark.slow
 def test_parallel_aoti_compiles_of_one_architecture_keep_their_own_weights(tmp_path: Path, cpu_target: str) -> None:
     """Two recipes that differ only in weights generate the same AOTInductor wrapper code; compiled at once
     (doit -n 2) each package must hold its own weights. The generated sources and .so go to a folder of the

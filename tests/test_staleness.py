@@ -14,6 +14,8 @@ import pytest
 import torch
 from helpers import SMALL_BENCH, Project, build, mlp_recipe, tasks
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 OTHER = mlp_recipe(name="other", seed=1, extra_model="  sources: [examples/models.py, examples/extra.py]\n",
                    bench=SMALL_BENCH)
 CHAIN = {"onnx", "reference", "aoti", "verify"}  # mlp has no bench stage; other has one

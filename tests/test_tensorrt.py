@@ -14,6 +14,8 @@ from infbuild.errors import FieldError
 from infbuild.recipe import Recipe
 from infbuild.trtexec import engine_argv, parse_version, shape_flags, timing_cache_argv
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 TRT = {"trt_timing_cache", "trt_engine"}
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from helpers import H100, GpuHost, Project, build, problems_of, tasks, trt_recipe
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 SEQ = """\
 name: seq
 model:

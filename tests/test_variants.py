@@ -16,6 +16,8 @@ from infbuild.plan import Host, plan_recipe
 from infbuild.preferred import choose_preferred
 from infbuild.recipe import Recipe
 
+pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
+
 VARIANTS = "variants:\n  onnxruntime: [optimized, int8_dynamic, int8_static]\n  aoti: [bf16, fp16]\n"
 BF16_CPU = bool({"avx512_bf16", "amx_bf16"} & set(host_fingerprint()["cpu"]["flags"]))
 FP16_CPU = bool({"avx512_fp16", "amx_fp16"} & set(host_fingerprint()["cpu"]["flags"]))
