@@ -31,39 +31,32 @@ def start_and_kill(proj: Project, sig: int, marker: str = "[aoti] compiling", de
     return proc.wait(timeout=60)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])
-def test_killed_build_leaves_nothing_complete_and_next_build_finishes(project: Project, cpu_target: str, sig: int) -> None:
-    project.add_recipe("mlp.yaml", mlp_recipe())
-    assert start_and_kill(project, sig) != 0
-    target = project.artifacts / "mlp" / cpu_target
-    assert not (target / "aoti" / "stamp.json").exists()
-    assert not (target / "aoti").exists()  # only a hidden staging folder may remain, never the final one
-    if sig != signal.SIGKILL:
-        assert not list(target.glob(".aoti.staging-*")), "an orderly interrupt removes its staging folder"
-    time.sleep(1.0)  # a SIGKILLed build's worker notices its parent is gone within 0.5 s
-    result = project.doit("build")
-    assert result.returncode == 0, result.output[-3000:]
-    assert result.stages_ran() == {"aoti:mlp", "verify:mlp"}  # onnx and reference had finished
-    assert not list(target.glob(".aoti.*")), "leftover staging folders are cleaned up"
-    assert (target / "aoti" / "stamp.json").is_file()
+# Each kill lands at a stage boundary of one project, and each next build resumes from what the last one left: the
+# stage it was killed in is never stamped, and the build that finally completes runs exactly the unfinished stages.
+MATRIX = [  # (marker in the build's output, seconds after it, signal, the stage it interrupts, its target)
+    (".  onnx:mlp", 0.0, signal.SIGTERM, "onnx", "portable"),
+    (".  reference:mlp", 0.0, signal.SIGINT, "reference", "portable"),
+    ("[aoti] exporting", 0.3, signal.SIGKILL, "aoti", "cpu"),
+    (".  verify:mlp", 0.0, signal.SIGKILL, "verify", "cpu"),
+]
 
 
-@pytest.mark.parametrize("marker,stage,rerun", [
-    (".  onnx:mlp", "onnx", {"onnx", "reference", "aoti", "verify"}),
-    (".  reference:mlp", "reference", {"reference", "aoti", "verify"}),
-    ("[aoti] exporting", "aoti", {"aoti", "verify"}),
-    (".  verify:mlp", "verify", {"verify"}),
-])
-def test_sigkill_during_each_stage_kind_rebuilds_exactly_the_unfinished(project: Project, cpu_target: str, marker: str,
-                                                                        stage: str, rerun: set[str]) -> None:
+def test_kills_at_each_stage_boundary_never_leave_a_stage_that_looks_complete(project: Project, cpu_target: str) -> None:
     project.add_recipe("mlp.yaml", mlp_recipe())
-    assert start_and_kill(project, signal.SIGKILL, marker, delay=0.3) != 0
-    target = "portable" if stage in ("onnx", "reference") else cpu_target
-    assert not (project.artifacts / "mlp" / target / stage / "stamp.json").exists()
-    time.sleep(1.0)
+    for marker, delay, sig, stage, where in MATRIX:
+        assert start_and_kill(project, sig, marker, delay=delay) != 0, marker
+        folder = project.artifacts / "mlp" / (cpu_target if where == "cpu" else where)
+        assert not (folder / stage / "stamp.json").exists(), marker
+        if sig != signal.SIGKILL:
+            assert not list(folder.glob(f".{stage}.staging-*")), "an orderly interrupt removes its staging folder"
+        time.sleep(1.0)  # a SIGKILLed build's workers notice within half a second
+    unfinished = {f"{stage}:mlp" for _, _, _, stage, where in MATRIX
+                  if not (project.artifacts / "mlp" / (cpu_target if where == "cpu" else where) / stage / "stamp.json").exists()}
+    assert "verify:mlp" in unfinished
     result = project.doit("build")
     assert result.returncode == 0, result.output[-3000:]
-    assert result.stages_ran() == {f"{s}:mlp" for s in rerun}
+    assert result.stages_ran() == unfinished
+    assert not list(project.artifacts.glob("mlp/*/.*.staging-*")), "leftover staging folders are cleaned up"
     assert project.infbuild("verify-artifacts").returncode == 0
 
 
@@ -104,7 +97,7 @@ def _workers_of(build: int) -> list[str]:
     return found
 
 
-def test_a_sigkilled_build_leaves_no_worker_behind(project: Project) -> None:
+def test_a_sigkill_during_an_aoti_compile_leaves_no_worker_and_nothing_complete(project: Project, cpu_target: str) -> None:
     project.add_recipe("mlp.yaml", mlp_recipe())
     pids: list[int] = []
     seen: list[str] = []
@@ -115,3 +108,10 @@ def test_a_sigkilled_build_leaves_no_worker_behind(project: Project) -> None:
     while time.time() < deadline and _workers_of(pids[0]):
         time.sleep(0.1)
     assert not _workers_of(pids[0]), "the server and its forks stop with the build"
+    target = project.artifacts / "mlp" / cpu_target
+    assert not (target / "aoti").exists()  # only a hidden staging folder may remain, never the final one
+    result = project.doit("build")
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.stages_ran() == {"aoti:mlp", "verify:mlp"}  # onnx and reference had finished
+    assert not list(target.glob(".aoti.*")), "leftover staging folders are cleaned up"
+    assert (target / "aoti" / "stamp.json").is_file()

@@ -316,6 +316,7 @@ def test_key_inputs_name_what_the_stage_reads(root: Path) -> None:
     ({"stages.onnx.opset": 17}, {"onnx"}),
     ({"stages.aoti.max_autotune": True}, {"aoti"}),
     ({"stages.reference.seed": 3}, {"reference"}),
+    ({"stages.onnx.external_data": True}, {"onnx"}),
     ({"dims.batch.max": 128}, {"onnx", "reference", "aoti"}),
     ({"model.kwargs": {"seed": 1}}, {"onnx", "reference", "aoti"}),
     ({"description": "no stage reads this"}, set()),
@@ -341,8 +342,56 @@ def test_portable_keys_do_not_read_the_host_and_device_keys_do(root: Path) -> No
 def test_a_source_edit_changes_the_model_stages_keys(root: Path) -> None:
     stages = planned(root, recipe(root))
     keys = {n: key_of(root, stages, n) for n in ("onnx", "reference", "aoti")}
+    stamp_buildable(root, stages)
     (root / "examples" / "models.py").write_text("def mlp(seed=0): return None\n")
     assert all(key_of(root, stages, n) != key for n, key in keys.items())
+    assert why_stale(root, stages, "onnx") == "key changed: sources (examples/models.py)"
+    assert why_stale(root, stages, "verify") is None  # stale once its upstream rebuilds (status: "upstream ... will be")
+
+
+def test_a_weights_edit_changes_the_model_stages_keys_only(root: Path) -> None:
+    """(Was end to end in test_staleness: a weights change reruns the model stages, and verify because it reads them.)"""
+    (root / "weights").mkdir()
+    (root / "weights" / "mlp.pt").write_bytes(b"state dict, seed 5")
+    stages = planned(root, recipe(root, {"model.weights": "weights/mlp.pt"}))
+    stamp_buildable(root, stages)
+    (root / "weights" / "mlp.pt").write_bytes(b"state dict, seed 6")
+    assert {n: why_stale(root, stages, n) for n in stages} == {
+        "onnx": "key changed: weights (weights/mlp.pt)", "reference": "key changed: weights (weights/mlp.pt)",
+        "aoti": "key changed: weights (weights/mlp.pt)", "verify": None}  # verify: stale once its upstream rebuilds
+
+
+def test_touching_files_or_losing_the_bookkeeping_rebuilds_nothing(root: Path) -> None:
+    """mtimes never decide: touched sources, weights and outputs, a deleted doit DB or digest cache change no key.
+    (Was end to end in test_staleness.)"""
+    import os
+    import time
+
+    stages = planned(root, recipe(root))
+    stamp_buildable(root, stages)
+    digests = DigestCache(root / "artifacts" / ".infbuild" / "digests.json")
+    before = {n: staleness(p, fingerprint(), root, digests, stages) for n, p in stages.items()}
+    digests.save()
+    assert before == {n: None for n in stages}
+    later = time.time() + 100
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (later, later))
+    (root / "artifacts" / ".infbuild" / "digests.json").unlink()
+    (root / "artifacts" / ".doit.db").write_bytes(b"not a database")
+    fresh = DigestCache(root / "artifacts" / ".infbuild" / "digests.json")
+    assert {n: staleness(p, fingerprint(), root, fresh, stages) for n, p in stages.items()} == before
+
+
+def test_a_truncated_or_deleted_output_is_stale_with_the_file_named(root: Path) -> None:
+    """(Was end to end in test_staleness; the rebuild itself is pinned there for an AOTI package.)"""
+    stages = planned(root, recipe(root))
+    stamp_buildable(root, stages)
+    onnx = stages["onnx"].folder / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:3])
+    assert (why_stale(root, stages, "onnx") or "").startswith("file model.onnx changed size")
+    onnx.unlink()
+    assert why_stale(root, stages, "onnx") == "file model.onnx is missing"
 
 
 # --- staleness ----------------------------------------------------------------------------------------------
