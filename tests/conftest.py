@@ -34,7 +34,22 @@ def examples_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, D
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory):
+def mlp_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path]:
+    """The MLP recipe (``mlp_recipe()``) built once for the session, its stages stored in a local cache: fixtures
+    whose subject is not the cold build copy it (``copy_built``) or restore from that cache instead of compiling."""
+    from helpers import mlp_recipe
+
+    root = tmp_path_factory.mktemp("mlp-built")
+    proj = Project(root / "proj")
+    proj.add_recipe("mlp.yaml", mlp_recipe())
+    cache = root / "cache"
+    result = proj.doit("build", env=proj.env(INFBUILD_CACHE=f"local:{cache}"))
+    assert result.returncode == 0, result.output[-4000:]
+    return proj, cache
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory, mlp_built: tuple[Project, Path]):
     """A real dockerd and a real registry on loopback, plus a busybox base image in both; stopped after."""
     from services import Dockerd, RegistryServer, busybox_rootfs_tar, require_binaries
 
@@ -48,7 +63,7 @@ def services(tmp_path_factory: pytest.TempPathFactory):
                                                   tag="1")
         for chunk in dockerd.client.api.push(f"{registry.address}/base/busybox", tag="1", stream=True, decode=True):
             assert "error" not in chunk, chunk
-        yield {"dockerd": dockerd, "registry": registry, "base": base}
+        yield {"dockerd": dockerd, "registry": registry, "base": base, "mlp_cache": mlp_built[1]}
     finally:
         dockerd.stop()
         registry.stop()

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from helpers import Project, mlp_recipe
+from helpers import Project, copy_built, mlp_recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,15 +30,12 @@ PLANNED = {"onnx", "reference", "aoti", "verify"}
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path]:
-    """The MLP recipe built once, its stages stored in a local cache of its own."""
+def built(tmp_path_factory: pytest.TempPathFactory, mlp_built: tuple[Project, Path]) -> tuple[Project, Path]:
+    """The MLP recipe built (a copy of the session's build), its stages stored in a local cache of its own."""
     root = tmp_path_factory.mktemp("hostile")
-    p = Project(root / "proj")
-    p.add_recipe("mlp.yaml", mlp_recipe())
-    cache = root / "cache"
-    result = p.doit("build", env=p.env(INFBUILD_CACHE=f"local:{cache}"))
-    assert result.returncode == 0, result.output[-3000:]
-    return p, cache
+    p = copy_built(mlp_built[0], root / "proj")
+    shutil.copytree(mlp_built[1], root / "cache")
+    return p, root / "cache"
 
 
 def fresh_copy(built: tuple[Project, Path], tmp_path: Path) -> tuple[Project, Path]:

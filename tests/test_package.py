@@ -36,7 +36,10 @@ package:
 
 
 def env(proj: Project, services: dict, **extra: str) -> dict[str, str]:
-    return proj.env(DOCKER_HOST=services["dockerd"].host, REG_USER="ci", REG_PASS=SECRET, **extra)
+    """The packaging tests' environment: their subject is the image, so the model stages the session's MLP build
+    already has come from its cache (read-only), not from compiles of their own."""
+    return proj.env(DOCKER_HOST=services["dockerd"].host, REG_USER="ci", REG_PASS=SECRET,
+                    **{"INFBUILD_CACHE": f"local:{services['mlp_cache']}#ro", **extra})
 
 
 def image_info(proj: Project, target: str) -> dict:

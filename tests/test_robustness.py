@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import VALID_RECIPE, Project, doit_argv, jsonl_run, loader_project, mlp_recipe
+from helpers import VALID_RECIPE, Project, copy_built, doit_argv, jsonl_run, loader_project, mlp_recipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,12 +19,9 @@ from infbuild.recipe import load_file, load_recipes
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    p = Project(tmp_path_factory.mktemp("robust") / "proj")
-    p.add_recipe("mlp.yaml", mlp_recipe())
-    result = p.doit("build")
-    assert result.returncode == 0, result.output[-3000:]
-    return p
+def built(tmp_path_factory: pytest.TempPathFactory, mlp_built: tuple[Project, Path]) -> Project:
+    """A copy of the session's built MLP (its subject here is not the cold build)."""
+    return copy_built(mlp_built[0], tmp_path_factory.mktemp("robust") / "proj")
 
 
 def test_two_builds_on_one_tree_take_turns(built: Project) -> None:
