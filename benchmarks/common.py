@@ -21,3 +21,11 @@ def example_project(dest: Path, recipes: list[Path] | None = None, bench: bool =
             text += "\nbench: {enabled: false}\n"
         (dest / "recipes" / recipe.name).write_text(text)
     return dest
+
+
+def cpu() -> str:
+    """This machine's CPU model (figures say which CPU they came from)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

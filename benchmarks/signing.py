@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import cpu  # noqa: E402
 from infbuild.artifacts import list_files  # noqa: E402
 from infbuild.signing import stage_signature  # noqa: E402
 from infbuild.signing.dsse import SigningKey  # noqa: E402
@@ -68,12 +69,6 @@ def main() -> None:
     for what, seconds in rows:
         print(f"| {what} | {seconds:.3f} | {seconds / base:.3f} |")
 
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

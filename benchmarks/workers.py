@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, example_project
+from common import REPO, cpu, example_project
 
 MLP = """\
 name: mlp{i:02d}
@@ -72,12 +72,6 @@ def main() -> None:
     for label, cold, warm in rows:
         print(f"| {label} | {cold:.1f} | {warm:.1f} | {warm / cold:.2f} |")
 
-
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
