@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SMALL_BENCH, GpuHost, Project, mlp_recipe, tasks, trt_recipe
+from helpers import SMALL_BENCH, GpuHost, Project, copy_built, mlp_recipe, tasks, trt_recipe
 
 pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
 
@@ -75,15 +75,29 @@ def test_entries_of_one_target_never_restore_on_another(warm: tuple[Path, str], 
     assert result.built() == {"aoti:a", "verify:a", "bench:a"}
 
 
+@pytest.fixture(scope="module")
+def a_built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path]:
+    """Recipe ``a`` built once with its stages in a local cache: tests whose subject is what happens to a cache
+    entry afterwards copy both instead of compiling first."""
+    root = tmp_path_factory.mktemp("a-built")
+    first = clone(root, "first", {"a.yaml": mlp_recipe(name="a")})
+    assert first.doit("build", env=first.env(INFBUILD_CACHE=f"local:{root / 'cache'}")).returncode == 0
+    return first, root / "cache"
+
+
+def copied(a_built: tuple[Project, Path], tmp_path: Path) -> tuple[Project, str]:
+    """A private copy of ``a_built``'s project and cache (the cache as an INFBUILD_CACHE entry)."""
+    shutil.copytree(a_built[1], tmp_path / "cache")
+    return copy_built(a_built[0], tmp_path / "first"), f"local:{tmp_path / 'cache'}"
+
+
 def _local_root(cache: str) -> Path:
     return Path(cache.split(":", 1)[1])
 
 
-def test_tampered_blob_is_a_miss_and_a_rebuild(tmp_path: Path) -> None:
-    cache = f"local:{tmp_path / 'cache'}"
+def test_tampered_blob_is_a_miss_and_a_rebuild(a_built: tuple[Project, Path], tmp_path: Path) -> None:
+    first, cache = copied(a_built, tmp_path)
     recipes = {"a.yaml": mlp_recipe(name="a")}
-    first = clone(tmp_path, "first", recipes)
-    assert first.doit("build", env=first.env(INFBUILD_CACHE=cache)).returncode == 0
     onnx_sha = json.loads((first.stage("a", "portable", "onnx") / "stamp.json").read_text())["files"]["model.onnx"]["sha256"]
     blob = _local_root(cache) / "blobs" / onnx_sha[:2] / onnx_sha
     blob.write_bytes(blob.read_bytes()[:-10] + b"0123456789")
@@ -101,11 +115,9 @@ def test_tampered_blob_is_a_miss_and_a_rebuild(tmp_path: Path) -> None:
     assert result.returncode == 0 and "reference:a" in result.built() and "(truncated?)" in result.output
 
 
-def test_path_traversal_entry_is_refused(tmp_path: Path) -> None:
-    cache = f"local:{tmp_path / 'cache'}"
+def test_path_traversal_entry_is_refused(a_built: tuple[Project, Path], tmp_path: Path) -> None:
+    first, cache = copied(a_built, tmp_path)
     recipes = {"a.yaml": mlp_recipe(name="a")}
-    first = clone(tmp_path, "first", recipes)
-    assert first.doit("build", env=first.env(INFBUILD_CACHE=cache)).returncode == 0
     key = json.loads((first.stage("a", "portable", "onnx") / "stamp.json").read_text())["key"]
     entry_path = _local_root(cache) / "entries" / f"{key}.json"
     entry = json.loads(entry_path.read_text())
@@ -153,8 +165,8 @@ def test_two_builds_populating_one_cache_at_once_agree_on_every_key(tmp_path: Pa
     assert result.returncode == 0 and result.built() == set() and len(result.restored()) == 8
 
 
-def test_a_build_that_loses_the_race_adopts_the_cached_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               cpu_target: str) -> None:
+def test_a_build_that_loses_the_race_adopts_the_cached_outputs(a_built: tuple[Project, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, cpu_target: str) -> None:
     """A stage built while another build stored the same key first ends with the cached bytes (the cache keeps its
     first entry), so what depends on it restores from the cache too."""
     from infbuild.engine import share
@@ -162,10 +174,8 @@ def test_a_build_that_loses_the_race_adopts_the_cached_outputs(tmp_path: Path, m
     from infbuild.stamp import read_stamp
     from infbuild.tasks import context
 
-    cache = f"local:{tmp_path / 'cache'}"
+    first, cache = copied(a_built, tmp_path)
     recipes = {"a.yaml": mlp_recipe(name="a")}
-    first = clone(tmp_path, "first", recipes)
-    assert first.doit("build", env=first.env(INFBUILD_CACHE=cache)).returncode == 0
     cached = read_stamp(first.stage("a", cpu_target, "aoti"))
     second = clone(tmp_path, "second", recipes)  # the build that lost the race: its own package, not yet stored
     assert second.doit("build", env=second.env(INFBUILD_CACHE="off")).returncode == 0
@@ -185,10 +195,9 @@ def test_a_build_that_loses_the_race_adopts_the_cached_outputs(tmp_path: Path, m
     assert result.returncode == 0 and result.built() == set() and "verify:a" in result.restored()
 
 
-def test_cache_cli_stats_ls_push_pull_gc(tmp_path: Path) -> None:
+def test_cache_cli_stats_ls_push_pull_gc(a_built: tuple[Project, Path], tmp_path: Path) -> None:
     cache = f"local:{tmp_path / 'cache'}"
-    p = clone(tmp_path, "p", {"a.yaml": mlp_recipe(name="a")})
-    assert p.doit("build", env=p.env(INFBUILD_CACHE="off")).returncode == 0
+    p = copy_built(a_built[0], tmp_path / "p")
     env = p.env(INFBUILD_CACHE=cache)
     assert "push: 4 stage(s)" in p.infbuild("cache", "push", env=env).stdout
     stats = p.infbuild("cache", "stats", env=env).stdout
