@@ -110,3 +110,15 @@ def test_a_worker_cannot_leave_its_own_signature(folder: Path, tmp_path: Path) -
     final = tmp_path / "final"
     commit(staging, final, Stamp("a" * 64, "onnx", "mlp", "portable", {}), Outputs(("model.onnx",)))
     assert not (final / "stage.sig").exists()
+
+
+def test_several_trusted_keys_and_removing_one_revokes_what_it_signed(folder: Path, tmp_path: Path) -> None:
+    old, new = make_keypair(tmp_path, "old"), make_keypair(tmp_path, "new")
+    stamp = signed(folder, SigningKey.read(old.private))
+    both = trust(explicit=(old.public, new.public))
+    assert both.enforced and stage_signature.problem(folder, stamp, both.for_shared()) is None
+    rotated = trust(explicit=(new.public,))
+    why = stage_signature.problem(folder, stamp, rotated.for_shared())
+    assert why is not None and "which is not trusted" in why
+    signed(folder, SigningKey.read(new.private))  # infbuild sign --all with the new key
+    assert stage_signature.problem(folder, stamp, rotated.for_shared()) is None
