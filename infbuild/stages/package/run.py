@@ -67,7 +67,7 @@ def run(job: Job) -> None:
             print(f"[package] wrote OCI layout {out.name}/oci (tag {options['version']}-{target})", flush=True)
         if options["push"]:
             client = oci.push(image, parse(reference), credentials, credentials)
-            info.update(uploaded_bytes=client.uploaded_bytes, uploaded_blobs=client.uploaded_blobs)
+            info.update(uploaded_bytes=client.uploaded_bytes, uploaded_blobs=list(client.uploaded_blobs))  # the image only
             print(f"[package] pushed {reference}@{image.digest} ({client.uploaded_bytes} bytes uploaded)", flush=True)
             subject = signed_image.Subject(parse(reference), image.digest, oci.OCI_MANIFEST, len(image.manifest))
             info["signed"] = _sign(job, client, subject, [oci.sha256(image.layer)], base, image.base_digest,
