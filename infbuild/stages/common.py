@@ -13,6 +13,19 @@ def model_fields(recipe: Recipe) -> dict[str, Any]:
             "dims": d["dims"], "outputs": d["outputs"]}
 
 
+def trace_sizes(recipe: Recipe) -> dict[str, int]:
+    """The sizes exports trace dynamic dims at where that is not their ``opt``: torch.export specialises a dim traced
+    at 0 or 1 to that constant, so a dim whose ``opt`` is 1 (and whose max is above it) is traced at 2."""
+    return {d.name: 2 for d in recipe.dims.values() if d.min < d.max and d.opt <= 1}
+
+
+def export_fields(recipe: Recipe) -> dict[str, Any]:
+    """What an export reads: the model and its I/O, and the trace sizes where they are not ``opt`` (absent from the
+    keys of recipes whose opt sizes are traced, which stay as they were)."""
+    trace = trace_sizes(recipe)
+    return {**model_fields(recipe), **({"trace": trace} if trace else {})}
+
+
 def variant_fields(recipe: Recipe) -> dict[str, Any]:
     """The variants and their budgets, and the runtime settings, for the stages that judge or time every artifact
     (absent from the keys of recipes without them, which stay as they were)."""

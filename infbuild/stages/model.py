@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -194,6 +195,46 @@ def shape_labels(recipe: Recipe) -> dict[str, dict[str, tuple[int, ...]]]:
             seen.add(frozen)
             labels[label] = shapes
     return labels
+
+
+def trace_shapes(recipe: Recipe) -> dict[str, tuple[int, ...]]:
+    """The input shapes exports trace with: ``opt``, except dynamic dims torch would specialise there
+    (``stages.common.trace_sizes``: a dim whose opt is 1 is traced at 2)."""
+    from .common import trace_sizes
+
+    sizes = {d.name: d.opt for d in recipe.dims.values()} | trace_sizes(recipe)
+    return {i.name: tuple(s if isinstance(s, int) else sizes[s] for s in i.shape) for i in recipe.inputs}
+
+
+def specialised_dim(recipe: Recipe, message: str) -> FieldError | None:
+    """torch.export's "Constraints violated ... specialized to a constant" as a located error on the dim it names."""
+    if "Constraints violated" not in message and "specializ" not in message:
+        return None
+    dynamic = [d for d in recipe.dims.values() if d.min < d.max]
+    named = next((d for d in dynamic if re.search(rf"\b{re.escape(d.name)}\b", message)), None)
+    if named is None:
+        return None
+    constant = re.search(r"constant \((\d+)\)|inferred to be (?:a )?constant \((\d+)\)", message)
+    value = next((g for g in (constant.groups() if constant else ()) if g), None)
+    fixed = f" to {value}" if value else ""
+    return FieldError(f"dims.{named.name}", f"the model's code fixes {named.name}{fixed} when exported (torch.export "
+                      f"specialised it), so no artifact would accept {named.min}..{named.max}: make the model keep it "
+                      f"dynamic, or declare it static (min = opt = max{' = ' + value if value else ''})")
+
+
+def check_dynamic_axes(recipe: Recipe, exported: dict[str, list[Any]], what: str) -> None:
+    """Every axis the recipe declares dynamic is symbolic in an exported artifact's inputs (``exported``: input name
+    -> its dims, a name or None where symbolic, an int where fixed); a fixed one is a FieldError naming the dim."""
+    for spec in recipe.inputs:
+        dims = exported.get(spec.name)
+        if dims is None:
+            continue
+        for axis, (want, got) in enumerate(zip(spec.shape, dims)):
+            if isinstance(want, str) and recipe.dims[want].min < recipe.dims[want].max and isinstance(got, int):
+                d = recipe.dims[want]
+                raise FieldError(f"dims.{want}", f"the {what} fixed {spec.name} axis {axis} ({want}) to {got}: it would "
+                                 f"not accept {d.min}..{d.max}; make the model keep {want} dynamic, or declare it "
+                                 f"static (min = opt = max = {got})")
 
 
 def sample_inputs(recipe: Recipe, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ...artifacts import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, Stage, register
-from ..common import model_fields
+from ..common import export_fields
 
 if TYPE_CHECKING:
     from ...plan import Host
@@ -38,4 +38,4 @@ class AotiStage(Stage):
 STAGE = register(AotiStage(
     "aoti", 3, "device", "compile an AOTInductor package (model.pt2) for this target",
     Outputs(("model.pt2", "aoti.json")), tools=("torch",),
-    fields=lambda r: {**model_fields(r), "options": r.stages["aoti"]}, reads_model=True, backend="aoti"))
+    fields=lambda r: {**export_fields(r), "options": r.stages["aoti"]}, reads_model=True, backend="aoti"))

@@ -8,7 +8,7 @@ from ...artifacts import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, register
 from ..aoti import AotiStage
-from ..common import model_fields
+from ..common import export_fields
 
 if TYPE_CHECKING:
     from ...plan import Host
@@ -25,7 +25,7 @@ class AotiVariant(AotiStage):
 
 
 def _fields(precision: str) -> Callable[[Recipe], dict[str, Any]]:
-    return lambda r: {**model_fields(r), "options": r.stages["aoti"], "variant": precision}
+    return lambda r: {**export_fields(r), "options": r.stages["aoti"], "variant": precision}
 
 
 for _precision in ("bf16", "fp16"):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from ...artifacts import Outputs
 from ...stage import Stage, register
-from ..common import model_fields
+from ..common import export_fields
 
 STAGE = register(Stage(  # also planned for the stages that need it (TensorRT)
     "onnx", 4, "portable", "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims",
     Outputs(("model.onnx", "export.json"), ("model.onnx.data", "model.graph.onnx")),
-    tools=("torch", "onnx", "onnxscript"), fields=lambda r: {**model_fields(r), "options": r.stages["onnx"]},
+    tools=("torch", "onnx", "onnxscript"), fields=lambda r: {**export_fields(r), "options": r.stages["onnx"]},
     reads_model=True, backend="onnxruntime"))

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import build_model, dynamic_shapes, sample_inputs, shape_labels, to_torch
+from ..model import build_model, check_dynamic_axes, dynamic_shapes, sample_inputs, specialised_dim, to_torch, trace_shapes
 from ..request import Job
 
 
@@ -72,7 +72,7 @@ def run(job: Job) -> None:
 
     options = recipe.stages["onnx"]
     model = build_model(recipe, root)
-    example = to_torch(recipe, sample_inputs(recipe, shape_labels(recipe)["opt"], seed=0))
+    example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0))
     path = out / "model.onnx"
     print(f"[onnx] exporting {recipe.name} (opset {options['opset']}, dims: {', '.join(recipe.dims) or 'static'})",
           flush=True)
@@ -86,8 +86,11 @@ def run(job: Job) -> None:
                 opset_version=options["opset"], external_data=options["external_data"], verbose=False,
             )
     except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
-        raise StageFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
+        raise specialised_dim(recipe, str(exc)) or \
+            StageFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     proto = onnx.load(str(path), load_external_data=False)
+    check_dynamic_axes(recipe, {v.name: [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+                                         for d in v.type.tensor_type.shape.dim] for v in proto.graph.input}, "ONNX export")
     if strip_checkout_paths(proto, root.resolve()):
         onnx.save(proto, str(path))  # external data references are kept as they are
     onnx.checker.check_model(str(path))
