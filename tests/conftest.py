@@ -80,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # Fixtures that build real artifacts: a test using one is in the slow tier (`python -m pytest -m "not slow"` is the
 # developer's loop; CI runs everything). Modules made of builds mark themselves with ``pytestmark``.
-BUILDING_FIXTURES = {"examples_built", "services", "built", "proj", "producer", "oci_proj", "docker_proj", "warm",
+BUILDING_FIXTURES = {"examples_built", "mlp_built", "services", "built", "proj", "producer", "oci_proj", "docker_proj", "warm",
                      "registry", "hostile_registry"}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DoitRun, Project, deadline, mlp_recipe
+from helpers import Project, copy_built, deadline, mlp_recipe
 
 from infbuild.arrays import read_npy, read_npz
 from infbuild.errors import ConfigError
@@ -85,13 +85,13 @@ def test_array_headers_are_checked_before_anything_is_allocated(tmp_path: Path) 
         read_npz(tmp_path / "s" / "bomb.npz", refuse_big)
 
 
-def test_run_input_and_output_paths_are_checked(examples_built: tuple[Project, DoitRun], tmp_path: Path) -> None:
-    proj, _ = examples_built
+def test_run_input_and_output_paths_are_checked(mlp_built: tuple[Project, Path], tmp_path: Path) -> None:
+    proj = copy_built(mlp_built[0], tmp_path / "proj")
     x = tmp_path / "x.npy"
     np.save(x, np.ones((2, 10), np.float32))
     huge = tmp_path / "huge.npy"
     huge.write_bytes(_header((1 << 40, 10)))
-    cases = {f"x={huge}": "holds float32 [1099511627776, 10]; x is float32 ['batch', 10] with dims up to [1024, 10]",
+    cases = {f"x={huge}": "holds float32 [1099511627776, 10]; x is float32 ['batch', 10] with dims up to [64, 10]",
              f"x={tmp_path / 'missing.npy'}": "cannot read it"}
     for argument, message in cases.items():
         done = proj.infbuild("run", "mlp", "--input", argument)
@@ -105,14 +105,14 @@ def test_run_input_and_output_paths_are_checked(examples_built: tuple[Project, D
     assert np.load(written)["y"].shape == (2, 1)
 
 
-def test_flags_mean_what_they_say(examples_built: tuple[Project, DoitRun], tmp_path: Path, cpu_target: str) -> None:
+def test_flags_mean_what_they_say(mlp_built: tuple[Project, Path], tmp_path: Path, cpu_target: str) -> None:
     from infbuild import settings
 
     assert settings.flag("allow_target_mismatch", {"INFBUILD_ALLOW_TARGET_MISMATCH": "0"}) is False
     assert settings.flag("allow_target_mismatch", {"INFBUILD_ALLOW_TARGET_MISMATCH": "yes"}) is True
     with pytest.raises(ConfigError, match="INFBUILD_ALLOW_TARGET_MISMATCH='maybe': expected"):
         settings.flag("allow_target_mismatch", {"INFBUILD_ALLOW_TARGET_MISMATCH": "maybe"})
-    proj, _ = examples_built
+    proj = copy_built(mlp_built[0], tmp_path / "proj")
     x = tmp_path / "x.npy"
     np.save(x, np.ones((2, 10), np.float32))
     other = "avx2" if not cpu_target.endswith("avx2") else "avx512"
