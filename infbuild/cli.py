@@ -72,6 +72,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 1 if any(s.state == "stale" for s in states) else 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Per target, the stages a runner of that kind must build (stale, buildable or required), with their keys where
+    they are known now (a stage whose upstream is not built yet gets its key once that is built): the input of a CI
+    matrix (``strategy.matrix: ${{ fromJSON(...) }}``). Run it with ``INFBUILD_FINGERPRINT=@runner.json`` to plan for
+    another kind of runner."""
+    from .keys import UpstreamMissing
+    from .status import stage_states
+
+    ctx = build_context()
+    targets: dict[str, list[dict[str, object]]] = {}
+    for state in stage_states(ctx):
+        p = ctx.planned[state.task]
+        if state.state != "stale":
+            continue
+        try:
+            key: str | None = ctx.key(p)[0]
+        except UpstreamMissing:
+            key = None
+        targets.setdefault(p.target, []).append({"task": state.task, "stage": p.stage.name, "recipe": p.recipe.name,
+                                                 "key": key, "reason": state.reason, "device": p.device})
+    plan = {"host": {"cpu": ctx.host.cpu_target, "cuda": ctx.host.cuda_target},
+            "targets": targets, "matrix": {"include": [{"target": t, "stages": len(s)} for t, s in sorted(targets.items())]}}
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        for target, stages in sorted(targets.items()):
+            print(f"{target}: {len(stages)} stage(s) to build: {', '.join(str(s['task']) for s in stages)}")
+        if not targets:
+            print("nothing to build")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     project = load_project()
     env = dict(os.environ)
@@ -351,6 +383,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="list stale stages with the reason; exit 1 if any (a CI gate)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+    pl = sub.add_parser("plan", help="per target, the stale stages (with their keys) a runner of that kind must build")
+    pl.add_argument("--json", action="store_true", help="JSON for a CI matrix (targets, their stages and keys)")
+    pl.set_defaults(func=cmd_plan)
     b = sub.add_parser("build", help="run `doit build` (or the named tasks)")
     b.add_argument("tasks", nargs="*")
     b.add_argument("-j", "--jobs", type=int, default=1, help="build independent stages in parallel")

@@ -260,16 +260,33 @@ def torch_has_cuda(fp: dict[str, Any]) -> bool:
 
 
 def scope_fields(fp: dict[str, Any], scope: str) -> dict[str, Any]:
-    """The part of the fingerprint a stage of this scope depends on (goes into its key)."""
+    """The part of the fingerprint a stage of this scope depends on (goes into its key), by what it does:
+
+    - ``portable``: nothing of the host;
+    - ``cpu``: what a compiler targets (``-march=native`` AOTInductor): arch, ISA level, ISA flags, g++, libc;
+    - ``cpu-numerics``: what onnxruntime's CPU kernels depend on (arch, ISA level, ISA flags), not the compiler;
+    - ``cuda``: a CUDA AOTInductor compile: the ``cpu`` fields, the GPU, compute capability, CUDA version and the
+      driver's major version (a floor: a patch release of the driver changes nothing compiled);
+    - ``gpu``: TensorRT: the GPU model, compute capability, CUDA version and driver major, no CPU fields (two H100
+      runners on different host CPUs share engines).
+    """
     if scope == "portable":
         return {}
-    cpu = {"arch": fp["cpu"]["arch"], "isa": fp["cpu"]["isa"], "flags": fp["cpu"]["flags"],
-           "gxx": fp["compiler"]["gxx"], "libc": fp["os"]["libc"]}
+    numerics = {"arch": fp["cpu"]["arch"], "isa": fp["cpu"]["isa"], "flags": fp["cpu"]["flags"]}
+    if scope == "cpu-numerics":
+        return numerics
+    cpu = {**numerics, "gxx": fp["compiler"]["gxx"], "libc": fp["os"]["libc"]}
     if scope == "cpu":
         return cpu
     gpu = selected_gpu(fp) or {}
-    return {**cpu, "gpu": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
-            "driver": gpu.get("driver"), "cuda": fp["cuda"].get("version")}
+    device = {"gpu": gpu.get("name"), "compute_capability": gpu.get("compute_capability"),
+              "driver_major": driver_major(gpu.get("driver")), "cuda": fp["cuda"].get("version")}
+    return device if scope == "gpu" else {**cpu, **device}
+
+
+def driver_major(version: Any) -> str | None:
+    """``580.159.04`` -> ``580``: the driver floor a build depends on."""
+    return str(version).split(".", 1)[0] if version else None
 
 
 def render(fp: dict[str, Any]) -> str:

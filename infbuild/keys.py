@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .fingerprint import scope_fields
 from .hashing import DigestCache, digest_json
 from .packages import changes
 from .plan import PlannedStage
@@ -29,8 +28,9 @@ def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, dige
         "stage": stage.name,
         "version": stage.version,
         "recipe": stage.fields(recipe),
-        "fingerprint": scope_fields(dict(fingerprint), "portable" if stage.scope == "portable" else p.device),
-        "tools": {t: p.tools.get("version") if t == "trtexec" else fingerprint["tools"].get(t) for t in stage.tools},
+        "fingerprint": stage.hardware(recipe, fingerprint, p.device),
+        "tools": stage.tool_versions(recipe, {t: p.tools.get("version") if t == "trtexec" else fingerprint["tools"].get(t)
+                                              for t in stage.tools}),
     }
     if stage.reads_model:
         inputs["sources"] = {src: digests.sha256(root / src) for src in recipe.model.sources}

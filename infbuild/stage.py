@@ -100,6 +100,17 @@ class Stage:
         """How its upstream stages enter its key: by default each one's key and file digests."""
         return {name: files_view(stamp) for name, (_, stamp) in upstream.items()}
 
+    def hardware(self, recipe: Recipe, fingerprint: Mapping[str, Any], device: str) -> dict[str, Any]:
+        """What of the host its output depends on (in its key): its scope's fingerprint fields
+        (``fingerprint.scope_fields``), by default what a compile for ``device`` reads."""
+        from .fingerprint import scope_fields
+
+        return scope_fields(dict(fingerprint), "portable" if self.scope == "portable" else device)
+
+    def tool_versions(self, recipe: Recipe, versions: Mapping[str, Any]) -> dict[str, Any]:
+        """How its tools' versions enter its key (default: exactly)."""
+        return dict(versions)
+
     def stale(self, stamp: Stamp) -> str | None:
         """A reason beyond its key that a stamped build of it must be redone (None: up to date)."""
         return None

@@ -109,7 +109,7 @@ def why_stale(root: Path, stages: dict[str, PlannedStage], name: str, fp: dict[s
 
 
 def stamp_as_built(root: Path, stages: dict[str, PlannedStage], name: str, fp: dict[str, Any] | None = None,
-                   verdicts: dict[str, bool | None] | None = None) -> Stamp:
+                   verdicts: dict[str, bool | None] | None = None, contents: dict[str, str] | None = None) -> Stamp:
     """Commit a stage folder holding its required outputs under its current key, as a build would (the judging
     stage's report says each artifact passed, or ``verdicts``)."""
     p = stages[name]
@@ -119,6 +119,8 @@ def stamp_as_built(root: Path, stages: dict[str, PlannedStage], name: str, fp: d
         backends = list(p.recipe.backends)
         results = {b: {"passed": (verdicts or {}).get(b, True)} for b in backends}
         VerifyReport(backends, p.recipe.verify["rtol"], p.recipe.verify["atol"], "rule", results).write(staging)
+    for output, text in (contents or {}).items():
+        (staging / output).write_text(text, encoding="utf-8")
     for output in p.stage.outputs.required:
         if not (staging / output).exists():
             (staging / output).write_text(f"{p.task_name} {output}\n", encoding="utf-8")
@@ -219,6 +221,43 @@ def test_tensorrt_on_a_gpu_host_runs_on_its_gpu(root: Path) -> None:
     assert stages["verify"].upstream == ("reference", "onnx", "trt_engine")
     no_trtexec = planned(root, recipe(root, {"backends": ["tensorrt"]}), fingerprint(GPUS, torch=CUDA_TORCH))
     assert (no_trtexec["trt_engine"].not_buildable or "").startswith("trtexec not found")
+
+
+def test_a_fleet_of_one_gpu_kind_shares_tensorrt_keys_whatever_its_host_cpus_and_driver_patches(root: Path) -> None:
+    """Two H100 runners on different host CPUs (ISA flags, compiler, libc) and driver patch levels build the same
+    TensorRT stages; an A10G (another compute capability) does not; a hardware-compatible engine (ampere+) is shared
+    by both; a dynamic int8 graph is keyed on nothing of the host; AOTInductor stays keyed on the CPU it targets."""
+    import copy as copying
+
+    h100_a = fingerprint([GPUS[0]], torch=CUDA_TORCH, trtexec=TRTEXEC)
+    h100_b = copying.deepcopy(h100_a)
+    h100_b["cpu"].update(isa="avx512", flags=["avx", "avx2", "avx512f", "fma"])
+    h100_b["compiler"]["gxx"], h100_b["os"]["libc"] = "13.1.0", "glibc 2.39"
+    h100_b["gpus"][0]["driver"] = "550.90.07"  # the same major (550), another patch level
+    a10g = fingerprint([GPUS[1]], torch=CUDA_TORCH, trtexec=TRTEXEC)
+    r = recipe(root, {"backends": ["onnxruntime", "tensorrt"], "variants": {"onnxruntime": ["int8_dynamic"]}})
+
+    def trt_keys(fp: dict[str, Any], rec: Recipe = r) -> dict[str, str]:
+        stages = planned(root, rec, fp)
+        stamp_as_built(root, stages, "onnx", fp, contents={"export.json": json.dumps({"graph_sha256": "ab" * 32})})
+        timing = key_of(root, stages, "trt_timing_cache", fp)
+        stamp_as_built(root, stages, "trt_timing_cache", fp)  # same bytes for every host: the engines' keys compare
+        return {"trt_timing_cache": timing, "trt_engine": key_of(root, stages, "trt_engine", fp),
+                **({"onnx_int8_dynamic": key_of(root, stages, "onnx_int8_dynamic", fp)} if "onnx_int8_dynamic" in stages else {})}
+
+    a, b, other = trt_keys(h100_a), trt_keys(h100_b), trt_keys(a10g)
+    assert a == b
+    assert a["trt_timing_cache"] != other["trt_timing_cache"] and a["trt_engine"] != other["trt_engine"]
+    assert a["onnx_int8_dynamic"] == other["onnx_int8_dynamic"]  # a graph transform: no hardware in its key
+    compatible = recipe(root, {"backends": ["onnxruntime", "tensorrt"], "stages.tensorrt.hardware_compatibility_level": "ampere+"})
+    assert trt_keys(h100_a, compatible)["trt_engine"] == trt_keys(a10g, compatible)["trt_engine"]
+    newer_driver = copying.deepcopy(h100_a)
+    newer_driver["gpus"][0]["driver"] = "580.65.06"  # another major: a new floor
+    assert trt_keys(newer_driver)["trt_engine"] != a["trt_engine"]
+    cpu_a, cpu_b = fingerprint(isa="avx2"), copying.deepcopy(fingerprint(isa="avx2"))
+    cpu_b["compiler"]["gxx"] = "13.1.0"
+    plain = recipe(root)
+    assert key_of(root, planned(root, plain, cpu_a), "aoti", cpu_a) != key_of(root, planned(root, plain, cpu_b), "aoti", cpu_b)
 
 
 def test_cuda_visible_devices_selects_the_gpu(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

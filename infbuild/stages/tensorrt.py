@@ -19,6 +19,25 @@ def trt_fields(recipe: Recipe) -> dict[str, Any]:
 class TensorrtStage(Stage):
     """A stage trtexec runs on this GPU (its version enters the key through ``tools``)."""
 
+    def hardware(self, recipe: Recipe, fingerprint: Any, device: str) -> dict[str, Any]:
+        """An engine depends on the GPU, not the host's CPU: the GPU model and compute capability (or only its
+        compatibility class for hardware-compatible engines), the CUDA version and the driver's major version."""
+        from ..fingerprint import scope_fields
+
+        view = scope_fields(dict(fingerprint), "gpu")
+        level = recipe.stages["tensorrt"]["hardware_compatibility_level"]
+        if level == "ampere+":  # runs on any Ampere or later GPU
+            return {**{k: v for k, v in view.items() if k not in ("gpu", "compute_capability")}, "compatibility": level}
+        if level == "sameComputeCapability":  # runs on any GPU of this compute capability
+            return {k: v for k, v in view.items() if k != "gpu"}
+        return view
+
+    def tool_versions(self, recipe: Recipe, versions: Any) -> dict[str, Any]:
+        """A version-compatible engine runs on later TensorRT releases of its major version: keyed on that major."""
+        if recipe.stages["tensorrt"]["version_compatible"] and versions.get("trtexec"):
+            return {**versions, "trtexec": str(versions["trtexec"]).split(".", 1)[0]}
+        return dict(versions)
+
     def required(self, recipe: Recipe) -> bool:
         return bool(recipe.stages["tensorrt"]["required"])
 

@@ -24,6 +24,15 @@ class OnnxVariant(Stage):
             return None
         return str(failed) if failed else None
 
+    def hardware(self, recipe: Recipe, fingerprint: Any, device: str) -> dict[str, Any]:
+        """A graph transform (fusion, dynamic int8 quantisation) depends on nothing of the host; an offline-optimised
+        graph and a calibrated one on what onnxruntime's kernels do on this CPU (not the compiler)."""
+        from ...fingerprint import scope_fields
+
+        if self.variant in ("fused", "int8_dynamic"):
+            return {}
+        return scope_fields(dict(fingerprint), "cpu-numerics" if device == "cpu" else "gpu")
+
     def placement(self, recipe: Recipe, host: Host) -> Placement:
         if self.precision == "fp16":  # onnxruntime's CPU provider has few fp16 kernels: a GPU-only variant
             from ...plan import NO_GPU

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 
 class PackageStage(Stage):
+    def hardware(self, recipe: Recipe, fingerprint: Any, device: str) -> dict[str, Any]:
+        """What it assembles depends on its artifacts (their keys, upstream) and its target folder, not on this host."""
+        return {}
+
     def wanted(self, recipe: Recipe) -> bool:
         return bool(recipe.package)
 

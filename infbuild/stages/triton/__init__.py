@@ -20,6 +20,10 @@ REPOSITORY = "repository"
 
 
 class TritonStage(Stage):
+    def hardware(self, recipe: Recipe, fingerprint: Any, device: str) -> dict[str, Any]:
+        """What it assembles depends on its artifacts (their keys, upstream) and its target folder, not on this host."""
+        return {}
+
     def wanted(self, recipe: Recipe) -> bool:
         return recipe.triton is not None
 

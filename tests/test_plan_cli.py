@@ -1,0 +1,23 @@
+"""`infbuild plan --json`: what a runner of each kind must build, with keys, as a CI matrix's input (no build)."""
+from __future__ import annotations
+
+import json
+
+from helpers import H100, GpuHost, Project, mlp_recipe, trt_recipe
+
+
+def test_plan_lists_per_target_the_stale_stages_with_their_keys(project: Project, cpu_target: str, tmp_path) -> None:
+    project.add_recipe("mlp.yaml", mlp_recipe())
+    done = project.infbuild("plan", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    tasks = {t: {s["task"]: s for s in stages} for t, stages in plan["targets"].items()}
+    assert set(tasks) == {"portable", cpu_target}
+    assert set(tasks["portable"]) == {"onnx:mlp", "reference:mlp"}
+    assert all(len(s["key"]) == 64 and s["reason"] == "never built" for s in tasks["portable"].values())
+    assert tasks[cpu_target]["aoti:mlp"]["key"] and tasks[cpu_target]["verify:mlp"]["key"] is None  # after its upstream
+    assert {m["target"] for m in plan["matrix"]["include"]} == {"portable", cpu_target}
+    gpu = GpuHost(tmp_path / "gpu")
+    project.add_recipe("mlp.yaml", trt_recipe())
+    on_gpu = json.loads(project.infbuild("plan", "--json", env=gpu.env(project)).stdout)
+    assert {s["stage"] for s in on_gpu["targets"][H100]} >= {"trt_timing_cache", "trt_engine", "verify"}
