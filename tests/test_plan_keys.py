@@ -483,6 +483,17 @@ def test_bench_key_reads_which_artifacts_passed_not_the_tolerances(root: Path) -
     assert why_stale(root, more, "bench") == "key changed: recipe (bench)"
 
 
+def test_exported_stack_traces_name_site_packages_wherever_the_environment_lives() -> None:
+    """A .venv inside the project (the README's set-up) gives the same ONNX bytes as one elsewhere."""
+    from infbuild.stages.onnx.run import portable_path
+
+    root = Path("/work/proj")
+    inside = portable_path("/work/proj/.venv/lib/python3.11/site-packages/torch/nn/modules/linear.py", root)
+    elsewhere = portable_path("/opt/venv/lib/python3.11/site-packages/torch/nn/modules/linear.py", root)
+    assert inside == elsewhere == "<site-packages>/torch/nn/modules/linear.py"
+    assert portable_path("/work/proj/examples/models.py", root) == "examples/models.py"
+
+
 # --- the registry -------------------------------------------------------------------------------------------
 
 def test_every_stage_declaration_is_consistent() -> None:

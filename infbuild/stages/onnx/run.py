@@ -34,13 +34,14 @@ _TRACE_FILE = re.compile(r'File "([^"]+)"')
 
 
 def portable_path(path: str, root: Path) -> str:
-    """A source path as it may appear in a portable artifact: relative to the project, or to site-packages."""
+    """A source path as it may appear in a portable artifact: relative to site-packages (wherever the environment
+    lives: a ``.venv`` inside the project too, as the README's set-up makes it), else to the project."""
     absolute = os.path.abspath(path)
-    if absolute.startswith(str(root) + os.sep):
-        return os.path.relpath(absolute, root)
     for marker in ("site-packages", "dist-packages"):
         if f"{os.sep}{marker}{os.sep}" in absolute:
             return f"<{marker}>/" + absolute.rsplit(f"{os.sep}{marker}{os.sep}", 1)[1]
+    if absolute.startswith(str(root) + os.sep):
+        return os.path.relpath(absolute, root)
     return os.path.basename(absolute)
 
 
