@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -109,6 +110,10 @@ def run(job: Job) -> None:
     started = time.perf_counter()
     print(f"[{job.stage}] {job.recipe.name}: building the {variant} variant of {source.name}", flush=True)
     info: dict[str, Any] = {"variant": variant}
+    home = Path.cwd()
+    # onnxruntime's tools write scratch files into the working directory (a model-sized <uuid>.data and
+    # sym_shape_infer_temp.onnx when pre-processing fails): here, that is the staging folder's scratch, removed below.
+    os.chdir(scratch)
     try:
         if variant == "optimized":
             _optimized(source, dest, options["optimization_level"])
@@ -136,6 +141,7 @@ def run(job: Job) -> None:
         (job.out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return
     finally:
+        os.chdir(home)
         shutil.rmtree(scratch, ignore_errors=True)
     import onnxruntime
 
