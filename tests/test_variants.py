@@ -188,7 +188,7 @@ def test_a_variant_its_tool_cannot_build_is_recorded_and_the_build_goes_on(tmp_p
     recipe = GPT2 + "backends: [onnxruntime]\nvariants: {onnxruntime: [fused]}\n" \
         "stages: {onnx_variants: {fusion_model_type: gpt2}}\nbench: {enabled: false}\n"
     p = Project.with_recipes(tmp_path / "p", {"gpt2.yaml": recipe})
-    result = build(p, INFBUILD_CACHE="off", INFBUILD_WORKERS="subprocess")  # the tools' own working directory
+    result = build(p, INFBUILD_CACHE="off", INFBUILD_WORKERS="subprocess")  # a Python per stage: that mode runs too
     assert "verify:gpt2" in result.stages_ran()
     # a failing tool's scratch (model-sized <uuid>.data, sym_shape_infer_temp.onnx) stays inside the staging folder
     assert sorted(f.name for f in p.root.iterdir()) == ["artifacts", "dodo.py", "examples", "pyproject.toml", "recipes"]
