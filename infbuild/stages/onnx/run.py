@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -78,6 +79,9 @@ def run(job: Job) -> None:
     print(f"[onnx] exporting {recipe.name} (opset {options['opset']}, dims: {', '.join(recipe.dims) or 'static'})",
           flush=True)
     started = time.perf_counter()
+    # The exporter logs "torchvision is not installed. Skipping torchvision::nms" (and three more) on every export
+    # of a model that never uses torchvision: noise for every newcomer, nothing to act on.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
