@@ -17,7 +17,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Setting:
     name: str
-    kind: str  # "flag", "path", "paths", "name", "choice"
+    kind: str  # "flag", "path", "paths", "name", "choice", "seconds"
     default: Any
     toml: str | None  # the [tool.infbuild] key, when a project may set it
     env: str | None  # the environment variable (wins over pyproject.toml)
@@ -36,6 +36,8 @@ SETTINGS = {s.name: s for s in (
             "this machine's own key (default ~/.config/infbuild/machine-key.pem), created on first use"),
     Setting("allow_target_mismatch", "flag", False, None, "INFBUILD_ALLOW_TARGET_MISMATCH",
             "load artifacts built for another target anyway (loudly)"),
+    Setting("heartbeat_s", "seconds", 30.0, None, "INFBUILD_HEARTBEAT_S",
+            "a stage silent this long says it is alive (elapsed time and its last line; a JSON-lines progress event)"),
     Setting("workers", "choice", "warm", None, "INFBUILD_WORKERS",
             "warm: CPU stages run in forks of one server that imported torch once; subprocess: a fresh Python each",
             choices=("warm", "subprocess")),
@@ -76,6 +78,14 @@ def value(name: str, config: Mapping[str, Any] | None = None, root: Path | None 
         return setting.default
     if setting.kind == "flag":
         return flag(name, environ)
+    if setting.kind == "seconds":
+        try:
+            seconds = float(raw)
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if not 0 < seconds < 86400:
+            raise ConfigError(f"{where}={str(raw)[:40]!r}: expected a number of seconds")
+        return seconds
     if setting.kind == "choice":
         if raw not in setting.choices:
             raise ConfigError(f"{where}={str(raw)[:40]!r}: expected one of {', '.join(setting.choices)}")

@@ -29,6 +29,7 @@ class Stamp:
     passed: bool | None = None  # judging stages (verify): whether every artifact passed
     packages: dict[str, str] | None = None  # distributions the model imported, with versions
     restored_from: str | None = None  # the cache it came from, when restored
+    peak_rss_mb: int | None = None  # the worker's peak memory when it was built here
     extra: dict[str, Any] = field(default_factory=dict)  # fields of newer infbuild versions, kept as they are
 
     @classmethod
@@ -41,7 +42,7 @@ class Stamp:
         """The contract's JSON object (optional fields only when set)."""
         out: dict[str, Any] = {"key": self.key, "stage": self.stage, "recipe": self.recipe, "target": self.target,
                                "files": self.files, "fingerprint": self.fingerprint, **self.extra}
-        for name in ("inputs", "created", "passed", "packages", "restored_from"):
+        for name in ("inputs", "created", "passed", "packages", "restored_from", "peak_rss_mb"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out

@@ -60,3 +60,45 @@ def test_an_export_that_fixes_a_dynamic_dim_is_never_stamped(tmp_path) -> None:
     # torch.export refuses: its "Constraints violated" becomes the same located line
     assert errors["aoti:fixed"].startswith("recipes/fixed.yaml:6: dims.batch: the model's code fixes batch to 2")
     assert not list(p.artifacts.glob("fixed/*/onnx/stamp.json")) and not list(p.artifacts.glob("fixed/*/aoti/stamp.json"))
+
+
+SLOW_FACTORY = '''\
+import time
+
+import torch
+
+
+class Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(10, 1)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def model():
+    print("[model] loading weights", flush=True)
+    time.sleep(3)  # a long silent phase (a big checkpoint, a slow export)
+    torch.manual_seed(0)
+    return Head()
+'''
+
+
+def test_a_long_silent_stage_says_it_is_alive_and_records_its_peak_memory(tmp_path) -> None:
+    import json
+
+    p = Project(tmp_path / "proj")
+    (p.root / "examples" / "slow.py").write_text(SLOW_FACTORY)
+    p.add_recipe("slow.yaml", "name: slow\nmodel: {factory: 'examples.slow:model'}\ninputs:\n"
+                              "  x: {shape: [batch, 10], dtype: float32}\ndims:\n  batch: {min: 1, max: 4}\n"
+                              "outputs: [y]\nbackends: [onnxruntime]\nbench: {enabled: false}\n")
+    result = p.doit("onnx:slow", env=p.env(INFBUILD_HEARTBEAT_S="1"))
+    assert result.returncode == 0, result.output[-2000:]
+    assert result.events is not None
+    beats = [e for e in result.events if e["event"] == "progress"]
+    assert beats and beats[0]["task"] == "onnx:slow" and beats[0]["phase"] == "[model] loading weights"
+    console = p.doit("reference:slow", env=p.env(INFBUILD_HEARTBEAT_S="1"), reporter="console")
+    assert "[reference:slow] still running (0:0" in console.output and "last: [model] loading weights" in console.output
+    stamp = json.loads((p.stage("slow", "portable", "onnx") / "stamp.json").read_text())
+    assert stamp["peak_rss_mb"] > 50  # torch and the exporter, at least

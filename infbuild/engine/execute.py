@@ -148,7 +148,7 @@ def commit_built(run: Run) -> Outcome | None:
     assert run.staging is not None
     stamp = Stamp(run.key, p.stage.name, p.recipe.name, p.target, {}, run.ctx.fingerprint, run.inputs,
                   passed=not result.failures if p.stage.judges else None,
-                  packages=result.packages if p.stage.reads_model else None)
+                  packages=result.packages if p.stage.reads_model else None, peak_rss_mb=result.peak_rss_mb)
     stamped = commit(run.staging, p.folder, stamp, p.stage.outputs, seal=sealer(run.ctx.signer))
     run.failed_log.unlink(missing_ok=True)
     update_manifest(run.ctx.artifacts, run.ctx.names)

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Callable
 
 from .. import settings
-from ..console import stream
+from ..console import progress, stream
 from ..stages.request import WorkerRequest
 from . import forkserver
 
@@ -35,16 +36,36 @@ def run_worker(request: WorkerRequest, log_path: Path, tail_lines: int = 25) -> 
         request_path.unlink(missing_ok=True)
 
 
-def _stream_lines(source: IO[str], log_path: Path, tail_lines: int) -> list[str]:
+def _stream_lines(source: IO[str], log_path: Path, tail_lines: int, task: str = "") -> list[str]:
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     echo = stream()
-    with open(log_path, "w", encoding="utf-8") as log:
-        for line in source:
-            log.write(line)
-            tail.append(line.rstrip("\n"))
-            echo.write(line)
-            echo.flush()
+    started = last = time.monotonic()
+    done = threading.Event()
+    quiet = float(settings.value("heartbeat_s"))  # a stage silent this long says it is alive
+
+    def heartbeat() -> None:
+        nonlocal last
+        while not done.wait(1.0):
+            if time.monotonic() - last >= quiet:
+                last = time.monotonic()
+                progress(task, last - started, tail[-1] if tail else "starting")
+
+    threading.Thread(target=heartbeat, name="stage-heartbeat", daemon=True).start()
+    try:
+        with open(log_path, "w", encoding="utf-8") as log:
+            for line in source:
+                last = time.monotonic()
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                echo.write(line)
+                echo.flush()
+    finally:
+        done.set()
     return list(tail)
+
+
+def _task(request: WorkerRequest) -> str:
+    return f"{request.stage}:{request.recipe.get('name', '?')}"
 
 
 def _kill(pid: int | None) -> None:
@@ -65,7 +86,7 @@ def _subprocess(request: WorkerRequest, request_path: str, env: dict[str, str], 
     )
     try:
         assert proc.stdout is not None
-        tail = _stream_lines(proc.stdout, log_path, tail_lines)
+        tail = _stream_lines(proc.stdout, log_path, tail_lines, _task(request))
         return proc.wait(), tail
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): stop the worker's whole process group before unwinding.
@@ -91,7 +112,7 @@ def _forked(warm: forkserver.ForkServer, request: WorkerRequest, request_path: s
     asker.start()
     try:
         with open(read_end, encoding="utf-8", errors="replace") as source:
-            tail = _stream_lines(source, log_path, tail_lines)
+            tail = _stream_lines(source, log_path, tail_lines, _task(request))
         asker.join()
     except BaseException:
         _kill(child[0] if child else None)

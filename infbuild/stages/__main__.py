@@ -38,13 +38,21 @@ def _imported_packages() -> dict[str, str]:
     return distributions_of(imported)
 
 
+def _peak_rss_mb() -> int:
+    """This worker's and its children's (compilers) peak resident set, in MiB."""
+    import resource
+
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) // 1024
+
+
 def main(argv: list[str]) -> int:
     _exit_with_parent()
     request = WorkerRequest.read(Path(argv[0]))
     out = Path(request.out)
     try:
         failures = registry.get(request.stage).runner()(request.job())
-        WorkerResult(list(failures or []), _imported_packages() if request.record_packages else None).write(out)
+        WorkerResult(list(failures or []), _imported_packages() if request.record_packages else None,
+                     _peak_rss_mb()).write(out)
         return 0
     except FieldError as exc:
         (out / ERROR_FILE).write_text(json.dumps({"field": exc.field, "message": exc.message}), encoding="utf-8")

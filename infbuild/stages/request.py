@@ -71,6 +71,7 @@ class Job:
 class WorkerResult:
     failures: list[str] = field(default_factory=list)  # a judging stage's findings: stamped, the task fails
     packages: dict[str, str] | None = None  # distributions the model imported -> version
+    peak_rss_mb: int | None = None  # the worker's peak resident memory (with what it inherited from the warm server)
 
     def write(self, out: Path) -> None:
         (out / RESULT_FILE).write_text(json.dumps(asdict(self)), encoding="utf-8")
