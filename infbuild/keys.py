@@ -17,7 +17,7 @@ from .stamp import Stamp, missing_or_resized, read_stamp, stamp_problem
 
 Inputs = dict[str, Any]
 
-__all__ = ["Inputs", "UpstreamMissing", "changed_parts", "key_inputs", "stage_key", "staleness"]
+__all__ = ["Inputs", "UpstreamMissing", "changed_parts", "cut_off", "key_inputs", "stage_key", "staleness"]
 
 
 def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, digests: DigestCache,
@@ -32,12 +32,12 @@ def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, dige
         "tools": stage.tool_versions(recipe, {t: p.tools.get("version") if t == "trtexec" else fingerprint["tools"].get(t)
                                               for t in stage.tools}),
     }
-    if stage.reads_model:
+    if stage.reads_model and not any(siblings[name].stage.covers_model for name in p.upstream):
         inputs["sources"] = {src: digests.sha256(root / src) for src in recipe.model.sources}
         weights = recipe.model.weights
         inputs["weights"] = {weights: digests.sha256(root / weights)} if weights else {}
-        if recipe.samples:  # the user's own sample inputs (absent from keys of recipes that give none)
-            inputs["samples"] = {sample: digests.sha256(root / sample) for sample in recipe.samples}
+    if stage.reads_model and recipe.samples:  # the user's own sample inputs (absent from keys of recipes without)
+        inputs["samples"] = {sample: digests.sha256(root / sample) for sample in recipe.samples}
     upstream: dict[str, tuple[Path, Stamp]] = {}
     for name in p.upstream:
         folder = siblings[name].folder
@@ -89,3 +89,14 @@ def staleness(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, diges
         return f"key changed: packages ({', '.join(upgraded)})"
     return stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs) \
         or missing_or_resized(p.folder, stamp) or p.stage.stale(stamp)
+
+
+def cut_off(p: PlannedStage, siblings: Mapping[str, PlannedStage]) -> tuple[str, str] | None:
+    """For an up-to-date stage that a stage it reads was rebuilt after (early cut-off: its output came out
+    identical): that stage's name and why this one is up to date; else None."""
+    stamp = read_stamp(p.folder)
+    for name in p.upstream:
+        up = read_stamp(siblings[name].folder)
+        if stamp and up and stamp.created and up.created and up.created > stamp.created:
+            return name, siblings[name].stage.cut_off_note or f"{name} was rebuilt with identical outputs"
+    return None

@@ -17,7 +17,7 @@ from typing import Any, Collection
 from . import stage as registry
 from .artifacts import write_json_atomic
 from .filelock import flocked
-from .preferred import choose_preferred
+from .preferred import preference
 from .stamp import read_stamp
 
 MANIFEST = "manifest.json"
@@ -73,7 +73,7 @@ def build_manifest(artifacts: Path, names: Collection[str] | None = None) -> dic
         for entry in recipe_entry["targets"].values():
             entry.pop("_created", None)
             order = entry.pop("_order", [])  # the recipe's artifacts in its order (set by a judging stage's index)
-            entry["preferred"] = choose_preferred(entry.get("verify", {}), entry.get("bench"), order)
+            entry["preferred"], entry["preferred_reason"] = preference(entry.get("verify", {}), entry.get("bench"), order)
             entry["artifacts"] = {name: describe(name) for name in order if name in built_by}
     return {"schema": SCHEMA_VERSION, "infbuild": _version(), "recipes": recipes}
 

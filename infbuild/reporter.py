@@ -27,12 +27,20 @@ def _outcome(task: Any) -> dict[str, Any]:
     return (getattr(task, "values", None) or {}).get("infbuild") or {}
 
 
+UP_TO_DATE_NOTES: dict[str, tuple[str, str]] = {}  # task -> (the task it reads that was rebuilt after it, why it
+# is up to date nevertheless), filled by the up-to-date checks
+
+
 class SummaryReporter(ConsoleReporter):
+    """doit's console reporter, with one line per stage built or failed (not one per stage up to date: a no-op
+    build of 50 recipes prints its summary, not 250 ``--`` lines) and a summary at the end."""
+
     def __init__(self, outstream: Any, options: dict[str, Any]) -> None:
         super().__init__(outstream, options)
         self.built: list[float] = []
         self.restored: dict[str, list[float]] = defaultdict(list)
         self.uptodate = 0
+        self.ran: set[str] = set()  # tasks built or restored in this build
         self.failed: list[str] = []
         self.reasons: dict[str, str] = {}
         self.blocked: list[str] = []
@@ -56,6 +64,7 @@ class SummaryReporter(ConsoleReporter):
 
     def add_success(self, task: Any) -> None:
         super().add_success(task)
+        self.ran.add(task.name)
         info = _outcome(task)
         if not info:
             return
@@ -66,10 +75,13 @@ class SummaryReporter(ConsoleReporter):
             self.built.append(info.get("seconds", 0.0))
 
     def skip_uptodate(self, task: Any) -> None:
-        super().skip_uptodate(task)
-        if ":" in task.name:
-            self.uptodate += 1
-            self.done += 1
+        if ":" not in task.name:
+            return super().skip_uptodate(task)
+        self.uptodate += 1
+        self.done += 1
+        upstream, note = UP_TO_DATE_NOTES.get(task.name, ("", ""))
+        if upstream in self.ran:  # early cut-off in this build: say why it did not rebuild
+            self.write(f"-- {task.name} (up to date: {note})\n")
 
     def add_failure(self, task: Any, fail: Any) -> None:
         super().add_failure(task, fail)
@@ -97,7 +109,7 @@ class SummaryReporter(ConsoleReporter):
     def complete_run(self) -> None:
         super().complete_run()
         line = self.summary()
-        if line and (self.built or self.restored or self.failed):
+        if line:
             self.outstream.write(line + "\n")
         for name in self.failed:  # every failure with its reason, after everything that could be built was
             self.outstream.write(f"  FAILED {self.reasons.get(name, name)}\n")
@@ -154,7 +166,8 @@ class JsonLinesReporter:
     def skip_uptodate(self, task: Any) -> None:
         if ":" in task.name:
             self.counts["uptodate"] += 1
-            self._emit("uptodate", task)
+            upstream, note = UP_TO_DATE_NOTES.get(task.name, ("", ""))
+            self._emit("uptodate", task, **({"note": note} if note else {}))
 
     def skip_ignore(self, task: Any) -> None:
         self._emit("ignored", task)

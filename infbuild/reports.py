@@ -82,8 +82,10 @@ class BenchReport:
         """What the manifest and the preferred choice read: the primary shape and the latency table."""
         out: dict[str, Any] = {
             "primary_shape": self.primary_shape, "threads": self.threads,
-            "results": {b: {label: {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "throughput")}
+            "results": {b: {label: {k: r[k] for k in ("p50_ms", "p50_ci_ms", "p90_ms", "p99_ms", "throughput") if k in r}
                             for label, r in per.items()} for b, per in self.results.items()}}
+        if isinstance(self.data.get("setup_s"), dict):
+            out["setup_s"] = self.data["setup_s"]  # the preferred choice's last tie-break
         if self.data.get("runtime"):
             out["runtime"] = self.data["runtime"]  # the session settings the timings were taken with
         return out

@@ -57,6 +57,8 @@ class Stage:
     fields: Callable[[Recipe], dict[str, Any]] = _no_fields  # the recipe fields its key reads
     needs: tuple[str, ...] = ()  # stages it always consumes (planned with it)
     reads_model: bool = False  # its key includes the model's sources, weights and samples; its stamp the packages
+    covers_model: bool = False  # its output stands for the model's sources and weights in its dependents' keys
+    cut_off_note: str = ""  # why a dependent is up to date although this stage was rebuilt (its output is identical)
     cacheable: bool = True  # outputs may be shared through caches (not container images)
     backend: str | None = None  # the runtime backend whose artifact this stage builds
     variant: str | None = None  # for an artifact stage: which variant of its backend (None: the model as it is)
@@ -97,8 +99,12 @@ class Stage:
     # --- keys and staleness ---------------------------------------------------------------------------------
 
     def upstream_view(self, recipe: Recipe, upstream: Mapping[str, tuple[Path, Stamp]]) -> dict[str, Any]:
-        """How its upstream stages enter its key: by default each one's key and file digests."""
-        return {name: files_view(stamp) for name, (_, stamp) in upstream.items()}
+        """How its upstream stages enter its key: as each one says (``dependent_view``)."""
+        return {name: get(name).dependent_view(stamp) for name, (_, stamp) in upstream.items()}
+
+    def dependent_view(self, stamp: Stamp) -> dict[str, Any]:
+        """How this stage's build enters the keys of the stages that read it: by default its key and file digests."""
+        return files_view(stamp)
 
     def hardware(self, recipe: Recipe, fingerprint: Mapping[str, Any], device: str) -> dict[str, Any]:
         """What of the host its output depends on (in its key): its scope's fingerprint fields

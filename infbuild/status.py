@@ -12,7 +12,7 @@ class StageState:
     task: str
     target: str
     state: str  # "up to date" | "stale" | "not buildable here"
-    reason: str
+    reason: str  # why it is stale (up to date: why a rebuilt upstream stage did not make it stale, or "")
     signed: bool | None = None  # up-to-date stages: whether their folder carries a signature (stage.sig)
 
 
@@ -26,8 +26,12 @@ def stage_states(ctx: BuildContext) -> list[StageState]:
         stale_upstream = [u for u in p.upstream if states[f"{u}:{p.recipe.name}"].state != "up to date"]
         if reason is None and stale_upstream:
             reason = f"upstream {', '.join(stale_upstream)} will be rebuilt"
-        states[name] = StageState(name, p.target, "stale" if reason else "up to date", reason or "",
-                                  None if reason else (p.folder / SIGNATURE).is_file())
+        if reason:
+            states[name] = StageState(name, p.target, "stale", reason)
+        else:  # the reason, if any, says why a rebuilt upstream stage left it up to date
+            note = ctx.cut_off(p)
+            states[name] = StageState(name, p.target, "up to date", note[1] if note else "",
+                                      (p.folder / SIGNATURE).is_file())
     return list(states.values())
 
 
@@ -35,7 +39,7 @@ def render(states: list[StageState]) -> str:
     width = max((len(s.task) for s in states), default=10)
     lines = []
     for s in states:
-        extra = f": {s.reason}" if s.reason else ", unsigned (infbuild sign signs it)" if s.signed is False else ""
+        extra = (f": {s.reason}" if s.reason else "") + (", unsigned (infbuild sign signs it)" if s.signed is False else "")
         lines.append(f"{s.task:<{width}}  {s.target:<24}  {s.state}{extra}")
     stale = sum(s.state == "stale" for s in states)
     blocked = sum(s.state == "not buildable here" for s in states)

@@ -51,9 +51,17 @@ def building(root: str) -> BuildContext:
 
 def check_uptodate(root: str, task_name: str) -> bool:
     """doit uptodate: stamp key == fresh key and stamped files present. Never raises (an error is 'stale')."""
+    from .reporter import UP_TO_DATE_NOTES
+
     ctx = building(root)
     try:
-        return ctx.up_to_date(ctx.planned[task_name])
+        p = ctx.planned[task_name]
+        if not ctx.up_to_date(p):
+            return False
+        note = ctx.cut_off(p)
+        if note:
+            UP_TO_DATE_NOTES[task_name] = (f"{note[0]}:{p.recipe.name}", note[1])
+        return True
     except Exception:  # noqa: BLE001 - doit aborts the whole run on an exception here
         return False
 

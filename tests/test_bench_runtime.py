@@ -58,11 +58,13 @@ def test_bench_report_table_and_plot(examples_built: tuple[Project, DoitRun], cp
         assert set(per_shape) == {"min", "opt", "max"}
         for r in per_shape.values():
             assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput"] > 0
-            # 50 timed calls x 3 rounds, unless a round ran past max_seconds (1 s): then at least 10 in each round
-            assert r["samples"] == 150 or (30 <= r["samples"] < 150 and r["mean_ms"] * r["samples"] >= 900), r
+            assert r["p50_ci_ms"][0] <= r["p50_ms"] <= r["p50_ci_ms"][1]
+            # up to 50 timed calls x 3 rounds: fewer once the p50 is stable or past max_seconds, never under 6
+            assert 6 <= r["samples"] <= 150, r
     assert report["runs_on"] == {"onnxruntime": "CPUExecutionProvider", "aoti": "cpu", "eager": "cpu", "torch_compile": "cpu"}
     table = (folder / "report.md").read_text()
-    assert "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms |" in table
+    assert "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms | p50 95 % interval |" in table
+    assert f"Preferred at `opt`: **{report['preferred']}** — {report['preferred_reason']}." in table
     assert re.search(r"\| onnxruntime \| CPUExecutionProvider \| yes \| [\d.e+-]+ \| [\d.]+ \| opt \|", table)
     assert set(report["setup_s"]) == set(report["results"]) and report["setup_s"]["torch_compile"] > 0
     assert (folder / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -228,3 +230,65 @@ def test_an_aoti_package_is_refused_by_another_torch_release(artifacts_copy: Pat
     monkeypatch.setattr(torch, "__version__", "2.99.0+cpu")
     with pytest.raises(ArtifactError, match=rf"compiled with torch {re.escape(built)}; this process has torch 2\.99\.0"):
         load(artifacts_copy, "mlp", backend="aoti")
+
+
+def _timed(p50s: dict[str, float], spread: float = 0.01, setup: dict[str, float] | None = None,
+           other: dict[str, float] | None = None) -> dict:
+    results = {b: {"opt": {"p50_ms": v, "p50_ci_ms": [v * (1 - spread), v * (1 + spread)]}} for b, v in p50s.items()}
+    for b, v in (other or {}).items():
+        results[b]["max"] = {"p50_ms": v, "p50_ci_ms": [v, v]}
+    return {"primary_shape": "opt", "results": results, **({"setup_s": setup} if setup else {})}
+
+
+def test_preferred_needs_a_difference_the_measurements_support_and_says_which_rule_decided() -> None:
+    from infbuild.preferred import preference
+
+    verify = {"onnxruntime": {"passed": True}, "aoti": {"passed": True}}
+    order = ["onnxruntime", "aoti"]
+    name, why = preference(verify, _timed({"aoti": 1.0, "onnxruntime": 1.2}), order)
+    assert name == "aoti" and why == ("fastest at opt, 1.20x faster than onnxruntime (95 % intervals of the p50 do "
+                                      "not overlap)")
+    # ViT-base's case: AOTI 0.8 % faster at opt on noisy samples, onnxruntime 16 % faster at the other shape
+    tied = _timed({"aoti": 1.0, "onnxruntime": 1.008}, other={"aoti": 2.0, "onnxruntime": 1.72})
+    name, why = preference(verify, tied, order)
+    assert name == "onnxruntime" and why.startswith("tied at opt with onnxruntime (95 % intervals of the p50 overlap); "
+                                                    "fastest over all benchmarked shapes (opt, max: geometric mean")
+    even = _timed({"aoti": 1.0, "onnxruntime": 1.005}, setup={"aoti": 2.6, "onnxruntime": 0.3})
+    assert preference(verify, even, order) == (
+        "onnxruntime", "tied at opt with onnxruntime (95 % intervals of the p50 overlap) and over all shapes; the "
+        "quickest to set up (0.30 s)")
+    assert preference(verify, _timed({"aoti": 1.0, "onnxruntime": 1.005}), order)[0] == "onnxruntime"  # recipe order
+    old = {"primary_shape": "opt", "results": {"aoti": {"opt": {"p50_ms": 1.0}}, "onnxruntime": {"opt": {"p50_ms": 1.01}}}}
+    assert preference(verify, old, order)[0] == "aoti"  # a report without intervals: as before
+
+
+def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:
+    """A 0.2 s call with the defaults (10 warm-up, 50 timed, 3 rounds, 1 s): warm-up is bounded by time too and
+    the timed calls stop at the budget once 6 are taken over the rounds, instead of 3 x (13 + 10) calls."""
+    import time as clock
+
+    from infbuild.recipe import BENCH_DEFAULTS
+    from infbuild.stages.bench.run import MIN_SAMPLES, _time_one
+
+    calls = []
+
+    def call() -> None:
+        calls.append(1)
+        clock.sleep(0.2)
+
+    bucket: list[int] = []
+    started = clock.perf_counter()
+    for round_index in range(BENCH_DEFAULTS["rounds"]):
+        _time_one(call, bucket, dict(BENCH_DEFAULTS), round_index, lambda: None)  # type: ignore[arg-type]
+    assert len(bucket) == MIN_SAMPLES and len(calls) == MIN_SAMPLES + 1  # one warm-up call, in the first round
+    assert clock.perf_counter() - started < 1.9
+
+
+def test_a_fast_model_stops_once_its_p50_is_stable() -> None:
+    from infbuild.recipe import BENCH_DEFAULTS
+    from infbuild.stages.bench.run import STABLE_AFTER, _time_one
+
+    bucket: list[int] = []
+    opts = dict(BENCH_DEFAULTS, iterations=1000, max_seconds=60.0)
+    _time_one(lambda: sum(range(200)), bucket, opts, 0, lambda: None)  # type: ignore[arg-type]
+    assert STABLE_AFTER <= len(bucket) < 1000

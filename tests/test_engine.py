@@ -24,8 +24,8 @@ def onnx_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
 
 def test_execute_builds_each_stage_and_says_how(onnx_only: Project) -> None:
     ctx = BuildContext.load(onnx_only.root)
-    assert list(ctx.planned) == ["onnx:a", "reference:a", "trt_timing_cache:a", "trt_engine:a", "verify:a"]
-    for task in ("onnx:a", "reference:a", "verify:a"):
+    assert list(ctx.planned) == ["export:a", "onnx:a", "reference:a", "trt_timing_cache:a", "trt_engine:a", "verify:a"]
+    for task in ("export:a", "onnx:a", "reference:a", "verify:a"):
         outcome = execute(ctx, task)
         assert (outcome.task, outcome.status, outcome.message) == (task, "built", None)
         assert outcome.values() == {"infbuild": {"outcome": "built", "seconds": outcome.seconds}}

@@ -97,6 +97,9 @@ def planned(root: Path, r: Recipe, fp: dict[str, Any] | None = None, required: f
 
 def inputs_of(root: Path, stages: dict[str, PlannedStage], name: str, fp: dict[str, Any] | None = None
               ) -> dict[str, Any]:
+    """A stage's key inputs; the export stage is stamped first where it is missing (every build exports first)."""
+    if "export" in stages[name].upstream and read_stamp(stages["export"].folder) is None:
+        stamp_as_built(root, stages, "export", fp)
     return key_inputs(stages[name], fp or fingerprint(), root, DigestCache(None), stages)
 
 
@@ -119,6 +122,8 @@ def stamp_as_built(root: Path, stages: dict[str, PlannedStage], name: str, fp: d
         backends = list(p.recipe.backends)
         results = {b: {"passed": (verdicts or {}).get(b, True)} for b in backends}
         VerifyReport(backends, p.recipe.verify["rtol"], p.recipe.verify["atol"], "rule", results).write(staging)
+    if name == "export" and not contents:  # the program follows the model's sources and weights, as a real export's
+        contents = {"program.json": json.dumps({k: inputs.get(k) for k in ("sources", "weights", "recipe")})}
     for output, text in (contents or {}).items():
         (staging / output).write_text(text, encoding="utf-8")
     for output in p.stage.outputs.required:
@@ -139,13 +144,16 @@ def stamp_buildable(root: Path, stages: dict[str, PlannedStage], fp: dict[str, A
 def test_cpu_host_plans_the_default_backends_in_build_order(root: Path) -> None:
     r = recipe(root, {"backends": ["onnxruntime", "aoti"]})
     stages = planned(root, r)
-    assert list(stages) == ["onnx", "reference", "aoti", "verify"]
+    assert list(stages) == ["export", "onnx", "reference", "aoti", "verify"]
     assert {n: p.upstream for n, p in stages.items()} == {
-        "onnx": (), "reference": (), "aoti": (), "verify": ("reference", "onnx", "aoti")}
+        "export": (), "onnx": ("export",), "reference": ("export",), "aoti": ("export",),
+        "verify": ("reference", "onnx", "aoti")}
     assert {n: (p.target, p.device) for n, p in stages.items()} == {
-        "onnx": ("portable", "cpu"), "reference": ("portable", "cpu"), "aoti": (CPU, "cpu"), "verify": (CPU, "cpu")}
+        "export": ("portable", "cpu"), "onnx": ("portable", "cpu"), "reference": ("portable", "cpu"),
+        "aoti": (CPU, "cpu"), "verify": (CPU, "cpu")}
     assert all(p.not_buildable is None for p in stages.values())
-    assert [p.task_name for p in stages.values()] == ["onnx:mlp", "reference:mlp", "aoti:mlp", "verify:mlp"]
+    assert [p.task_name for p in stages.values()] == ["export:mlp", "onnx:mlp", "reference:mlp", "aoti:mlp",
+                                                      "verify:mlp"]
     assert stages["aoti"].folder == root / "artifacts" / "mlp" / CPU / "aoti"
     assert stages["onnx"].folder == root / "artifacts" / "mlp" / "portable" / "onnx"
     assert tuple(recipe(root).backends) == BACKENDS  # what a recipe without backends gets
@@ -156,31 +164,31 @@ def test_plan_of_many_recipes_is_each_recipes_plan(root: Path) -> None:
     a, b = recipe(root, name="a"), recipe(root, {"backends": ["aoti"]}, name="b")
     host = Host(fingerprint(), root)
     everything = plan([a, b], host, root / "artifacts")
-    assert [p.task_name for p in everything] == ["onnx:a", "reference:a", "aoti:a", "verify:a",
-                                                 "reference:b", "aoti:b", "verify:b"]
+    assert [p.task_name for p in everything] == ["export:a", "onnx:a", "reference:a", "aoti:a", "verify:a",
+                                                 "export:b", "reference:b", "aoti:b", "verify:b"]
 
 
 def test_artifact_stages_follow_the_backends(root: Path) -> None:
     only_aoti = planned(root, recipe(root, {"backends": ["aoti"]}))
-    assert list(only_aoti) == ["reference", "aoti", "verify"]
+    assert list(only_aoti) == ["export", "reference", "aoti", "verify"]
     assert only_aoti["verify"].upstream == ("reference", "aoti")
     only_ort = planned(root, recipe(root, {"backends": ["onnxruntime"]}))
-    assert list(only_ort) == ["onnx", "reference", "verify"] and only_ort["verify"].upstream == ("reference", "onnx")
+    assert list(only_ort) == ["export", "onnx", "reference", "verify"] and only_ort["verify"].upstream == ("reference", "onnx")
 
 
 def test_bench_is_planned_only_when_enabled(root: Path) -> None:
     assert "bench" not in planned(root, recipe(root))  # mlp_recipe(): bench: {enabled: false}
     stages = planned(root, recipe(root, {"bench": {"shapes": ["opt"], "iterations": 5}}))
-    assert list(stages) == ["onnx", "reference", "aoti", "verify", "bench"]
+    assert list(stages) == ["export", "onnx", "reference", "aoti", "verify", "bench"]
     bench = stages["bench"]
-    assert bench.upstream == ("verify", "onnx", "aoti")  # the verified artifacts and verify's verdicts
+    assert bench.upstream == ("export", "verify", "onnx", "aoti")  # the verified artifacts and verify's verdicts
     assert (bench.target, bench.device, bench.not_buildable) == (CPU, "cpu", None)
 
 
 def test_tensorrt_stages_only_for_the_tensorrt_backend(root: Path) -> None:
     assert not {"trt_timing_cache", "trt_engine"} & set(planned(root, recipe(root)))
     stages = planned(root, recipe(root, {"backends": ["onnxruntime", "tensorrt"]}))
-    assert list(stages) == ["onnx", "reference", "trt_timing_cache", "trt_engine", "verify"]
+    assert list(stages) == ["export", "onnx", "reference", "trt_timing_cache", "trt_engine", "verify"]
     assert stages["trt_timing_cache"].upstream == ("onnx",)
     assert stages["trt_engine"].upstream == ("onnx", "trt_timing_cache")
     trt_only = planned(root, recipe(root, {"backends": ["tensorrt"]}))
@@ -272,10 +280,12 @@ def test_aoti_device_auto_follows_the_installed_torch(root: Path) -> None:
     r = recipe(root)
     on_gpu = planned(root, r, fingerprint(GPUS, torch=CUDA_TORCH))
     assert {n: (p.target, p.device) for n, p in on_gpu.items()} == {
-        "onnx": ("portable", "cpu"), "reference": ("portable", "cpu"), "aoti": (H100, "cuda"), "verify": (H100, "cuda")}
+        "export": ("portable", "cpu"), "onnx": ("portable", "cpu"), "reference": ("portable", "cpu"),
+        "aoti": (H100, "cuda"), "verify": (H100, "cuda")}
     cpu_torch = planned(root, r, fingerprint(GPUS, torch="2.13.0+cpu"))
     assert {n: (p.target, p.device) for n, p in cpu_torch.items()} == {
-        "onnx": ("portable", "cpu"), "reference": ("portable", "cpu"), "aoti": (CPU, "cpu"), "verify": (CPU, "cpu")}
+        "export": ("portable", "cpu"), "onnx": ("portable", "cpu"), "reference": ("portable", "cpu"),
+        "aoti": (CPU, "cpu"), "verify": (CPU, "cpu")}
     assert all(p.not_buildable is None for p in (*on_gpu.values(), *cpu_torch.values()))
 
 
@@ -327,15 +337,20 @@ def test_package_is_planned_last_on_the_device_target(root: Path, monkeypatch: p
 def test_key_inputs_name_what_the_stage_reads(root: Path) -> None:
     fp = fingerprint()
     stages = planned(root, recipe(root), fp)
-    onnx = inputs_of(root, stages, "onnx", fp)
-    assert set(onnx) == {"stage", "version", "recipe", "fingerprint", "tools", "sources", "weights"}
+    export = inputs_of(root, stages, "export", fp)
+    assert set(export) == {"stage", "version", "recipe", "fingerprint", "tools", "sources", "weights"}
+    assert export["sources"] == {"examples/models.py": sha256_file(root / "examples" / "models.py")}
+    assert export["weights"] == {} and export["fingerprint"] == {} and export["tools"] == {"torch": "2.13.0+cpu"}
+    onnx = inputs_of(root, stages, "onnx", fp)  # the model as its exported program, not its source text
+    assert set(onnx) == {"stage", "version", "recipe", "fingerprint", "tools", "upstream"}
+    program = read_stamp(stages["export"].folder)
+    assert program is not None and onnx["upstream"] == {"export": {"program": program.files["program.json"]["sha256"]}}
     assert (onnx["stage"], onnx["version"]) == ("onnx", registry.get("onnx").version)
     assert onnx["recipe"] == registry.get("onnx").fields(stages["onnx"].recipe)
     assert onnx["recipe"]["options"] == stages["onnx"].recipe.stages["onnx"]
     assert onnx["fingerprint"] == {}  # portable: the host does not enter its key
     assert onnx["tools"] == {"torch": "2.13.0+cpu", "onnx": "1.17.0", "onnxscript": "0.2.0"}
-    assert onnx["sources"] == {"examples/models.py": sha256_file(root / "examples" / "models.py")}
-    assert onnx["weights"] == {} and len(stage_key(onnx)) == 64
+    assert len(stage_key(onnx)) == 64
     aoti = inputs_of(root, stages, "aoti", fp)
     assert aoti["fingerprint"] == {"arch": "x86_64", "isa": "avx2", "flags": ["avx", "avx2", "fma"], "gxx": "12.2.0",
                                    "libc": "glibc 2.36"}
@@ -356,8 +371,8 @@ def test_key_inputs_name_what_the_stage_reads(root: Path) -> None:
     ({"stages.aoti.max_autotune": True}, {"aoti"}),
     ({"stages.reference.seed": 3}, {"reference"}),
     ({"stages.onnx.external_data": True}, {"onnx"}),
-    ({"dims.batch.max": 128}, {"onnx", "reference", "aoti"}),
-    ({"model.kwargs": {"seed": 1}}, {"onnx", "reference", "aoti"}),
+    ({"dims.batch.max": 128}, {"export", "onnx", "reference", "aoti"}),
+    ({"model.kwargs": {"seed": 1}}, {"export", "onnx", "reference", "aoti"}),
     ({"description": "no stage reads this"}, set()),
 ])
 def test_a_key_changes_with_what_its_stage_reads_and_nothing_else(root: Path, change: dict[str, Any],
@@ -378,13 +393,21 @@ def test_portable_keys_do_not_read_the_host_and_device_keys_do(root: Path) -> No
     assert b["aoti"].folder.parent.name == "cpu-x86_64-avx512"
 
 
-def test_a_source_edit_changes_the_model_stages_keys(root: Path) -> None:
+def test_a_source_edit_re_exports_and_the_model_stages_follow_the_exported_program(root: Path) -> None:
+    """Early cut-off: a source edit makes the export stage stale; the model stages read its program's digest, so
+    they rebuild only when the re-export gives another program (a comment edit gives the same one)."""
     stages = planned(root, recipe(root))
-    keys = {n: key_of(root, stages, n) for n in ("onnx", "reference", "aoti")}
     stamp_buildable(root, stages)
-    (root / "examples" / "models.py").write_text("def mlp(seed=0): return None\n")
-    assert all(key_of(root, stages, n) != key for n, key in keys.items())
-    assert why_stale(root, stages, "onnx") == "key changed: sources (examples/models.py)"
+    keys = {n: key_of(root, stages, n) for n in ("onnx", "reference", "aoti")}
+    (root / "examples" / "models.py").write_text("# a comment\n" + (root / "examples" / "models.py").read_text())
+    assert why_stale(root, stages, "export") == "key changed: sources (examples/models.py)"
+    assert {n: why_stale(root, stages, n) for n in keys} == {n: None for n in keys}
+    program = (stages["export"].folder / "program.json").read_text()
+    stamp_as_built(root, stages, "export", contents={"program.json": program})  # the same program
+    assert {n: key_of(root, stages, n) for n in keys} == keys
+    assert {n: why_stale(root, stages, n) for n in keys} == {n: None for n in keys}
+    stamp_as_built(root, stages, "export", contents={"program.json": '{"graph": "another"}'})  # a real change
+    assert {n: why_stale(root, stages, n) for n in keys} == {n: "key changed: upstream (export)" for n in keys}
     assert why_stale(root, stages, "verify") is None  # stale once its upstream rebuilds (status: "upstream ... will be")
 
 
@@ -395,9 +418,8 @@ def test_a_weights_edit_changes_the_model_stages_keys_only(root: Path) -> None:
     stages = planned(root, recipe(root, {"model.weights": "weights/mlp.pt"}))
     stamp_buildable(root, stages)
     (root / "weights" / "mlp.pt").write_bytes(b"state dict, seed 6")
-    assert {n: why_stale(root, stages, n) for n in stages} == {
-        "onnx": "key changed: weights (weights/mlp.pt)", "reference": "key changed: weights (weights/mlp.pt)",
-        "aoti": "key changed: weights (weights/mlp.pt)", "verify": None}  # verify: stale once its upstream rebuilds
+    assert {n: why_stale(root, stages, n) for n in stages} == {  # the rest: once the exported program changes
+        "export": "key changed: weights (weights/mlp.pt)", "onnx": None, "reference": None, "aoti": None, "verify": None}
 
 
 def test_touching_files_or_losing_the_bookkeeping_rebuilds_nothing(root: Path) -> None:
@@ -449,7 +471,7 @@ def test_staleness_says_why(root: Path) -> None:
     assert why_stale(root, stages, "verify") is None
     edited = planned(root, recipe(root, {"verify": {"rtol": 0.002, "atol": 1e-4}}))
     assert {n: why_stale(root, edited, n) for n in edited} == {
-        "onnx": None, "reference": None, "aoti": None, "verify": "key changed: recipe (verify)"}
+        "export": None, "onnx": None, "reference": None, "aoti": None, "verify": "key changed: recipe (verify)"}
     (stages["aoti"].folder / "model.pt2").write_text("truncated")
     assert (why_stale(root, stages, "aoti") or "").startswith("file model.pt2 changed size")
 

@@ -53,13 +53,34 @@ def test_an_export_that_fixes_a_dynamic_dim_is_never_stamped(tmp_path) -> None:
     result = p.doit("build")
     assert result.returncode != 0 and result.events is not None
     errors = {e["task"]: e.get("error", "") for e in result.events if e["event"] == "failure"}
-    # the ONNX exporter falls back to tracing, which fixes the dim silently: the graph's inputs are checked
-    assert errors["onnx:fixed"] == ("recipes/fixed.yaml:6: dims.batch: the ONNX export fixed x axis 0 (batch) to 2: it "
-                                    "would not accept 1..4; make the model keep batch dynamic, or declare it static "
-                                    "(min = opt = max = 2)")
-    # torch.export refuses: its "Constraints violated" becomes the same located line
-    assert errors["aoti:fixed"].startswith("recipes/fixed.yaml:6: dims.batch: the model's code fixes batch to 2")
-    assert not list(p.artifacts.glob("fixed/*/onnx/stamp.json")) and not list(p.artifacts.glob("fixed/*/aoti/stamp.json"))
+    # torch.export refuses (the export stage, before anything expensive): its "Constraints violated" becomes a
+    # located line, and no model stage runs
+    assert errors["export:fixed"].startswith("recipes/fixed.yaml:6: dims.batch: the model's code fixes batch to 2")
+    assert not list(p.artifacts.glob("fixed/*/*/stamp.json"))
+
+
+def test_an_onnx_graph_that_fixes_a_dynamic_dim_is_refused_by_the_onnx_stage(tmp_path) -> None:
+    """The ONNX exporter falls back to tracing where torch.export refuses, which fixes the dim silently: the onnx
+    stage checks its graph's inputs against the recipe (run here by itself, as its worker would)."""
+    from infbuild.errors import FieldError
+    from infbuild.project import load_project
+    from infbuild.recipe import load_recipes
+    from infbuild.stages.onnx.run import run
+    from infbuild.stages.request import Job
+
+    p = Project(tmp_path / "proj")
+    (p.root / "examples" / "fixed.py").write_text(FIXES_BATCH)
+    p.add_recipe("fixed.yaml", "name: fixed\nmodel: {factory: 'examples.fixed:model'}\ninputs:\n"
+                               "  x: {shape: [batch, 10], dtype: float32}\ndims:\n  batch: {min: 1, opt: 2, max: 4}\n"
+                               "outputs: [y]\nbench: {enabled: false}\n")
+    recipe = load_recipes(load_project(p.root))[0]
+    out = tmp_path / "staging"
+    out.mkdir()
+    with pytest.raises(FieldError) as refused:
+        run(Job("onnx", recipe, p.root, out, {}, "cpu", "portable", {}))
+    assert (refused.value.field, refused.value.message) == (
+        "dims.batch", "the ONNX export fixed x axis 0 (batch) to 2: it would not accept 1..4; make the model keep "
+        "batch dynamic, or declare it static (min = opt = max = 2)")
 
 
 SLOW_FACTORY = '''\
@@ -96,9 +117,80 @@ def test_a_long_silent_stage_says_it_is_alive_and_records_its_peak_memory(tmp_pa
     result = p.doit("onnx:slow", env=p.env(INFBUILD_HEARTBEAT_S="1"))
     assert result.returncode == 0, result.output[-2000:]
     assert result.events is not None
-    beats = [e for e in result.events if e["event"] == "progress"]
-    assert beats and beats[0]["task"] == "onnx:slow" and beats[0]["phase"] == "[model] loading weights"
+    beats = [e for e in result.events if e["event"] == "progress" and e["task"] == "onnx:slow"]
+    assert beats and beats[0]["phase"] == "[model] loading weights"
     console = p.doit("reference:slow", env=p.env(INFBUILD_HEARTBEAT_S="1"), reporter="console")
     assert "[reference:slow] still running (0:0" in console.output and "last: [model] loading weights" in console.output
     stamp = json.loads((p.stage("slow", "portable", "onnx") / "stamp.json").read_text())
     assert stamp["peak_rss_mb"] > 50  # torch and the exporter, at least
+
+
+def test_a_comment_edit_re_exports_and_stops_there_a_real_change_rebuilds(tmp_path) -> None:
+    """Early cut-off: the model stages read the exported program's digest, not the source text."""
+    from helpers import SMALL_BENCH
+
+    p = Project(tmp_path / "proj")
+    p.add_recipe("mlp.yaml", mlp_recipe(bench=SMALL_BENCH) + "variants: {onnxruntime: [int8_dynamic]}\n")
+    first = p.doit("build")
+    assert first.returncode == 0, first.output[-3000:]
+    models = p.root / "examples" / "models.py"
+    source = models.read_text()
+    edited = source.replace("def mlp(", "# a comment edit\ndef mlp(").replace('"""The classic', '"""An edited docstring. The classic')
+    assert edited.count("a comment edit") == 1 and "An edited docstring" in edited
+    models.write_text(edited)
+    again = p.doit("build")
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.built() == {"export:mlp"}  # onnx, reference, aoti, the int8 variant, verify and bench stay
+    notes = {e["task"]: e.get("note") for e in again.events or [] if e["event"] == "uptodate"}
+    assert notes["aoti:mlp"] == notes["onnx:mlp"] == "model source changed, exported program identical"
+    status = p.infbuild("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "up to date: model source changed, exported program identical" in status.stdout
+    models.write_text(source.replace("nn.ReLU()", "nn.GELU()"))  # what the model computes
+    changed = p.doit("build")
+    assert changed.returncode == 0, changed.output[-3000:]
+    assert {"export:mlp", "onnx:mlp", "reference:mlp", "aoti:mlp", "onnx_int8_dynamic:mlp", "verify:mlp",
+            "bench:mlp"} <= changed.built()
+
+
+def test_the_program_digest_is_the_same_for_two_exports_and_ignores_source_lines() -> None:
+    """torch numbers sym_size nodes from a process-wide counter and records stack traces with line numbers: the
+    digest sees neither, and sees a change in what the program computes or in a weight."""
+    import torch
+
+    from infbuild.stages.export.program import program_digest
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.lin(x.reshape(x.shape[0], -1)) * x.shape[0]
+
+    def program(model: torch.nn.Module) -> torch.export.ExportedProgram:
+        batch = torch.export.Dim("batch", min=1, max=8)
+        return torch.export.export(model, (torch.ones(2, 3, 4),), dynamic_shapes=({0: batch},))
+
+    def export(model: torch.nn.Module) -> dict:
+        return program_digest(program(model))
+
+    torch.manual_seed(0)
+    model = Flat()
+    first = export(model)
+    renumbered = program(model)
+    for node in renumbered.graph.nodes:  # what another export in a busier process gets
+        node.meta["stack_trace"] = 'File "models.py", line 99, in forward'
+        if node.name.startswith("sym_size_int"):
+            node.name = "sym_size_int_7"
+    assert "sym_size_int_7" in [n.name for n in renumbered.graph.nodes]
+    assert program_digest(renumbered) == first == export(model)
+    with torch.no_grad():
+        model.lin.bias[0] += 1
+    assert export(model)["weights"] != first["weights"] and export(model)["graph"] == first["graph"]
+
+    class Doubled(Flat):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    assert export(Doubled())["graph"] != first["graph"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..cache import Cache, configured_caches
 from ..fingerprint import host_fingerprint
 from ..hashing import DigestCache
-from ..keys import Inputs, key_inputs, stage_key, staleness
+from ..keys import Inputs, cut_off, key_inputs, stage_key, staleness
 from ..plan import Host, PlannedStage, is_required, plan
 from ..project import Project, load_project
 from ..recipe import Recipe, load_recipes
@@ -92,6 +92,10 @@ class BuildContext:
             return staleness(p, self.host.fingerprint, self.project.root, self.digests, self.siblings(p))
         finally:
             self.digests.save()
+
+    def cut_off(self, p: PlannedStage) -> tuple[str, str] | None:
+        """For an up-to-date stage: the upstream stage rebuilt after it, and why that did not make it stale."""
+        return cut_off(p, self.siblings(p))
 
     def forced(self, p: PlannedStage) -> bool:
         return bool({p.stage.name, p.task_name} & self.options.forced)

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import re
 import sys
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import FieldError
+from ..errors import FieldError, StageFailed
 from ..recipe import Recipe, not_factory_module
 from ..runtime.backends import NUMPY_DTYPES
 
@@ -279,6 +280,32 @@ def dynamic_shapes(recipe: Recipe) -> dict[str, dict[int, Any] | None]:
         spec.name: ({axis: dims[size] for axis, size in enumerate(spec.shape) if isinstance(size, str)} or None)
         for spec in recipe.inputs
     }
+
+
+def export_program(recipe: Recipe, model: torch.nn.Module, example: dict[str, torch.Tensor]
+                   ) -> torch.export.ExportedProgram:
+    """``torch.export`` of the model at the trace shapes with the recipe's named dims, every declared dynamic axis
+    checked symbolic; torch's specialisation of a dim becomes a FieldError naming it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(model, (), example, dynamic_shapes=dynamic_shapes(recipe), strict=False)
+    except Exception as exc:  # noqa: BLE001 - export failures come in many types
+        raise specialised_dim(recipe, str(exc)) or \
+            StageFailed(f"torch.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
+    check_dynamic_axes(recipe, exported_input_dims(program), "exported program")
+    return program
+
+
+def exported_input_dims(program: torch.export.ExportedProgram) -> dict[str, list[Any]]:
+    """Input name -> its dims in the exported program: an int where fixed, None where symbolic."""
+    dims: dict[str, list[Any]] = {}
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        if node.op == "placeholder" and node.name in user_inputs and hasattr(value, "shape"):
+            dims[node.name] = [int(s) if isinstance(s, int) else None for s in value.shape]
+    return dims
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

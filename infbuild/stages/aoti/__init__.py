@@ -38,4 +38,4 @@ class AotiStage(Stage):
 STAGE = register(AotiStage(
     "aoti", 3, "device", "compile an AOTInductor package (model.pt2) for this target",
     Outputs(("model.pt2", "aoti.json")), tools=("torch",),
-    fields=lambda r: {**export_fields(r), "options": r.stages["aoti"]}, reads_model=True, backend="aoti"))
+    fields=lambda r: {**export_fields(r), "options": r.stages["aoti"]}, needs=("export",), reads_model=True, backend="aoti"))

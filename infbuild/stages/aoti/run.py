@@ -12,16 +12,7 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import (
-    build_model,
-    check_dynamic_axes,
-    dynamic_shapes,
-    reduced_precision,
-    sample_inputs,
-    specialised_dim,
-    to_torch,
-    trace_shapes,
-)
+from ..model import build_model, export_program, reduced_precision, sample_inputs, to_torch, trace_shapes
 from ..request import Job
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
@@ -53,17 +44,6 @@ def compile_and_package(program: torch.export.ExportedProgram, path: Path, confi
         shutil.rmtree(build_dir, ignore_errors=True)
 
 
-def exported_input_dims(program: torch.export.ExportedProgram) -> dict[str, list[Any]]:
-    """Input name -> its dims in the exported program: an int where fixed, None where symbolic."""
-    dims: dict[str, list[Any]] = {}
-    user_inputs = set(program.graph_signature.user_inputs)
-    for node in program.graph.nodes:
-        value = node.meta.get("val")
-        if node.op == "placeholder" and node.name in user_inputs and hasattr(value, "shape"):
-            dims[node.name] = [int(s) if isinstance(s, int) else None for s in value.shape]
-    return dims
-
-
 def run(job: Job) -> None:
     build(job)
 
@@ -80,14 +60,7 @@ def build(job: Job, dtype: torch.dtype | None = None) -> None:
                **options["inductor_configs"]}
     print(f"[aoti] exporting {recipe.name} with torch.export", flush=True)
     started = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.export(model, (), example, dynamic_shapes=dynamic_shapes(recipe), strict=False)
-    except Exception as exc:  # noqa: BLE001
-        raise specialised_dim(recipe, str(exc)) or \
-            StageFailed(f"torch.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
-    check_dynamic_axes(recipe, exported_input_dims(program), "exported program")
+    program = export_program(recipe, model, example)
     print(f"[aoti] compiling with AOTInductor for {device} (this takes a while on a cold cache)", flush=True)
     path = out / "model.pt2"
     try:

@@ -33,4 +33,4 @@ for _precision in ("bf16", "fp16"):
         f"aoti_{_precision}", 1, "device", f"compile an AOTInductor package computing in {_precision} (fp32 in and out)",
         Outputs(("model.pt2", "aoti.json")), tools=("torch",),
         fields=_fields(_precision),
-        reads_model=True, backend="aoti", variant=_precision, precision=_precision, module="aoti_variants"))
+        needs=("export",), reads_model=True, backend="aoti", variant=_precision, precision=_precision, module="aoti_variants"))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ...artifacts import Outputs
 from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
-from ...stage import Stage, UpstreamMissing, files_view, register
+from ...stage import Stage, UpstreamMissing, register
 from ...stamp import Stamp
 from ..common import model_fields, variant_fields
 from ..verify import verified_artifacts
@@ -22,11 +22,11 @@ class BenchStage(Stage):
 
     def upstream(self, recipe: Recipe, planned: Mapping[str, PlannedStage], required: Callable[[PlannedStage], bool]
                  ) -> tuple[str, ...]:
-        return ("verify", *verified_artifacts(planned))
+        return ("export", "verify", *verified_artifacts(planned))
 
     def upstream_view(self, recipe: Recipe, upstream: Mapping[str, tuple[Path, Stamp]]) -> dict[str, Any]:
         """The artifacts' files, and which of them passed verify (not its tolerances)."""
-        view = {name: files_view(stamp) for name, (_, stamp) in upstream.items() if name != "verify"}
+        view = super().upstream_view(recipe, {n: u for n, u in upstream.items() if n != "verify"})
         report = VerifyReport.read(upstream["verify"][0])
         if report is None:
             raise UpstreamMissing("verify (no readable report.json)")
@@ -42,5 +42,5 @@ STAGE = register(BenchStage(
     Outputs(("report.json", "report.md", "latency.png", "pareto.png")),
     tools=("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),
     fields=lambda r: {"bench": r.bench, "backends": list(r.backends), **model_fields(r), **variant_fields(r)},
-    needs=("verify",),
+    needs=("export", "verify"),
     reads_model=True))

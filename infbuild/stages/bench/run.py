@@ -6,6 +6,7 @@ report.md (a table) and latency.png (latency by shape, a line per backend).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from ...errors import StageFailed
 from ...options import BenchOptions
-from ...preferred import choose_preferred
+from ...preferred import preference
 from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
 from ...runtime.backends import load_backend
@@ -25,7 +26,9 @@ from ..model import build_model, sample_inputs, to_torch, user_samples
 from ..request import Job
 
 BASELINES = ("eager", "torch_compile")
-MIN_SAMPLES = 10  # timed calls per backend, shape and round even past bench.max_seconds
+MIN_SAMPLES = 6  # timed calls per backend and shape (over all rounds) even past bench.max_seconds
+STABLE_WITHIN = 0.02  # a backend's timed calls in a round stop once its median's 95 % interval is within ±2 %
+STABLE_AFTER = 10  # ... and it has at least this many samples
 Call = Callable[[], Any]
 
 
@@ -41,12 +44,30 @@ def _torch_call(module: Any, tensors: dict[str, torch.Tensor]) -> Call:
     return call
 
 
-def _stats(samples_ns: list[int], batch: int) -> dict[str, float]:
+def median_interval(samples_ms: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free 95 % confidence interval of the median: the order statistics the binomial(n, 1/2)
+    bounds pick (no assumption on the shape of the latency distribution)."""
+    ordered = np.sort(samples_ms)
+    n = ordered.size
+    half = z * math.sqrt(n) / 2
+    lo, hi = max(math.floor(n / 2 - half) - 1, 0), min(math.ceil(n / 2 + half), n - 1)
+    return float(ordered[lo]), float(ordered[hi])
+
+
+def _stable(bucket: list[int]) -> bool:
+    """Whether the median of these samples is known to within STABLE_WITHIN (its interval's half-width)."""
+    ms = np.asarray(bucket, dtype=np.float64)
+    lo, hi = median_interval(ms)
+    return (hi - lo) / 2 <= STABLE_WITHIN * float(np.median(ms))
+
+
+def _stats(samples_ns: list[int], batch: int) -> dict[str, Any]:
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
     p50 = float(np.percentile(ms, 50))
-    return {"p50_ms": p50, "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "throughput": batch / (p50 / 1e3),
-            "samples": int(ms.size)}
+    lo, hi = median_interval(ms)
+    return {"p50_ms": p50, "p50_ci_ms": [lo, hi], "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "min_ms": float(ms.min()),
+            "throughput": batch / (p50 / 1e3), "samples": int(ms.size)}
 
 
 def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, float]]], title: str,
@@ -135,17 +156,18 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
               verify: dict[str, Any], meta: dict[str, Any], runs_on: dict[str, str], setup: dict[str, float]) -> str:
     lines = [f"# {recipe.name}: latency on {meta['target']}",
              "",
-             f"threads {meta['threads']}, warm-up {meta['warmup']}, {meta['iterations']} timed runs (or "
-             f"{meta['max_seconds']:g} s, at least {MIN_SAMPLES}) x {meta['rounds']} interleaved rounds per backend and "
-             "shape; p50/p90/p99 in ms, throughput in items/s.",
-             f"Preferred (fastest within its accuracy budget at `{meta['primary_shape']}`): **{preferred or 'none'}**. "
+             f"threads {meta['threads']}; per backend and shape {meta['rounds']} interleaved rounds of up to "
+             f"{meta['warmup']} warm-up and {meta['iterations']} timed calls, within {meta['max_seconds']:g} s over "
+             f"the rounds (at least {MIN_SAMPLES} timed), a round ending early once the p50 is known to ±"
+             f"{STABLE_WITHIN:.0%}; p50 with its 95 % interval, p90/p99 in ms, throughput in items/s.",
+             f"Preferred at `{meta['primary_shape']}`: **{preferred or 'none'}** — {meta['preferred_reason']}. "
              "Error: the worst relative L2 error of any output at any verified shape, against eager fp32 (pareto.png).",
              "",
              "Set-up (load or compile, plus the first call at each shape) is not part of any timing.",
              "",
-             "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms | p90 ms | p99 ms | throughput/s | "
-             "x eager (p50) |",
-             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| backend | runs on | verified | error (rel L2) | set-up s | shape | p50 ms | p50 95 % interval | p90 ms "
+             "| p99 ms | samples | throughput/s | x eager (p50) |",
+             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for backend, per_shape in results.items():
         status = "baseline" if backend in BASELINES else {True: "yes", False: "FAILED"}.get(verify.get(backend, {}).get("passed"), "-")
         error = verify.get(backend, {}).get("rel_l2_err")
@@ -158,7 +180,8 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
             speedup = f"{eager / r['p50_ms']:.2f}" if eager else "-"
             lines.append(f"| {backend} | {runs_on.get(backend, '-')} | {status} | {shown_error} | "
                          f"{setup.get(backend, 0.0):.1f} | {label} | "
-                         f"{r['p50_ms']:.4f} | {r['p90_ms']:.4f} | {r['p99_ms']:.4f} | {r['throughput']:.1f} | {speedup} |")
+                         f"{r['p50_ms']:.4f} | {r['p50_ci_ms'][0]:.4f}–{r['p50_ci_ms'][1]:.4f} | {r['p90_ms']:.4f} | "
+                         f"{r['p99_ms']:.4f} | {r['samples']} | {r['throughput']:.1f} | {speedup} |")
     return "\n".join(lines) + "\n"
 
 
@@ -184,8 +207,9 @@ def run(job: Job) -> None:
     setup = first_calls(recipe, contenders.callers, contenders.loading, sync)
     samples = _time(recipe, contenders.callers, list(shape_specs), sync)
     results = _results(recipe, samples, shape_specs)
-    preferred = choose_preferred(verify, {"primary_shape": opts["primary"], "results": results}, recipe.artifacts())
-    meta = _meta(recipe, job.out, job.device, torch_device)
+    preferred, why = preference(verify, {"primary_shape": opts["primary"], "results": results, "setup_s": setup},
+                                recipe.artifacts())
+    meta = {**_meta(recipe, job.out, job.device, torch_device), "preferred_reason": why}
     _write_reports(recipe, job.out, results, preferred, verify, meta, shape_specs, contenders.runs_on, setup)
 
 
@@ -260,26 +284,41 @@ def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str]
         rotated = order[round_index % len(order):] + order[:round_index % len(order)]
         for label in labels:
             for backend in rotated:
-                _time_one(callers[backend][label], samples[backend][label], opts, round_index == 0, sync)
+                _time_one(callers[backend][label], samples[backend][label], opts, round_index, sync)
                 done += 1
             print(f"[bench] {recipe.name} round {round_index + 1}/{opts['rounds']} {label}: {done}/{total} "
                   f"({time.perf_counter() - started:.1f}s)", flush=True)
     return samples
 
 
-def _time_one(call: Call, bucket: list[int], opts: BenchOptions, first_round: bool, sync: Callable[[], Any]) -> None:
-    """Warm up (longer in the first round), then append the nanoseconds of each timed call to ``bucket``."""
-    for _ in range(opts["warmup"] + (3 if first_round else 0)):
+def _time_one(call: Call, bucket: list[int], opts: BenchOptions, round_index: int, sync: Callable[[], Any]) -> None:
+    """One round of one backend at one shape: warm up, then append the nanoseconds of each timed call to ``bucket``.
+
+    Time-bounded throughout: ``max_seconds`` is the budget of a backend at a shape over all rounds (a round gets
+    its share). Warm-up takes at most a quarter of a round's share (the first round makes at least one call; the
+    set-up already made one), timed calls stop at ``iterations``, past the share once MIN_SAMPLES are taken over
+    the rounds, or as soon as the median is stable (STABLE_WITHIN)."""
+    share_ns = int(opts["max_seconds"] * 1e9 / opts["rounds"])
+    per_round_min = max(1, math.ceil(MIN_SAMPLES / opts["rounds"]))
+    warm_until = time.perf_counter_ns() + share_ns // 4
+    last = bucket[-1] if bucket else 0
+    for index in range(opts["warmup"]):
+        if (index or round_index) and (time.perf_counter_ns() + last > warm_until):
+            break
+        t0 = time.perf_counter_ns()
         call()
-    sync()
-    deadline = time.perf_counter_ns() + int(opts["max_seconds"] * 1e9)
-    for index in range(opts["iterations"]):
+        sync()
+        last = time.perf_counter_ns() - t0
+    deadline = time.perf_counter_ns() + share_ns
+    for taken in range(1, opts["iterations"] + 1):
         t0 = time.perf_counter_ns()
         call()
         sync()
         bucket.append(time.perf_counter_ns() - t0)
-        if index + 1 >= MIN_SAMPLES and bucket[-1] + t0 > deadline:
-            break  # slow shapes stop at the time budget (samples counts what was timed)
+        if taken < per_round_min:
+            continue
+        if bucket[-1] + t0 > deadline or (taken >= STABLE_AFTER and taken % 5 == 0 and _stable(bucket)):
+            break
 
 
 def _results(recipe: Recipe, samples: dict[str, dict[str, list[int]]],

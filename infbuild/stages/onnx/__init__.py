@@ -9,4 +9,4 @@ STAGE = register(Stage(  # also planned for the stages that need it (TensorRT)
     "onnx", 4, "portable", "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims",
     Outputs(("model.onnx", "export.json"), ("model.onnx.data", "model.graph.onnx")),
     tools=("torch", "onnx", "onnxscript"), fields=lambda r: {**export_fields(r), "options": r.stages["onnx"]},
-    reads_model=True, backend="onnxruntime"))
+    needs=("export",), reads_model=True, backend="onnxruntime"))

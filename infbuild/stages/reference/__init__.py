@@ -19,4 +19,5 @@ class ReferenceStage(Stage):
 STAGE = register(ReferenceStage(
     "reference", 1, "portable", "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
     Outputs(("reference.json", "opt.npz"), ("*.npz",)), tools=("torch",),
-    fields=lambda r: {**model_fields(r), "options": r.stages["reference"]}, reads_model=True))
+    fields=lambda r: {**model_fields(r), "options": r.stages["reference"]}, needs=("export",),
+    reads_model=True))

@@ -1,0 +1,24 @@
+"""export stage: torch.export the model at the trace shapes and write program.json (the program's digest)."""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from ..model import build_model, export_program, sample_inputs, to_torch, trace_shapes
+from ..request import Job
+from .program import program_digest
+
+
+def run(job: Job) -> None:
+    recipe, root, out = job.recipe, job.root, job.out
+    model = build_model(recipe, root)
+    example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0))
+    started = time.perf_counter()
+    program = export_program(recipe, model, example)
+    digest = program_digest(program)
+    (out / "program.json").write_text(json.dumps({**digest, "torch": torch.__version__}, indent=2, sort_keys=True)
+                                      + "\n", encoding="utf-8")
+    print(f"[export] {recipe.name}: program {digest['digest'][:12]} ({digest['nodes']} nodes, {digest['parameters']} "
+          f"parameters) in {time.perf_counter() - started:.1f}s", flush=True)
