@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def bert(hidden: int = 32, layers: int = 2, heads: int = 2, vocab: int = 128, seed: int = 0) -> Any:
-    """An encoder: ``BertModel`` returns last_hidden_state and pooler_output."""
+def bert(hidden: int = 32, layers: int = 2, heads: int = 2, vocab: int = 128, seed: int = 0,
+         intermediate: int | None = None) -> Any:
+    """An encoder: ``BertModel`` returns last_hidden_state and pooler_output (BERT-base: hidden 768, 12 layers,
+    12 heads, vocab 30522, intermediate 3072)."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
     config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=2 * hidden, vocab_size=vocab, max_position_embeddings=128)
+                        intermediate_size=intermediate or 2 * hidden, vocab_size=vocab, max_position_embeddings=128)
     return BertModel(config).eval()
 
 

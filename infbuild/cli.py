@@ -46,6 +46,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if problems:
             raise RecipeError(problems)
     print(f"{len(recipes)} recipe(s) valid: {', '.join(r.name for r in recipes)}")
+    for recipe in recipes:
+        for spec in recipe.inputs:  # token ids and other integer inputs: say what their samples are drawn from
+            if spec.dtype in ("int64", "int32") and not spec.values and f"inputs.{spec.name}.high" not in recipe.lines:
+                print(f"note: {recipe.file}:{recipe.line(f'inputs.{spec.name}')}: inputs.{spec.name}: samples are "
+                      f"integers in {spec.low:g}..{spec.high - 1:g} (the default); for token ids set high to the "
+                      "vocabulary size")
     return 0
 
 
@@ -70,6 +76,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(render(states))
     return 1 if any(s.state == "stale" for s in states) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Per recipe and target: the preferred artifact, its latency at the primary shape and why it was preferred."""
+    from .report import as_json, render, rows
+
+    project = load_project()
+    found = rows(project.artifacts, {r.name for r in load_recipes(project)})
+    print(json.dumps(as_json(found), indent=2) if args.json else render(found))
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -383,6 +399,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="list stale stages with the reason; exit 1 if any (a CI gate)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+    rp = sub.add_parser("report", help="per recipe and target: the preferred artifact, its latency and why")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_report)
     pl = sub.add_parser("plan", help="per target, the stale stages (with their keys) a runner of that kind must build")
     pl.add_argument("--json", action="store_true", help="JSON for a CI matrix (targets, their stages and keys)")
     pl.set_defaults(func=cmd_plan)

@@ -17,7 +17,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Setting:
     name: str
-    kind: str  # "flag", "path", "paths", "name", "choice", "seconds"
+    kind: str  # "flag", "path", "paths", "name", "choice", "seconds", "megabytes"
     default: Any
     toml: str | None  # the [tool.infbuild] key, when a project may set it
     env: str | None  # the environment variable (wins over pyproject.toml)
@@ -38,6 +38,9 @@ SETTINGS = {s.name: s for s in (
             "load artifacts built for another target anyway (loudly)"),
     Setting("heartbeat_s", "seconds", 30.0, None, "INFBUILD_HEARTBEAT_S",
             "a stage silent this long says it is alive (elapsed time and its last line; a JSON-lines progress event)"),
+    Setting("memory_mb", "megabytes", None, "memory_mb", "INFBUILD_MEMORY_MB",
+            "memory parallel stages may use together (doit -n N): a stage starts when its expected peak fits "
+            "(default: 80 % of RAM)"),
     Setting("workers", "choice", "warm", None, "INFBUILD_WORKERS",
             "warm: CPU stages run in forks of one server that imported torch once; subprocess: a fresh Python each",
             choices=("warm", "subprocess")),
@@ -86,6 +89,14 @@ def value(name: str, config: Mapping[str, Any] | None = None, root: Path | None 
         if not 0 < seconds < 86400:
             raise ConfigError(f"{where}={str(raw)[:40]!r}: expected a number of seconds")
         return seconds
+    if setting.kind == "megabytes":
+        try:
+            megabytes = int(raw)
+        except (TypeError, ValueError):
+            megabytes = 0
+        if megabytes <= 0:
+            raise ConfigError(f"{where}={str(raw)[:40]!r}: expected a whole number of megabytes")
+        return megabytes
     if setting.kind == "choice":
         if raw not in setting.choices:
             raise ConfigError(f"{where}={str(raw)[:40]!r}: expected one of {', '.join(setting.choices)}")

@@ -16,7 +16,7 @@ from infbuild.stamp import read_stamp, rehash_problems
 pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
 
 EXAMPLES = ("convnet", "mlp", "seqblock")
-STAGES = ("onnx", "reference", "aoti", "verify", "bench")
+STAGES = ("export", "onnx", "reference", "aoti", "verify", "bench")
 
 
 def test_every_example_is_built_and_verified(examples_built: tuple[Project, DoitRun], cpu_target: str) -> None:
@@ -29,7 +29,7 @@ def test_every_example_is_built_and_verified(examples_built: tuple[Project, Doit
         assert sorted(targets) == sorted([cpu_target, "portable"])
         device = targets[cpu_target]
         assert sorted(device["stages"]) == ["aoti", "bench", "verify"]
-        assert sorted(targets["portable"]["stages"]) == ["onnx", "reference"]
+        assert sorted(targets["portable"]["stages"]) == ["export", "onnx", "reference"]
         for backend in ("onnxruntime", "aoti"):
             verdict = device["verify"][backend]
             assert verdict["passed"] is True
@@ -109,7 +109,7 @@ def test_status_is_clean_after_build(examples_built: tuple[Project, DoitRun]) ->
     proj, _ = examples_built
     done = proj.infbuild("status")
     assert done.returncode == 0, done.stdout
-    assert done.stdout.strip().endswith("17 stages: 15 up to date, 0 stale, 2 not buildable here")
+    assert done.stdout.strip().endswith("20 stages: 18 up to date, 0 stale, 2 not buildable here")
     assert "trt_engine:convnet" in done.stdout and "not buildable here: no CUDA GPU" in done.stdout
     via_doit = proj.run(sys.executable, "-m", "doit", "status")
     assert via_doit.returncode == 0 and "15 up to date" in via_doit.stdout
@@ -140,3 +140,21 @@ def test_infbuild_build_is_doit_build(examples_built: tuple[Project, DoitRun]) -
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "\n.  " not in "\n" + done.stdout and "-- verify:mlp" not in done.stdout  # no line per stage up to date
     assert re.search(r"infbuild: 0 built \(0.0s\), \d+ up to date", done.stdout), done.stdout
+
+
+def test_report_says_per_recipe_the_preferred_artifact_its_latency_and_why(examples_built: tuple[Project, DoitRun],
+                                                                          cpu_target: str) -> None:
+    proj, _ = examples_built
+    done = proj.infbuild("report", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {r["recipe"]: r for r in json.loads(done.stdout)}
+    manifest = json.loads((proj.artifacts / "manifest.json").read_text())
+    assert set(rows) == set(EXAMPLES)
+    for recipe, row in rows.items():
+        target = manifest["recipes"][recipe]["targets"][cpu_target]
+        assert (row["target"], row["preferred"], row["reason"]) == (cpu_target, target["preferred"],
+                                                                    target["preferred_reason"])
+        timed = target["bench"]["results"][row["preferred"]]["opt"]
+        assert row["p50_ms"] == timed["p50_ms"] and row["shape"] == "opt" and re.fullmatch(r"2 of [23]", row["verified"])
+    table = proj.infbuild("report").stdout
+    assert table.startswith("| recipe | target | preferred | p50 ms (95 % interval) |") and "| mlp |" in table

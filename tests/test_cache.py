@@ -14,7 +14,7 @@ from helpers import SMALL_BENCH, GpuHost, Project, copy_built, mlp_recipe, tasks
 
 pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
 
-CACHEABLE = {"onnx", "reference", "aoti", "verify", "bench"}
+CACHEABLE = {"export", "onnx", "reference", "aoti", "verify", "bench"}
 
 
 def clone(tmp_path: Path, name: str, recipes: dict[str, str]) -> Project:
@@ -71,7 +71,7 @@ def test_entries_of_one_target_never_restore_on_another(warm: tuple[Path, str], 
     p = clone(tmp_path, "other-host", {"a.yaml": RECIPES["a.yaml"]})
     result = p.doit("build", env=p.env(INFBUILD_CACHE=cache, INFBUILD_FINGERPRINT=json.dumps({"cpu": {"isa": other}})))
     assert result.returncode == 0
-    assert result.restored() == {"onnx:a", "reference:a"}  # portable stages only
+    assert result.restored() == {"export:a", "onnx:a", "reference:a"}  # portable stages only
     assert result.built() == {"aoti:a", "verify:a", "bench:a"}
 
 
@@ -146,7 +146,7 @@ def test_two_builds_populating_one_cache_at_once_agree_on_every_key(tmp_path: Pa
         assert p.infbuild("status", env=p.env(INFBUILD_CACHE=cache)).returncode == 0
     stamps = [{s.parent.relative_to(p.artifacts).as_posix(): json.loads(s.read_text()) for s in p.artifacts.glob("*/*/*/stamp.json")}
               for p in projects]
-    assert stamps[0].keys() == stamps[1].keys() and len(stamps[0]) == 8
+    assert stamps[0].keys() == stamps[1].keys() and len(stamps[0]) == 10
     for stage, stamp in stamps[0].items():
         other = stamps[1][stage]
         assert stamp["key"] == other["key"], stage
@@ -157,12 +157,15 @@ def test_two_builds_populating_one_cache_at_once_agree_on_every_key(tmp_path: Pa
 
     local = LocalCache(_local_root(cache))
     entries = local.entries()
-    assert len(entries) == 8  # one per key: the later writer adopted the entry instead of adding its own
-    for e in entries:  # every entry complete and intact, exactly its stage's outputs
-        assert local.get(Wanted(e["key"], e["stage"], e["recipe"], e["target"], registry.get(e["stage"]).outputs)) is not None
+    assert len(entries) == 10  # one per key: the later writer adopted the entry instead of adding its own
+    for index, e in enumerate(entries):  # every entry complete and intact, exactly its stage's outputs
+        staging = tmp_path / f"check-{index}"
+        staging.mkdir()
+        wanted = Wanted(e["key"], e["stage"], e["recipe"], e["target"], registry.get(e["stage"]).outputs)
+        assert local.get(wanted, staging) is not None and any(staging.iterdir())
     third = clone(tmp_path, "p2", recipes)
     result = third.doit("build", env=third.env(INFBUILD_CACHE=cache))
-    assert result.returncode == 0 and result.built() == set() and len(result.restored()) == 8
+    assert result.returncode == 0 and result.built() == set() and len(result.restored()) == 10
 
 
 def test_a_build_that_loses_the_race_adopts_the_cached_outputs(a_built: tuple[Project, Path], tmp_path: Path,
@@ -199,16 +202,16 @@ def test_cache_cli_stats_ls_push_pull_gc(a_built: tuple[Project, Path], tmp_path
     cache = f"local:{tmp_path / 'cache'}"
     p = copy_built(a_built[0], tmp_path / "p")
     env = p.env(INFBUILD_CACHE=cache)
-    assert "push: 4 stage(s)" in p.infbuild("cache", "push", env=env).stdout
+    assert "push: 5 stage(s)" in p.infbuild("cache", "push", env=env).stdout
     stats = p.infbuild("cache", "stats", env=env).stdout
-    assert re.search(r"local:\S+ \(writable\): 4 entries, [\d.]+ MB", stats)
+    assert re.search(r"local:\S+ \(writable\): 5 entries, [\d.]+ MB", stats)
     listing = p.infbuild("cache", "ls", env=env).stdout
     assert "aoti" in listing and "onnx" in listing
     shutil.rmtree(p.artifacts / "a")
-    assert "pull: 4 stage(s)" in p.infbuild("cache", "pull", env=env).stdout
+    assert "pull: 5 stage(s)" in p.infbuild("cache", "pull", env=env).stdout
     assert p.infbuild("status", env=env).returncode == 0
     gc = p.infbuild("cache", "gc", "--max-size", "0", env=env).stdout
-    assert "evicted 4 entries" in gc
+    assert "evicted 5 entries" in gc
     assert "0 entries, 0.0 MB" in p.infbuild("cache", "stats", env=env).stdout
 
 
@@ -221,7 +224,7 @@ def test_registry_cache_shares_builds_and_a_down_registry_degrades(services: dic
     second = clone(tmp_path, "second", recipes)
     result = second.doit("build", env=second.env(INFBUILD_CACHE=f"oci:{services['registry'].address}/infbuild/cache"))
     assert result.returncode == 0
-    assert result.built() == set() and len(result.restored()) == 4
+    assert result.built() == set() and len(result.restored()) == 5
     down = clone(tmp_path, "down", recipes)
     result = down.doit("build", env=down.env(INFBUILD_CACHE="oci:127.0.0.1:9/infbuild/cache#rw"))
     assert result.returncode == 0 and len(result.built()) == 4
@@ -244,7 +247,7 @@ def test_ci_flow_a_cpu_job_acts_for_a_gpu_target_from_the_cache(tmp_path: Path) 
     cpu_env = cpu_job.env(INFBUILD_CACHE=cache, INFBUILD_FINGERPRINT=f"@{fingerprint}", PATH="/usr/bin:/bin:"
                           + str(Path(sys.executable).parent))
     pulled = cpu_job.infbuild("cache", "pull", env=cpu_env)
-    assert pulled.returncode == 0 and "pull: 6 stage(s)" in pulled.stdout, pulled.stdout + pulled.stderr
+    assert pulled.returncode == 0 and "pull: 7 stage(s)" in pulled.stdout, pulled.stdout + pulled.stderr
     result = cpu_job.doit("build", env=cpu_env)
     assert result.returncode == 0 and result.stages_ran() == set(), result.output[-2000:]
     assert (cpu_job.stage("mlp", "cuda-sm90-nvidia-h100-80gb-hbm3", "trt_engine") / "model.engine").is_file()

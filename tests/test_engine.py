@@ -69,3 +69,52 @@ def test_a_second_build_waits_for_the_lock_whatever_the_reporter(onnx_only: Proj
     assert proc.returncode == 0, out
     assert "waiting for another build" in out and "(pid 4242)" in out
     assert read_stamp(onnx_only.artifacts / "a" / "portable" / "onnx") is not None
+
+
+def test_parallel_stages_start_only_when_their_expected_peaks_fit_the_memory_budget(tmp_path: Path) -> None:
+    """doit -n N: a stage waits (saying so once) while its expected peak does not fit beside the running ones'; a
+    stage bigger than the whole budget still runs, alone; a dead build's reservation does not count."""
+    import json
+    import threading
+    import time
+
+    from infbuild.engine.memory import admit, reserved
+
+    assert admit({}, 5000, 1000)  # alone: runs whatever it needs
+    assert admit({"a": {"mb": 400}}, 500, 1000) and not admit({"a": {"mb": 600}}, 500, 1000)
+    events: list[str] = []
+    said: list[str] = []
+    first_in = threading.Event()
+
+    def stage(task: str, hold: float) -> None:
+        with reserved(tmp_path, task, 600, 1000, waiting=said.append):
+            events.append(f"start {task}")
+            first_in.set()
+            time.sleep(hold)
+            events.append(f"end {task}")
+
+    a = threading.Thread(target=stage, args=("onnx:a", 1.0))
+    a.start()
+    first_in.wait(5)
+    b = threading.Thread(target=stage, args=("onnx:b", 0.0))
+    b.start()
+    a.join()
+    b.join()
+    assert events == ["start onnx:a", "end onnx:a", "start onnx:b", "end onnx:b"]
+    assert said == ["onnx:b: waiting for memory: it is expected to need ~600 MB and onnx:a ~600 MB leave less of the "
+                    "1000 MB budget (memory_mb / INFBUILD_MEMORY_MB)"]
+    (tmp_path / ".infbuild" / "memory.json").write_text(json.dumps({"999999:x": {"pid": 999999, "mb": 900, "task": "x"}}))
+    with reserved(tmp_path, "onnx:c", 600, 1000, waiting=said.append):  # pid 999999 is gone: nothing to wait for
+        pass
+    assert len(said) == 1
+
+
+def test_a_stage_is_expected_to_need_its_last_peak_or_three_times_its_weights(onnx_only: Project) -> None:
+    from infbuild.engine.memory import BASE_MB, expected_mb
+
+    ctx = BuildContext.load(onnx_only.root)
+    p = ctx.planned["onnx:a"]
+    assert expected_mb(p, onnx_only.root, ctx.siblings(p)) == BASE_MB  # nothing known yet: a worker's base
+    (ctx.planned["export:a"].folder).mkdir(parents=True)
+    (ctx.planned["export:a"].folder / "program.json").write_text('{"parameters": 100000000}')  # 400 MB of fp32
+    assert expected_mb(p, onnx_only.root, ctx.siblings(p)) == BASE_MB + 3 * 400_000_000 // (1 << 20)

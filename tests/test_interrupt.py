@@ -79,7 +79,7 @@ def test_a_crashing_stage_fails_alone_and_the_warm_workers_go_on(project: Projec
     project.add_recipe("mlp.yaml", mlp_recipe() + "backends: [onnxruntime]\n")
     result = project.doit("build")
     assert result.returncode != 0
-    assert "onnx:crash: stage worker failed (exit -6)" in result.output
+    assert "export:crash: stage worker failed (exit -6)" in result.output
     assert {"onnx:mlp", "reference:mlp", "verify:mlp"} <= result.built()  # forks of the same server kept working
 
 
@@ -112,6 +112,6 @@ def test_a_sigkill_during_an_aoti_compile_leaves_no_worker_and_nothing_complete(
     assert not (target / "aoti").exists()  # only a hidden staging folder may remain, never the final one
     result = project.doit("build")
     assert result.returncode == 0, result.output[-3000:]
-    assert result.stages_ran() == {"aoti:mlp", "verify:mlp"}  # onnx and reference had finished
+    assert result.stages_ran() == {"aoti:mlp", "verify:mlp"}  # export, onnx and reference had finished
     assert not list(target.glob(".aoti.*")), "leftover staging folders are cleaned up"
     assert (target / "aoti" / "stamp.json").is_file()

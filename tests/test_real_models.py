@@ -150,7 +150,7 @@ def test_one_failing_recipe_does_not_stop_the_others(tmp_path: Path, cpu_target:
     assert result.returncode != 0
     assert {"onnx:a", "aoti:a", "verify:a"} <= result.stages_ran()
     assert (p.stage("a", cpu_target, "verify") / "stamp.json").is_file()
-    assert "  FAILED onnx:b: " in result.output and "unexpected keyword argument 'boom'" in result.output
+    assert "  FAILED export:b: " in result.output and "unexpected keyword argument 'boom'" in result.output
     fast = p.infbuild("build", "--fail-fast", env=p.env(INFBUILD_CACHE="off"))
     assert fast.returncode != 0
 

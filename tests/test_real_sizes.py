@@ -194,3 +194,21 @@ def test_the_program_digest_is_the_same_for_two_exports_and_ignores_source_lines
             return super().forward(x) * 2
 
     assert export(Doubled())["graph"] != first["graph"]
+
+
+def test_an_export_above_the_protobuf_limit_says_its_weights_are_external(tmp_path) -> None:
+    """Above 2 GiB torch writes model.onnx.data whatever external_data says: export.json records what was
+    written, and the build says why (a sparse 3 GB file stands in for GPT-2 774M's weights)."""
+    from infbuild.stages.onnx.run import external_data
+
+    with open(tmp_path / "model.onnx.data", "wb") as f:
+        f.truncate(3_100_000_000)
+    written, note = external_data(False, tmp_path)
+    assert written is True and note is not None
+    assert note.startswith("the weights (3.10 GB) exceed ONNX's 2 GiB protobuf limit, so they were written as "
+                           "external data (model.onnx.data)")
+    assert external_data(True, tmp_path) == (True, None)
+    (tmp_path / "model.onnx.data").unlink()
+    assert external_data(False, tmp_path) == (False, None)
+    assert external_data(True, tmp_path)[1] == ("stages.onnx.external_data is true but the exporter kept the weights "
+                                                "inside model.onnx")

@@ -167,3 +167,17 @@ def test_odd_field_names_render_on_one_line(project: Project) -> None:
                                                     "inputs": {"x": {"shape": [2, 10]}}, "outputs": ["y"], "\n": None}))
     (rendered,) = problems_of(project)
     assert rendered.startswith('recipes/a.json:1: ["\\n"]: unknown field') and "\n" not in rendered
+
+
+def test_validate_says_what_integer_samples_are_drawn_from_unless_the_recipe_bounds_them(project: Project) -> None:
+    project.add_recipe("ids.yaml", "name: ids\nmodel: {factory: examples.hf:bert}\ninputs:\n"
+                                   "  input_ids: {shape: [batch, seq], dtype: int64}\n"
+                                   "  attention_mask: {shape: [batch, seq], dtype: int64, values: [1]}\n"
+                                   "dims:\n  batch: {min: 1, max: 2}\n  seq: {min: 4, max: 8}\n"
+                                   "outputs: [last_hidden_state, pooler_output]\n")
+    project.add_recipe("bounded.yaml", mlp_recipe(name="bounded"))
+    done = project.infbuild("validate", "--no-import")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [
+        "note: recipes/ids.yaml:4: inputs.input_ids: samples are integers in 0..99 (the default); for token ids set "
+        "high to the vocabulary size"]

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
 
 OTHER = mlp_recipe(name="other", seed=1, extra_model="  sources: [examples/models.py, examples/extra.py]\n",
                    bench=SMALL_BENCH)
-CHAIN = {"onnx", "reference", "aoti", "verify"}  # mlp has no bench stage; other has one
+CHAIN = {"export", "onnx", "reference", "aoti", "verify"}  # mlp has no bench stage; other has one
 MLP_CHAIN = tasks("mlp", CHAIN)
 OTHER_CHAIN = tasks("other", CHAIN | {"bench"})
 
@@ -100,7 +100,7 @@ def test_cuda_recipe_is_not_buildable_here_unless_required(proj: Project, cpu_ta
     proj.add_recipe("gpu.yaml", mlp_recipe(name="gpu").replace("outputs: [y]", "outputs: [y]\nstages: {aoti: {device: cuda}}"))
     listing = proj.run(sys.executable, "-m", "doit", "list", "--all").stdout
     assert "aoti:gpu" in listing and "not buildable here: no CUDA GPU" in listing
-    assert build(proj).stages_ran() == tasks("gpu", {"onnx", "reference", "verify"})  # verify what can be built here
+    assert build(proj).stages_ran() == tasks("gpu", {"export", "onnx", "reference", "verify"})  # verify what can be built here
     report = json.loads((proj.stage("gpu", cpu_target, "verify") / "report.json").read_text())
     assert report["results"]["aoti"] == {"passed": None, "status": "not buildable here"}
     status = proj.infbuild("status")

@@ -85,7 +85,7 @@ def proj(tmp_path_factory: pytest.TempPathFactory, host: GpuHost) -> Project:
     p.add_recipe("mlp.yaml", trt_recipe())
     result = p.doit("build", env=host.env(p))
     assert result.returncode == 0, result.output[-3000:]
-    assert result.stages_ran() == tasks("mlp", {"onnx", "reference", "verify"} | TRT)
+    assert result.stages_ran() == tasks("mlp", {"export", "onnx", "reference", "verify"} | TRT)
     return p
 
 
@@ -118,7 +118,7 @@ def test_second_build_runs_nothing(proj: Project, host: GpuHost) -> None:
 def test_weights_only_change_keeps_the_timing_cache(proj: Project, host: GpuHost) -> None:
     proj.add_recipe("mlp.yaml", trt_recipe(seed=3))
     ran = build(proj, host.env(proj)).stages_ran()
-    assert ran == tasks("mlp", {"onnx", "reference", "trt_engine", "verify"})
+    assert ran == tasks("mlp", {"export", "onnx", "reference", "trt_engine", "verify"})
 
 
 def test_trt_option_change_rebuilds_cache_and_engine(proj: Project, host: GpuHost) -> None:

@@ -15,9 +15,10 @@ class Cache(Protocol):
     def where(self, key: str) -> str:
         """Where the entry for ``key`` lives (for messages)."""
 
-    def get(self, wanted: Wanted) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        """The entry's stamp and checked file bytes when it is exactly ``wanted``; None on a miss; BadEntry when it
-        must not be used; InfbuildError/OSError when the cache cannot answer."""
+    def get(self, wanted: Wanted, staging: Path) -> dict[str, Any] | None:
+        """The entry's stamp when it is exactly ``wanted``, its files placed into the empty folder ``staging``
+        (streamed or linked, checked against the stamp); None on a miss; BadEntry when it must not be used (the
+        caller empties ``staging``); InfbuildError/OSError when the cache cannot answer."""
 
     def peek(self, key: str) -> dict[str, Any] | None:
         """The entry's stamp (checked, files not fetched), or None."""

@@ -1,7 +1,6 @@
 """What a cache entry is (a stamp plus its files' bytes), and the checks that make entries safe to use."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -105,10 +104,3 @@ def check_stamp(stamp: Any, key: str) -> dict[str, Any]:
     if clash:
         raise BadEntry(f"entry lists {clash[0]!r} both as a file and as a folder")
     return stamp
-
-
-def check_bytes(name: str, data: bytes, meta: dict[str, Any]) -> None:
-    if len(data) != meta["size"]:
-        raise BadEntry(f"{name}: {len(data)} bytes, the stamp says {meta['size']} (truncated?)")
-    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-        raise BadEntry(f"{name}: sha256 differs from the stamp (corrupted or tampered)")

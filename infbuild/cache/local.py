@@ -1,7 +1,7 @@
-"""A local, content-addressed cache folder: blobs/<sha256> hold file bytes once, entries/<key>.json hold
-stamps. Writes are atomic (temp file + rename; blobs before the entry that names them), so concurrent builds
-never see a torn entry; the first entry written for a key stays (later writers adopt it); gc takes an exclusive
-lock, writers a shared one."""
+"""A local, content-addressed cache folder: blobs/<sha256> hold file bytes once (read-only), entries/<key>.json
+hold stamps. Restores link blobs into the stage folder where the file system allows (``links``). Writes are atomic
+(temp file + rename; blobs before the entry that names them), so concurrent builds never see a torn entry; the
+first entry written for a key stays (later writers adopt it); gc takes an exclusive lock, writers a shared one."""
 from __future__ import annotations
 
 import fcntl
@@ -13,15 +13,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .entry import BadEntry, Wanted, check_bytes, check_stamp, read_entry_json
+from .entry import BadEntry, Wanted, check_stamp, read_entry_json
+from .links import LINK_TYPES, check_file, place
 
 
 class LocalCache:
     kind = "local"
 
-    def __init__(self, path: Path, writable: bool = True) -> None:
+    def __init__(self, path: Path, writable: bool = True, link_types: tuple[str, ...] = LINK_TYPES) -> None:
         self.path = path
         self.writable = writable
+        self.link_types = link_types  # how restores place files: links.place
+        self.placed: dict[str, str] = {}  # file -> the link type the last restore used for it
         self.name = f"local:{path}"
 
     @contextmanager
@@ -49,6 +52,20 @@ class LocalCache:
             os.fsync(f.fileno())
         return tmp
 
+    def _store_blob(self, source: Path, blob: Path) -> None:
+        """A blob, read-only, from a stage's file: cloned or streamed (never a hard link to the stage's own file,
+        which stays the user's to edit), then renamed into place."""
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        tmp = blob.with_name(f".{blob.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            place(source, tmp, ("reflink", "copy"))
+            os.chmod(tmp, 0o444)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, blob)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def _atomic_write(self, dest: Path, data: bytes) -> None:
         os.replace(self._write_temp(dest, data), dest)
 
@@ -56,29 +73,32 @@ class LocalCache:
         """The entry's location, for messages."""
         return str(self._entry(key))
 
-    def get(self, wanted: Wanted) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        """The entry for ``wanted.key``, checked: its stamp names this stage and its outputs, every blob
-        matches the stamp's size and sha256. None when absent; BadEntry when unusable."""
+    def get(self, wanted: Wanted, staging: Path) -> dict[str, Any] | None:
+        """The entry for ``wanted.key``, checked, its files placed into the empty folder ``staging`` (reflinked,
+        hard-linked or copied: ``links.place``, never through memory): its stamp names this stage and its outputs,
+        every file matches the stamp's size and sha256. None when absent; BadEntry when unusable."""
         path = self._entry(wanted.key)
         if not path.is_file():
             return None
         with self._lock(exclusive=False):
             stamp = check_stamp(read_entry_json(path.read_bytes), wanted.key)
             wanted.check(stamp)
-            files = {}
             for name, meta in stamp["files"].items():
                 blob = self._blob(meta["sha256"])
                 try:
                     if blob.stat().st_size != meta["size"]:
                         raise BadEntry(f"{name}: blob has {blob.stat().st_size} bytes, the stamp says {meta['size']} "
                                        "(truncated?)")
-                    data = blob.read_bytes()
+                    dest = staging / name
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    self.placed[name] = place(blob, dest, self.link_types)
                 except FileNotFoundError:
                     raise BadEntry(f"{name}: blob missing from the cache") from None
-                check_bytes(name, data, meta)
-                files[name] = data
+                except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                    raise BadEntry(f"{name}: cannot be written into the stage folder ({exc.strerror})") from None
+                check_file(name, dest, meta)
             os.utime(path)  # last use, for gc
-        return stamp, files
+        return stamp
 
     def peek(self, key: str) -> dict[str, Any] | None:
         """The entry's stamp as stored (its files unchecked), or None when the key has no entry."""
@@ -97,7 +117,7 @@ class LocalCache:
             for name, meta in stamp["files"].items():
                 blob = self._blob(meta["sha256"])
                 if not blob.exists():
-                    self._atomic_write(blob, (folder / name).read_bytes())
+                    self._store_blob(folder / name, blob)
             if replace:
                 self._atomic_write(entry, json.dumps(stamp, sort_keys=True).encode())
                 return True

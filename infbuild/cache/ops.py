@@ -58,11 +58,9 @@ def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path, trust: Trust
         started = time.perf_counter()
         keys = trusted_by(cache, trust)
         try:
-            found = cache.get(replace(wanted, trusted=keys, require_signature=bool(trust and trust.enforced)))
-            if found is None:
+            stamp = cache.get(replace(wanted, trusted=keys, require_signature=bool(trust and trust.enforced)), staging)
+            if stamp is None:
                 continue
-            stamp, files = found
-            _write_files(staging, files)
         except BadEntry as exc:
             _empty(staging)
             warn_once(unusable(cache, wanted.key, exc))
@@ -80,18 +78,6 @@ def restore(caches: Sequence[Cache], wanted: Wanted, staging: Path, trust: Trust
                       "who can write this cache can run code here (set trusted_keys: see the README's trust model)")
         return CacheOutcome(cache.name, Stamp.from_json(stamp), time.perf_counter() - started, kept)
     return None
-
-
-def _write_files(staging: Path, files: dict[str, bytes]) -> None:
-    """Write checked entry files; a name the folder cannot hold is the entry's fault (BadEntry)."""
-    for name, data in files.items():
-        dest = staging / name
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(dest, "xb") as f:  # never through a link or over another file of the entry
-                f.write(data)
-        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-            raise BadEntry(f"{name}: cannot be written into the stage folder ({exc.strerror})") from None
 
 
 def _empty(staging: Path) -> None:

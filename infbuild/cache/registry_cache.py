@@ -8,7 +8,7 @@ from typing import Any
 from ..package.oci import canonical, sha256
 from ..package.reference import parse
 from ..package.registry import NotFound, Registry, RegistryError, Unavailable
-from .entry import MAX_STAMP_BYTES, BadEntry, Wanted, check_bytes, check_stamp, read_entry_json, safe_name
+from .entry import MAX_STAMP_BYTES, BadEntry, Wanted, check_stamp, read_entry_json, safe_name
 
 ARTIFACT_TYPE = "application/vnd.infbuild.stage.v1"
 STAMP_TYPE = "application/vnd.infbuild.stamp.v1+json"
@@ -56,8 +56,9 @@ class RegistryCache:
         found = self._entry(self._client(), key)
         return found[1] if found else None
 
-    def get(self, wanted: Wanted) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        """The entry for ``wanted.key``, checked like a local one. Each layer's descriptor must give the size and
+    def get(self, wanted: Wanted, staging: Path) -> dict[str, Any] | None:
+        """The entry for ``wanted.key``, checked like a local one, its files streamed into the empty folder
+        ``staging`` (hashed as they come, one chunk in memory). Each layer's descriptor must give the size and
         digest the stamp names before anything is fetched, and no fetch reads more than that size."""
         client = self._client()
         found = self._entry(client, wanted.key)
@@ -76,15 +77,21 @@ class RegistryCache:
             if layer.get("size") != meta["size"] or layer.get("digest") != "sha256:" + meta["sha256"]:
                 raise BadEntry(f"{name}: layer descriptor ({layer.get('size')!r} bytes, {str(layer.get('digest'))[:19]}) "
                                "differs from the stamp")
-        files = {}
         for name, layer in layers.items():
+            dest = staging / name
             try:
-                data = client.blob(layer["digest"], max_bytes=stamp["files"][name]["size"])
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "xb") as f:  # never through a link or over another file of the entry
+                    size = client.blob_to(layer["digest"], f, max_bytes=stamp["files"][name]["size"])
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                raise BadEntry(f"{name}: cannot be written into the stage folder ({exc.strerror})") from None
+            except Unavailable:
+                raise
             except RegistryError as exc:
                 raise BadEntry(f"{name}: {exc}") from None
-            check_bytes(name, data, stamp["files"][name])
-            files[name] = data
-        return stamp, files
+            if size != stamp["files"][name]["size"]:
+                raise BadEntry(f"{name}: {size} bytes, the stamp says {stamp['files'][name]['size']} (truncated?)")
+        return stamp
 
     def put(self, key: str, stamp: dict[str, Any], folder: Path, replace: bool = False) -> bool:
         """Push the stage unless its key is already tagged (first writer wins, up to the registry's lack of a
@@ -99,8 +106,7 @@ class RegistryCache:
         config = canonical(stamp)
         layers = []
         for name, meta in sorted(stamp["files"].items()):
-            data = (folder / name).read_bytes()
-            client.push_blob("sha256:" + meta["sha256"], data)
+            client.push_blob("sha256:" + meta["sha256"], folder / name)  # streamed in chunks
             layers.append({"mediaType": FILE_TYPE, "digest": "sha256:" + meta["sha256"], "size": meta["size"],
                            "annotations": {TITLE: name}})
         client.push_blob(sha256(config), config)

@@ -120,6 +120,14 @@ class BuildContext:
 
         return signer(self.project.config, self.project.root)
 
+    @cached_property
+    def memory_budget_mb(self) -> int:
+        """What parallel stages may use together (``memory_mb``, default 80 % of RAM)."""
+        from .. import settings
+        from .memory import budget_mb
+
+        return budget_mb(settings.value("memory_mb", self.project.config, self.project.root))
+
     @property
     def signing_passphrase_env(self) -> str:
         from .. import settings

@@ -25,6 +25,7 @@ from ..stages.request import WorkerRequest, WorkerResult, take_error
 from ..stamp import Stamp, read_stamp, rehash_problems
 from .context import BuildContext
 from .locks import gpu_lock, os_problem
+from .memory import expected_mb, reserved
 from .outcome import Outcome
 from .worker import run_worker
 
@@ -116,7 +117,8 @@ def run_stage_worker(run: Run) -> Outcome | None:
                             record_packages=p.stage.reads_model,
                             signing_key=ctx.signer.source if ctx.signer and p.stage.signs_images else None,
                             signing_passphrase_env=ctx.signing_passphrase_env)
-    with gpu_lock(ctx.artifacts, p.device == "cuda"):
+    wanted = expected_mb(p, ctx.project.root, ctx.siblings(p))
+    with reserved(ctx.artifacts, run.task, wanted, ctx.memory_budget_mb), gpu_lock(ctx.artifacts, p.device == "cuda"):
         code, tail = run_worker(request, staging / LOG)
     if code == 0:
         run.result = WorkerResult.take(staging)

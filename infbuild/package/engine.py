@@ -2,15 +2,14 @@
 context holding only the files that go in; build with progress, tag, optionally push."""
 from __future__ import annotations
 
-import io
 import json
 import os
-import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import InfbuildError
-from .oci import layer_tar
+from .oci import write_tar
 
 
 class EngineError(InfbuildError):
@@ -43,14 +42,17 @@ def build(files: dict[str, Path | bytes], labels: dict[str, str], base: str, tag
     from docker.errors import APIError, DockerException
 
     text = dockerfile(base, extra, sorted({name.split("/", 1)[0] for name in files}), env, cmd)
-    context = layer_tar({**files, "Dockerfile": text.encode()})
+    context = tempfile.TemporaryFile()  # the build context, streamed to the engine (never whole in memory)
+    write_tar({**files, "Dockerfile": text.encode()}, context)
+    context.seek(0)
     try:
         client = docker.from_env(timeout=600)
         client.ping()
     except DockerException as exc:
+        context.close()
         raise EngineError(f"Docker engine unreachable ({os.environ.get('DOCKER_HOST', 'default socket')}): {exc}") from None
     try:
-        for chunk in client.api.build(fileobj=io.BytesIO(context), custom_context=True, tag=tag, labels=labels,
+        for chunk in client.api.build(fileobj=context, custom_context=True, tag=tag, labels=labels,
                                       rm=True, forcerm=True, pull=False, decode=True):
             if "stream" in chunk and chunk["stream"].strip():
                 log(f"[docker] {chunk['stream'].rstrip()}")
@@ -76,9 +78,4 @@ def build(files: dict[str, Path | bytes], labels: dict[str, str], base: str, tag
         raise EngineError(f"docker: {exc.explanation or exc}") from None
     finally:
         client.close()
-
-
-def context_files(tar_bytes: bytes) -> list[str]:
-    """Names in a build context (for tests that check only the needed files went in)."""
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-        return tar.getnames()
+        context.close()

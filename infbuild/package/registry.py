@@ -10,7 +10,8 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from ..errors import InfbuildError
 from .reference import Reference
@@ -37,6 +38,7 @@ class NotFound(RegistryError):
     """The registry answered 404: no such manifest, tag or blob."""
 
 
+CHUNK = 16 << 20  # what a streamed download or a chunked upload holds in memory at once
 MAX_MANIFEST_BYTES = 4 << 20  # the distribution spec lets registries refuse larger manifests; so do we
 MAX_INDEX_DEPTH = 2  # an index names manifests; an index of indexes of ... is refused, not followed forever
 
@@ -53,31 +55,44 @@ class Registry:
         self.uploaded_blobs: list[str] = []
 
     # -- transport ---------------------------------------------------------------------------
-    def _request(self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
-                 retry_auth: bool = True, max_bytes: int | None = None) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP exchange; a body longer than ``max_bytes`` is refused after reading at most one byte more."""
-        headers = dict(headers or {})
+    def _open(self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+              retry_auth: bool = True) -> Any:
+        """One HTTP exchange: the open response of a 2xx answer (the caller reads and closes it), else the
+        (status, headers, start of the body) of the error answer, after one authentication round where asked."""
+        sent = dict(headers or {})
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            sent["Authorization"] = f"Bearer {self.token}"
         elif self.credentials:
             raw = f"{self.credentials[0]}:{self.credentials[1]}".encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+            sent["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+        request = urllib.request.Request(url, data=data, method=method, headers=sent)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            body = exc.read(64 << 10)
+            if exc.code == 401 and retry_auth and self._authenticate(exc.headers.get("WWW-Authenticate", "")):
+                return self._open(method, url, data, headers, retry_auth=False)
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, body
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unavailable(f"registry {self.ref.registry} unreachable: {reason}") from None
+
+    def _request(self, method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+                 max_bytes: int | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP exchange read whole; a body longer than ``max_bytes`` is refused after reading at most one byte
+        more."""
+        answer = self._open(method, url, data, headers)
+        if isinstance(answer, tuple):
+            return answer
+        try:
+            with answer as response:
                 body = response.read() if max_bytes is None else response.read(max_bytes + 1)
                 if max_bytes is not None and len(body) > max_bytes:
                     raise RegistryError(f"registry {self.ref.registry}: {method} {url.rsplit('/', 2)[-2]} answered "
                                         f"more than the expected {max_bytes} bytes")
                 return response.status, {k.lower(): v for k, v in response.headers.items()}, body
-        except urllib.error.HTTPError as exc:
-            body = exc.read(64 << 10)
-            if exc.code == 401 and retry_auth and self._authenticate(exc.headers.get("WWW-Authenticate", "")):
-                return self._request(method, url, data, headers, retry_auth=False, max_bytes=max_bytes)
-            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, body
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise Unavailable(f"registry {self.ref.registry} unreachable: {reason}") from None
+            raise Unavailable(f"registry {self.ref.registry} unreachable: {getattr(exc, 'reason', exc)}") from None
 
     def _authenticate(self, challenge: str) -> bool:
         if not challenge.lower().startswith("bearer "):
@@ -137,7 +152,7 @@ class Registry:
         return document, "sha256:" + hashlib.sha256(body).hexdigest(), body
 
     def blob(self, digest: str, max_bytes: int | None = None) -> bytes:
-        """A blob, checked against its digest; ``max_bytes`` caps what is read (the size the caller expects)."""
+        """A small blob (a config, a stamp), checked against its digest; ``max_bytes`` caps what is read."""
         status, _, body = self._request("GET", f"{self.base}/blobs/{digest}", max_bytes=max_bytes)
         if status == 404:
             raise NotFound(f"registry {self.ref.registry}: blob {digest[:19]} not found")
@@ -145,6 +160,32 @@ class Registry:
         if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
             raise RegistryError(f"registry {self.ref.registry}: blob {digest[:19]} does not match its digest")
         return body
+
+    def blob_to(self, digest: str, dest: BinaryIO, max_bytes: int) -> int:
+        """Stream a blob into ``dest`` in chunks, hashing as it comes (memory: one chunk, whatever its size): never
+        more than ``max_bytes``; RegistryError when its bytes do not match ``digest``. Returns its size."""
+        answer = self._open("GET", f"{self.base}/blobs/{digest}")
+        if isinstance(answer, tuple):
+            status, _, body = answer
+            if status == 404:
+                raise NotFound(f"registry {self.ref.registry}: blob {digest[:19]} not found")
+            self._check(status, body, f"GET blob {digest[:19]}", (200,))
+        h, size = hashlib.sha256(), 0
+        try:
+            with answer as response:
+                while chunk := response.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise RegistryError(f"registry {self.ref.registry}: blob {digest[:19]} has more than the "
+                                            f"expected {max_bytes} bytes")
+                    h.update(chunk)
+                    dest.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unavailable(f"registry {self.ref.registry}: blob {digest[:19]} interrupted: "
+                              f"{getattr(exc, 'reason', exc)}") from None
+        if "sha256:" + h.hexdigest() != digest:
+            raise RegistryError(f"registry {self.ref.registry}: blob {digest[:19]} does not match its digest")
+        return size
 
     def tags(self) -> list[str]:
         """The repository's tags (empty when the repository does not exist yet)."""
@@ -168,17 +209,30 @@ class Registry:
         status, _, _ = self._request("POST", f"{self.base}/blobs/uploads/?{query}", data=b"")
         return status == 201
 
-    def push_blob(self, digest: str, data: bytes) -> None:
+    def push_blob(self, digest: str, data: bytes | Path) -> None:
+        """Upload a blob unless the registry has it: bytes, or a file sent in CHUNK-sized PATCH requests (the
+        distribution API's chunked upload; memory: one chunk) closed by the PUT that names the digest."""
         if self.has_blob(digest):
             return
         status, headers, body = self._request("POST", f"{self.base}/blobs/uploads/", data=b"")
         self._check(status, body, "start blob upload", (202,))
         location = urllib.parse.urljoin(self.base, headers.get("location", ""))
+        last: bytes = data if isinstance(data, bytes) else b""
+        size = len(data) if isinstance(data, bytes) else 0
+        if isinstance(data, Path):
+            with open(data, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    status, headers, body = self._request("PATCH", location, data=chunk, headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{size}-{size + len(chunk) - 1}", "Content-Length": str(len(chunk))})
+                    self._check(status, body, f"upload blob {digest[:19]} (bytes {size}..)", (202,))
+                    location = urllib.parse.urljoin(self.base, headers.get("location", location))
+                    size += len(chunk)
         sep = "&" if "?" in location else "?"
-        status, _, body = self._request("PUT", f"{location}{sep}digest={digest}", data=data,
+        status, _, body = self._request("PUT", f"{location}{sep}digest={digest}", data=last,
                                         headers={"Content-Type": "application/octet-stream"})
         self._check(status, body, f"upload blob {digest[:19]}", (201,))
-        self.uploaded_bytes += len(data)
+        self.uploaded_bytes += size
         self.uploaded_blobs.append(digest)
 
     def push_manifest(self, tag: str, raw: bytes, media_type: str) -> dict[str, str]:

@@ -68,6 +68,23 @@ def strip_checkout_paths(proto: Any, root: Path) -> bool:
     return changed
 
 
+PROTOBUF_LIMIT = 2 << 30  # ONNX files are protobufs: above 2 GiB, the weights can only be external data
+
+
+def external_data(requested: bool, out: Path) -> tuple[bool, str | None]:
+    """Whether the export wrote its weights as external data (``model.onnx.data``), and a note when that is not what
+    the recipe asked: torch writes them so anyway above the protobuf limit, and export.json says what was written."""
+    data = out / "model.onnx.data"
+    written = data.exists()
+    if written and not requested:
+        return True, (f"the weights ({data.stat().st_size / 1e9:.2f} GB) exceed ONNX's 2 GiB protobuf limit, so they "
+                      "were written as external data (model.onnx.data), as they must be, although "
+                      "stages.onnx.external_data is false")
+    if requested and not written:
+        return False, "stages.onnx.external_data is true but the exporter kept the weights inside model.onnx"
+    return written, None
+
+
 def run(job: Job) -> None:
     recipe, root, out = job.recipe, job.root, job.out
     import onnx
@@ -106,8 +123,12 @@ def run(job: Job) -> None:
     def dims_of(value: onnx.ValueInfoProto) -> list[int | str]:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
+    external, note = external_data(options["external_data"], out)
+    if note:
+        print(f"[onnx] note: {note}", flush=True)
     report = {
-        "opset_requested": options["opset"], "opset": opset, "external_data": options["external_data"],
+        "opset_requested": options["opset"], "opset": opset, "external_data": external,
+        "external_data_requested": options["external_data"],
         "inputs": {v.name: dims_of(v) for v in proto.graph.input},
         "outputs": {v.name: dims_of(v) for v in proto.graph.output},
         "nodes": len(proto.graph.node), "initializers": len(proto.graph.initializer),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from typing import Any
 
@@ -60,20 +61,32 @@ def run(job: Job) -> None:
             info["signed"] = _sign(job, client, subject, layers, base, base_digest, fingerprint=fingerprint, started=started)
     else:
         annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers.")}
-        image = oci.assemble(base, files, labels, annotations, credentials, env, cmd)
-        info.update(digest=image.digest, size=image.size, base_digest=image.base_digest, layer_size=len(image.layer))
-        if options["oci_layout"]:
-            oci.write_layout(image, out / "oci", f"{options['version']}-{target}", credentials)
-            print(f"[package] wrote OCI layout {out.name}/oci (tag {options['version']}-{target})", flush=True)
-        if options["push"]:
-            client = oci.push(image, parse(reference), credentials, credentials)
-            info.update(uploaded_bytes=client.uploaded_bytes, uploaded_blobs=list(client.uploaded_blobs))  # the image only
-            print(f"[package] pushed {reference}@{image.digest} ({client.uploaded_bytes} bytes uploaded)", flush=True)
-            subject = signed_image.Subject(parse(reference), image.digest, oci.OCI_MANIFEST, len(image.manifest))
-            info["signed"] = _sign(job, client, subject, [oci.sha256(image.layer)], base, image.base_digest,
-                                   fingerprint=fingerprint, started=started)
+        scratch = out / ".scratch"  # the layer file, streamed (never whole in memory); removed before the commit
+        scratch.mkdir()
+        try:
+            image = oci.assemble(base, files, labels, annotations, scratch, credentials, env, cmd)
+            info.update(digest=image.digest, size=image.size, base_digest=image.base_digest, layer_size=image.layer.size)
+            _ship(job, image, info, fingerprint=fingerprint, started=started)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     (out / "image.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"[package] {reference}: {info['digest']} ({info['size']} bytes)", flush=True)
+
+
+def _ship(job: Job, image: oci.OciImage, info: dict[str, Any], *, fingerprint: dict[str, Any], started: str) -> None:
+    """The daemonless builder's image: its OCI layout and its push (then its signature), as the recipe asks."""
+    options, out, target, reference = job.recipe.to_dict()["package"], job.out, job.target, info["reference"]
+    credentials, base = credentials_from_env(options.get("registry")), info["base"]
+    if options["oci_layout"]:
+        oci.write_layout(image, out / "oci", f"{options['version']}-{target}", credentials)
+        print(f"[package] wrote OCI layout {out.name}/oci (tag {options['version']}-{target})", flush=True)
+    if options["push"]:
+        client = oci.push(image, parse(reference), credentials, credentials)
+        info.update(uploaded_bytes=client.uploaded_bytes, uploaded_blobs=list(client.uploaded_blobs))  # the image only
+        print(f"[package] pushed {reference}@{image.digest} ({client.uploaded_bytes} bytes uploaded)", flush=True)
+        subject = signed_image.Subject(parse(reference), image.digest, oci.OCI_MANIFEST, len(image.manifest))
+        info["signed"] = _sign(job, client, subject, [image.layer.digest], base, image.base_digest,
+                               fingerprint=fingerprint, started=started)
 
 
 def _sign(job: Job, client: Registry, subject: signed_image.Subject, layers: list[str], base: str,
