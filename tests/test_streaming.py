@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from services import require_binaries
 
 pytestmark = pytest.mark.slow
