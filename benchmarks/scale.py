@@ -85,9 +85,11 @@ import onnxruntime as ort
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
 session = ort.InferenceSession(str(out / "model.onnx"), opts, providers=["CPUExecutionProvider"])
 package = torch._inductor.aoti_load_package(str(out / "model.pt2"))
+def _values(out):
+    return list(out.values()) if hasattr(out, "values") else list(out)
 runners = {
     "onnxruntime": lambda x: session.run(None, {k: v.numpy() for k, v in x.items()}),
-    "aoti": lambda x: [t.numpy() for t in package(**x)],
+    "aoti": lambda x: [t.numpy() for t in _values(package(**x))],
 }
 for name, run in runners.items():
     for label, (x, want) in reference.items():
