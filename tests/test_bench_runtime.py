@@ -282,6 +282,11 @@ def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:
         _time_one(call, bucket, dict(BENCH_DEFAULTS), round_index, lambda: None)  # type: ignore[arg-type]
     assert len(bucket) == MIN_SAMPLES and len(calls) == MIN_SAMPLES + 1  # one warm-up call, in the first round
     assert clock.perf_counter() - started < 1.9
+    calls.clear()
+    bucket.clear()
+    for round_index in range(BENCH_DEFAULTS["rounds"]):  # the set-up's first call took 0.5 s: no warm-up at all
+        _time_one(call, bucket, dict(BENCH_DEFAULTS), round_index, lambda: None, first_ns=500_000_000)  # type: ignore[arg-type]
+    assert len(calls) == len(bucket) == MIN_SAMPLES
 
 
 def test_a_fast_model_stops_once_its_p50_is_stable() -> None:

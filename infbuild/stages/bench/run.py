@@ -137,19 +137,23 @@ def _pareto(path: Path, primary: str, results: dict[str, dict[str, dict[str, flo
 
 
 def first_calls(recipe: Recipe, callers: dict[str, dict[str, Call]], loading: dict[str, float],
-                sync: Callable[[], Any]) -> dict[str, float]:
+                sync: Callable[[], Any]) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
     """Set-up seconds per backend: loading it plus its first call at each shape (where torch.compile compiles and
-    lazy runtimes initialise), shown as it happens and reported, never counted in the timings."""
-    setup = {}
+    lazy runtimes initialise), shown as it happens and reported, never counted in the timings; and each first call's
+    nanoseconds (the bench's first warm-up)."""
+    setup: dict[str, float] = {}
+    first: dict[str, dict[str, int]] = {}
     for backend, per_label in callers.items():
         t0 = time.perf_counter()
-        for call in per_label.values():
+        for label, call in per_label.items():
+            started = time.perf_counter_ns()
             call()
-        sync()
+            sync()
+            first.setdefault(backend, {})[label] = time.perf_counter_ns() - started
         setup[backend] = round(loading.get(backend, 0.0) + time.perf_counter() - t0, 3)
         print(f"[bench] {recipe.name} {backend}: set-up {setup[backend]:.1f}s (load + first call at each shape; "
               "not timed)", flush=True)
-    return setup
+    return setup, first
 
 
 def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], preferred: str | None,
@@ -204,8 +208,8 @@ def run(job: Job) -> None:
     torch_device = job.device if job.device != "cuda" or torch.cuda.is_available() else "cpu"
     _baselines(recipe, job.root, arrays, torch_device, contenders)
     sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
-    setup = first_calls(recipe, contenders.callers, contenders.loading, sync)
-    samples = _time(recipe, contenders.callers, list(shape_specs), sync)
+    setup, first = first_calls(recipe, contenders.callers, contenders.loading, sync)
+    samples = _time(recipe, contenders.callers, list(shape_specs), sync, first)
     results = _results(recipe, samples, shape_specs)
     preferred, why = preference(verify, {"primary_shape": opts["primary"], "results": results, "setup_s": setup},
                                 recipe.artifacts())
@@ -272,7 +276,7 @@ def _baselines(recipe: Recipe, root: Path, arrays: dict[str, dict[str, np.ndarra
 
 
 def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str],
-          sync: Callable[[], Any]) -> dict[str, dict[str, list[int]]]:
+          sync: Callable[[], Any], first: dict[str, dict[str, int]]) -> dict[str, dict[str, list[int]]]:
     """Nanoseconds per timed call, by backend and label: rounds over the shapes, the backends in a rotating order."""
     opts = recipe.bench
     samples: dict[str, dict[str, list[int]]] = {b: {label: [] for label in labels} for b in callers}
@@ -284,26 +288,32 @@ def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str]
         rotated = order[round_index % len(order):] + order[:round_index % len(order)]
         for label in labels:
             for backend in rotated:
-                _time_one(callers[backend][label], samples[backend][label], opts, round_index, sync)
+                _time_one(callers[backend][label], samples[backend][label], opts, round_index, sync,
+                          first.get(backend, {}).get(label, 0))
                 done += 1
             print(f"[bench] {recipe.name} round {round_index + 1}/{opts['rounds']} {label}: {done}/{total} "
                   f"({time.perf_counter() - started:.1f}s)", flush=True)
     return samples
 
 
-def _time_one(call: Call, bucket: list[int], opts: BenchOptions, round_index: int, sync: Callable[[], Any]) -> None:
+def _time_one(call: Call, bucket: list[int], opts: BenchOptions, round_index: int, sync: Callable[[], Any],
+              first_ns: int = 0) -> None:
     """One round of one backend at one shape: warm up, then append the nanoseconds of each timed call to ``bucket``.
 
     Time-bounded throughout: ``max_seconds`` is the budget of a backend at a shape over all rounds (a round gets
-    its share). Warm-up takes at most a quarter of a round's share (the first round makes at least one call; the
-    set-up already made one), timed calls stop at ``iterations``, past the share once MIN_SAMPLES are taken over
-    the rounds, or as soon as the median is stable (STABLE_WITHIN)."""
+    its share). Warm-up takes at most a quarter of a round's share (the first round makes at least one call, unless
+    the set-up's first call, ``first_ns``, already took more than the whole share: a slow model is warm), timed
+    calls stop at ``iterations``, past the share once MIN_SAMPLES are taken over the rounds, or as soon as the median
+    is stable (STABLE_WITHIN)."""
     share_ns = int(opts["max_seconds"] * 1e9 / opts["rounds"])
     per_round_min = max(1, math.ceil(MIN_SAMPLES / opts["rounds"]))
     warm_until = time.perf_counter_ns() + share_ns // 4
-    last = bucket[-1] if bucket else 0
+    last = bucket[-1] if bucket else first_ns
     for index in range(opts["warmup"]):
-        if (index or round_index) and (time.perf_counter_ns() + last > warm_until):
+        if index == 0 and round_index == 0:
+            if first_ns > share_ns:
+                break
+        elif time.perf_counter_ns() + last > warm_until:
             break
         t0 = time.perf_counter_ns()
         call()

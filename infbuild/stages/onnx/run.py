@@ -18,12 +18,13 @@ from ..model import build_model, check_dynamic_axes, dynamic_shapes, sample_inpu
 from ..request import Job
 
 
-def _without_weights(source: Path) -> Any:
-    """The graph with initializers that keep name/shape/dtype but lose their data (for Netron, and to key
-    the TensorRT timing cache on structure only)."""
+def _without_weights(proto: Any) -> Any:
+    """A copy of the graph with initializers that keep name/shape/dtype but lose their data (for Netron, and to key
+    the TensorRT timing cache on structure only); copied in memory, not parsed again from the file."""
     import onnx
 
-    model = onnx.load(str(source), load_external_data=False)
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
     for init in model.graph.initializer:
         for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "external_data"):
             init.ClearField(name)
@@ -126,6 +127,7 @@ def run(job: Job) -> None:
     external, note = external_data(options["external_data"], out)
     if note:
         print(f"[onnx] note: {note}", flush=True)
+    graph = _without_weights(proto)
     report = {
         "opset_requested": options["opset"], "opset": opset, "external_data": external,
         "external_data_requested": options["external_data"],
@@ -133,10 +135,10 @@ def run(job: Job) -> None:
         "outputs": {v.name: dims_of(v) for v in proto.graph.output},
         "nodes": len(proto.graph.node), "initializers": len(proto.graph.initializer),
         "torch": torch.__version__, "onnx": onnx.__version__,
-        "graph_sha256": hashlib.sha256(_without_weights(path).SerializeToString(deterministic=True)).hexdigest(),
+        "graph_sha256": hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest(),
     }
     (out / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if options["graph_only"]:
-        onnx.save(_without_weights(path), str(out / "model.graph.onnx"))
+        onnx.save(graph, str(out / "model.graph.onnx"))
     print(f"[onnx] wrote {path.name} ({path.stat().st_size} bytes, opset {opset}, {len(proto.graph.node)} nodes) "
           f"in {time.perf_counter() - started:.1f}s", flush=True)
