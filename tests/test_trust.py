@@ -77,7 +77,7 @@ def test_a_ci_signed_cache_restores_everything_for_a_consumer_trusting_the_ci_ke
         p = consumer(tmp_path, kind)
         result = p.doit("build", env=consumer_env(p, producer["caches"][kind].removesuffix("#rw"), keys["ci"]))
         assert result.returncode == 0, result.output[-3000:]
-        assert result.built() == set() and len(result.restored()) == 4
+        assert result.built() == set() and len(result.restored()) == 5
         assert "no trusted key signed" not in result.output
         # the restored folders carry the CI key's signature, which the model-signing CLI verifies on its own
         for stage, target in (("onnx", "portable"), ("aoti", cpu_target)):
@@ -89,11 +89,12 @@ def test_entries_signed_by_another_key_are_all_misses(producer: dict, keys: dict
     p = consumer(tmp_path)
     result = p.doit("build", env=consumer_env(p, producer["caches"]["local"], keys["other"]))
     assert result.returncode == 0, result.output[-3000:]
-    assert result.restored() == set() and len(result.built()) == 4
+    assert result.restored() == set() and len(result.built()) == 5
     ci = json.loads((producer["proj"].stage("mlp", "portable", "onnx") / "stage.sig").read_text())
     hint = ci["verificationMaterial"]["publicKey"]["hint"][:16]
-    # onnx, reference and aoti: their entries are there and refused (verify's key differs: it reads the new AOTI build)
-    assert result.output.count(f"not signed by a trusted key: signed by key {hint}, which is not trusted") == 3
+    # export, onnx, reference and aoti: their entries are there and refused (verify's key differs: it reads the new
+    # AOTI build)
+    assert result.output.count(f"not signed by a trusted key: signed by key {hint}, which is not trusted") == 4
 
 
 def _evil_package(genuine: Path, dest: Path, marker: Path) -> Path:
@@ -190,6 +191,8 @@ def test_a_genuine_entry_replayed_under_another_key_is_a_miss(producer: dict, ke
     today.add_recipe("mlp.yaml", mlp_recipe(seed=5))
     from infbuild.engine import BuildContext
 
+    exported = today.doit("export:mlp", env=consumer_env(today, cache, keys["ci"]))  # onnx's key reads its program
+    assert exported.returncode == 0, exported.output[-2000:]
     os.environ["INFBUILD_CACHE"] = "off"
     try:
         ctx = BuildContext.load(today.root)
