@@ -29,6 +29,10 @@ def model():
 '''
 
 
+FIXED_RECIPE = ("name: fixed\nmodel: {factory: 'examples.fixed:model'}\ninputs:\n  x: {shape: [batch, 10], dtype: float32}\n"
+                "dims:\n  batch: {min: 1, opt: 2, max: 4}\noutputs: [y]\nbench: {enabled: false}\n")
+
+
 def test_a_dim_whose_opt_is_1_is_traced_so_every_batch_in_range_works(tmp_path) -> None:
     from infbuild.runtime import load
 
@@ -47,9 +51,7 @@ def test_a_dim_whose_opt_is_1_is_traced_so_every_batch_in_range_works(tmp_path) 
 def test_an_export_that_fixes_a_dynamic_dim_is_never_stamped(tmp_path) -> None:
     p = Project(tmp_path / "proj")
     (p.root / "examples" / "fixed.py").write_text(FIXES_BATCH)
-    p.add_recipe("fixed.yaml", "name: fixed\nmodel: {factory: 'examples.fixed:model'}\ninputs:\n"
-                               "  x: {shape: [batch, 10], dtype: float32}\ndims:\n  batch: {min: 1, opt: 2, max: 4}\n"
-                               "outputs: [y]\nbench: {enabled: false}\n")
+    p.add_recipe("fixed.yaml", FIXED_RECIPE)
     result = p.doit("build")
     assert result.returncode != 0 and result.events is not None
     errors = {e["task"]: e.get("error", "") for e in result.events if e["event"] == "failure"}
@@ -70,9 +72,7 @@ def test_an_onnx_graph_that_fixes_a_dynamic_dim_is_refused_by_the_onnx_stage(tmp
 
     p = Project(tmp_path / "proj")
     (p.root / "examples" / "fixed.py").write_text(FIXES_BATCH)
-    p.add_recipe("fixed.yaml", "name: fixed\nmodel: {factory: 'examples.fixed:model'}\ninputs:\n"
-                               "  x: {shape: [batch, 10], dtype: float32}\ndims:\n  batch: {min: 1, opt: 2, max: 4}\n"
-                               "outputs: [y]\nbench: {enabled: false}\n")
+    p.add_recipe("fixed.yaml", FIXED_RECIPE)
     recipe = load_recipes(load_project(p.root))[0]
     out = tmp_path / "staging"
     out.mkdir()
