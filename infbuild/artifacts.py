@@ -62,6 +62,35 @@ def slug_problem(name: Any) -> str | None:
     return None
 
 
+def failed_log(folder: Path) -> Path:
+    """``<stage>.failed.log`` beside a stage's folder: present exactly while the stage's last attempt failed (its
+    first line says why, the worker's log follows); a commit removes it."""
+    return folder.parent / f"{folder.name}.failed.log"
+
+
+def record_failure(folder: Path, message: str, log: Path | None = None) -> None:
+    """Write the stage's failed log: the message, then the worker's log when there is one (streamed, not read)."""
+    path = failed_log(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(message.rstrip() + "\n")
+        if log is not None and log.is_file():
+            out.write("\n--- worker log ---\n")
+            with open(log, encoding="utf-8", errors="replace") as f:
+                shutil.copyfileobj(f, out)
+    os.replace(tmp, path)
+
+
+def failure_reason(folder: Path) -> str | None:
+    """The first line of the stage's failed log (None when its last attempt did not fail)."""
+    try:
+        with open(failed_log(folder), encoding="utf-8", errors="replace") as f:
+            return f.readline().strip() or "failed"
+    except FileNotFoundError:
+        return None
+
+
 def stage_dir(artifacts: Path, recipe: str, target: str, stage: str) -> Path:
     """A stage's folder; a recipe or target that is not a slug never becomes a path (ArtifactError)."""
     for what, name in (("recipe", recipe), ("target", target)):
@@ -129,6 +158,7 @@ def commit(staging: Path, final: Path, stamp: Stamp, outputs: Outputs,
         os.replace(final, trash)
     os.replace(staging, final)
     shutil.rmtree(trash, ignore_errors=True)
+    failed_log(final).unlink(missing_ok=True)
     return stamp
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from .artifacts import failure_reason
 from .hashing import DigestCache, digest_json
 from .packages import changes
 from .plan import PlannedStage
@@ -17,7 +18,8 @@ from .stamp import Stamp, missing_or_resized, read_stamp, stamp_problem
 
 Inputs = dict[str, Any]
 
-__all__ = ["Inputs", "UpstreamMissing", "changed_parts", "cut_off", "key_inputs", "stage_key", "staleness"]
+__all__ = ["Inputs", "UpstreamMissing", "changed_parts", "cut_off", "failed_upstream", "key_inputs", "stage_key",
+           "staleness"]
 
 
 def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, digests: DigestCache,
@@ -39,16 +41,33 @@ def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, dige
     if stage.reads_model and recipe.samples:  # the user's own sample inputs (absent from keys of recipes without)
         inputs["samples"] = {sample: digests.sha256(root / sample) for sample in recipe.samples}
     upstream: dict[str, tuple[Path, Stamp]] = {}
+    failed = failed_upstream(p, siblings)
     for name in p.upstream:
         folder = siblings[name].folder
-        stamp = read_stamp(folder)
-        if stamp is None:
+        stamp = None if name in failed or failure_reason(folder) else read_stamp(folder)
+        if stamp is None and name not in failed:
             raise UpstreamMissing(name)
-        upstream[name] = (folder, stamp)
+        if stamp is not None:
+            upstream[name] = (folder, stamp)
     view = stage.upstream_view(recipe, upstream) if upstream else {}
+    view.update({name: {"failed": True} for name in failed})  # judged as failed; rebuilt, it changes this key
     if view:
         inputs["upstream"] = view
     return inputs
+
+
+def failed_upstream(p: PlannedStage, siblings: Mapping[str, PlannedStage]) -> dict[str, str]:
+    """The artifacts ``p`` judges or times whose last build failed (stage -> why), for a stage that takes them as
+    failed rather than waiting for them (``Stage.tolerates_failed``: verify, bench); what it ``needs`` never is."""
+    if not p.stage.tolerates_failed:
+        return {}
+    out = {}
+    for name in p.upstream:
+        if name not in p.stage.needs:
+            reason = failure_reason(siblings[name].folder)
+            if reason is not None:
+                out[name] = reason
+    return out
 
 
 def stage_key(inputs: Inputs) -> str:

@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
 from .console import use_stderr
@@ -25,6 +26,35 @@ def _not_buildable(tasks: Any) -> dict[str, str]:
 
 def _outcome(task: Any) -> dict[str, Any]:
     return (getattr(task, "values", None) or {}).get("infbuild") or {}
+
+
+# Tasks whose failure a later task of this run reports (``meta.infbuild.reported_by``: verify for the artifacts it
+# judges, the ``build`` gate for verify): they fail "softly" (a success to doit, a failure to these reporters), so
+# verify and bench still judge and time a recipe's other artifacts. Filled by the reporter's ``initialize`` before
+# any task runs (doit forks its workers after); empty under another reporter: then every failure fails its task.
+SOFT: set[str] = set()
+GATE = "build"
+
+
+def soft_failures(tasks: Any, selected: Any) -> set[str]:
+    """The tasks of this run that may fail softly: those whose reporting task runs too."""
+    tasks = dict(tasks or {})
+    closure: set[str] = set()
+    todo = list(selected or [])
+    while todo:
+        name = todo.pop()
+        if name in closure or name not in tasks:
+            continue
+        closure.add(name)
+        todo += list(getattr(tasks[name], "task_dep", None) or [])
+    return {name for name in closure
+            if ((getattr(tasks[name], "meta", None) or {}).get("infbuild") or {}).get("reported_by") in closure}
+
+
+def _soft_failure(task: Any) -> TaskFailed | None:
+    """A task that failed softly, as doit's failure (None for a real success)."""
+    info = _outcome(task)
+    return TaskFailed(info.get("message") or "failed") if info.get("outcome") == "failed" else None
 
 
 UP_TO_DATE_NOTES: dict[str, tuple[str, str]] = {}  # task -> (the task it reads that was rebuilt after it, why it
@@ -51,6 +81,7 @@ class SummaryReporter(ConsoleReporter):
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
         super().initialize(tasks, selected_tasks)
+        SOFT.update(soft_failures(tasks, selected_tasks))
         blocked = _not_buildable(tasks)
         self.total = sum(1 for name in tasks if ":" in name and name not in blocked)
 
@@ -63,6 +94,9 @@ class SummaryReporter(ConsoleReporter):
         super().execute_task(task)
 
     def add_success(self, task: Any) -> None:
+        soft = _soft_failure(task)
+        if soft is not None:
+            return self.add_failure(task, soft)
         super().add_success(task)
         self.ran.add(task.name)
         info = _outcome(task)
@@ -84,6 +118,8 @@ class SummaryReporter(ConsoleReporter):
             self.write(f"-- {task.name} (up to date: {note})\n")
 
     def add_failure(self, task: Any, fail: Any) -> None:
+        if task.name == GATE and self.failed:  # the gate repeats the failures already reported
+            return
         super().add_failure(task, fail)
         if fail.get_name() == "UnmetDependency":  # not run because something it needs failed: not a failure itself
             self.blocked.append(task.name)
@@ -139,6 +175,7 @@ class JsonLinesReporter:
         self.out.flush()
 
     def initialize(self, tasks: Any, selected_tasks: Any) -> None:
+        SOFT.update(soft_failures(tasks, selected_tasks))
         for name, reason in sorted(_not_buildable(tasks).items()):
             self.counts["not_buildable"] += 1
             self._emit("not_buildable", name, reason=reason)
@@ -152,6 +189,9 @@ class JsonLinesReporter:
             self._emit("start", task)
 
     def add_success(self, task: Any) -> None:
+        soft = _soft_failure(task)
+        if soft is not None:
+            return self.add_failure(task, soft)
         if not task.actions:
             return
         info = _outcome(task)
@@ -160,6 +200,8 @@ class JsonLinesReporter:
                    **{k: v for k, v in info.items() if k != "seconds"})
 
     def add_failure(self, task: Any, fail: Any) -> None:
+        if task.name == GATE and self.counts["failed"]:  # the gate repeats the failures already reported
+            return
         self.counts["failed"] += 1
         self._emit("failure", task, error=fail.get_msg().strip())
 

@@ -64,6 +64,7 @@ class Stage:
     variant: str | None = None  # for an artifact stage: which variant of its backend (None: the model as it is)
     precision: str = "fp32"  # the arithmetic its artifact computes in: picks the accuracy budget verify applies
     judges: bool = False  # it checks other stages: may finish with failures (stamped with passed=False)
+    tolerates_failed: bool = False  # runs when artifacts it reads (not what it needs) failed: takes them as failed
     signs_images: bool = False  # its worker pushes images and signs them (it is handed the build's signing key)
     module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name
 

@@ -14,13 +14,15 @@ from typing import Any, Iterator
 from doit.exceptions import TaskFailed
 
 from . import stage as registry
-from .artifacts import remove_stage
+from .artifacts import failed_log, remove_stage
 from .console import say
 from .engine import BuildContext, BuildOptions, execute
 from .engine.locks import check_writable, hold_build_lock, os_problem
 from .errors import InfbuildError
 from .manifest import manifest_current, update_manifest
 from .project import load_project
+from .reporter import GATE, SOFT
+from .stamp import read_stamp
 
 
 def _require_var() -> str | None:
@@ -66,15 +68,58 @@ def check_uptodate(root: str, task_name: str) -> bool:
         return False
 
 
+def reported_by(task_name: str, ctx: BuildContext) -> str | None:
+    """The task that reports this stage's failure when both run: verify, for the artifacts it judges and what they
+    are built from (not what verify itself needs); the ``build`` gate, for verify's own verdict."""
+    p = ctx.planned[task_name]
+    verify = f"{registry.judge().name}:{p.recipe.name}"
+    if task_name == verify:
+        return GATE
+    judge = ctx.planned.get(verify)
+    if judge is None or p.stage.name in _closure(ctx, judge, judge.stage.needs):
+        return None
+    return verify if p.stage.name in _closure(ctx, judge, judge.upstream) else None
+
+
+def _closure(ctx: BuildContext, p: Any, names: tuple[str, ...]) -> set[str]:
+    """The stages in ``names`` of ``p``'s recipe and everything they read, transitively."""
+    seen: set[str] = set()
+    todo = [n for n in names if f"{n}:{p.recipe.name}" in ctx.planned]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += list(ctx.planned[f"{name}:{p.recipe.name}"].upstream)
+    return seen
+
+
 def run_stage(root: str, task_name: str) -> TaskFailed | dict[str, Any]:
     outcome = execute(building(root), task_name)
-    return TaskFailed(outcome.message or "failed") if not outcome.ok else outcome.values()
+    if outcome.ok or task_name in SOFT:
+        return outcome.values()
+    return TaskFailed(outcome.message or "failed")
+
+
+def check_build(root: str) -> TaskFailed | None:
+    """The ``build`` gate: fails when a stage of this build failed softly (its failed log is there, or its verdict
+    is stamped failed); those stages' reasons were reported as they failed."""
+    ctx = building(root)
+    failed = []
+    for task_name, p in ctx.planned.items():
+        if p.not_buildable is not None and not ctx.required(p):
+            continue
+        stamp = read_stamp(p.folder) if p.stage.judges else None
+        if failed_log(p.folder).exists() or (stamp is not None and stamp.passed is False):
+            failed.append(task_name)
+    if failed:
+        return TaskFailed(f"{len(failed)} stage(s) failed: {', '.join(failed)}")
+    return None
 
 
 def clean_stage(root: str, task_name: str) -> None:
     p = building(root).planned[task_name]
     remove_stage(p.folder)
-    (p.folder.parent / f"{p.stage.name}.failed.log").unlink(missing_ok=True)
+    failed_log(p.folder).unlink(missing_ok=True)
 
 
 def write_manifest(root: str) -> None:
@@ -168,7 +213,7 @@ def generate(root: Path | None = None) -> Iterator[dict[str, Any]]:
             "verbosity": 2,
             # What reporters present without asking the engine: the stage, recipe and why it cannot run here.
             "meta": {"infbuild": {"stage": p.stage.name, "recipe": p.recipe.name, "target": p.target,
-                                  "not_buildable": p.not_buildable}},
+                                  "not_buildable": p.not_buildable, "reported_by": reported_by(task_name, ctx)}},
         }
     yield {
         "basename": "manifest",
@@ -180,8 +225,9 @@ def generate(root: Path | None = None) -> Iterator[dict[str, Any]]:
         "verbosity": 2,
     }
     yield {
-        "basename": "build",
+        "basename": GATE,
         "doc": "build, verify and index every stage buildable on this host",
-        "actions": None,
+        "actions": [(check_build, [root_s])],
+        "verbosity": 2,
         "task_dep": buildable + ["manifest"],
     }

@@ -2,6 +2,8 @@
 whose exported inputs fix a dim the recipe declares dynamic is never stamped: a located error names the dim."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import Project, mlp_recipe
@@ -212,3 +214,41 @@ def test_an_export_above_the_protobuf_limit_says_its_weights_are_external(tmp_pa
     assert external_data(False, tmp_path) == (False, None)
     assert external_data(True, tmp_path)[1] == ("stages.onnx.external_data is true but the exporter kept the weights "
                                                 "inside model.onnx")
+
+
+def test_a_failed_artifact_fails_the_build_but_the_others_are_verified_timed_and_preferred(tmp_path, cpu_target) -> None:
+    """AOTI fails for real (its C++ compiler does not exist): the build fails, naming it, yet verify judges the ONNX
+    artifact (and records AOTI as failed to build), bench times it and prefers it; fixed, the build goes green."""
+    from helpers import SMALL_BENCH
+
+    broken = "stages:\n  aoti: {inductor_configs: {cpp.cxx: [null, /nonexistent/g++]}}\n"
+    p = Project(tmp_path / "proj")
+    p.add_recipe("mlp.yaml", mlp_recipe(bench=SMALL_BENCH) + broken)
+    result = p.doit("build")
+    assert result.returncode != 0 and result.events is not None
+    failed = {e["task"]: e["error"] for e in result.events if e["event"] == "failure"}
+    assert set(failed) == {"aoti:mlp", "verify:mlp"}, failed  # the build gate fails the run without repeating them
+    assert result.summary()["failed"] == 2
+    target = cpu_target
+    assert "/nonexistent/g++" in (p.artifacts / "mlp" / target / "aoti.failed.log").read_text()
+    assert "aoti: failed to build: aoti:mlp: AOTInductor compile failed" in failed["verify:mlp"]
+    verify = json.loads((p.stage("mlp", target, "verify") / "report.json").read_text())
+    assert verify["results"]["onnxruntime"]["passed"] is True
+    assert verify["results"]["aoti"]["passed"] is False
+    assert verify["results"]["aoti"]["error"].startswith("failed to build: aoti:mlp:")
+    bench = json.loads((p.stage("mlp", target, "bench") / "report.json").read_text())
+    assert bench["preferred"] == "onnxruntime" and "aoti" not in bench["results"], bench["results"]
+    assert "opt" in bench["results"]["onnxruntime"]
+    assert not (p.stage("mlp", target, "aoti") / "stamp.json").exists()
+
+    # verify asked for by itself fails too (no gate runs after it); aoti by itself fails as before
+    alone = p.doit("verify:mlp")
+    assert alone.returncode != 0 and {e["task"] for e in alone.events or [] if e["event"] == "failure"} == {
+        "aoti:mlp", "verify:mlp"}
+    assert p.doit("aoti:mlp").returncode != 0
+
+    p.add_recipe("mlp.yaml", mlp_recipe(bench=SMALL_BENCH))
+    fixed = p.doit("build")
+    assert fixed.returncode == 0, fixed.output[-3000:]
+    assert {"aoti:mlp", "verify:mlp", "bench:mlp"} <= fixed.built()
+    assert not list(p.artifacts.glob("mlp/*/*.failed.log"))

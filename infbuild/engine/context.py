@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ..cache import Cache, configured_caches
 from ..fingerprint import host_fingerprint
 from ..hashing import DigestCache
-from ..keys import Inputs, cut_off, key_inputs, stage_key, staleness
+from ..keys import Inputs, cut_off, failed_upstream, key_inputs, stage_key, staleness
 from ..plan import Host, PlannedStage, is_required, plan
 from ..project import Project, load_project
 from ..recipe import Recipe, load_recipes
@@ -74,6 +74,15 @@ class BuildContext:
 
     def siblings(self, p: PlannedStage) -> dict[str, PlannedStage]:
         return {name: self.planned[f"{name}:{p.recipe.name}"] for name in p.upstream}
+
+    def failed_upstream(self, p: PlannedStage) -> dict[str, str]:
+        """The artifacts ``p`` takes as failed (``Stage.tolerates_failed``): stage -> why."""
+        return failed_upstream(p, self.siblings(p))
+
+    def readable_siblings(self, p: PlannedStage) -> dict[str, PlannedStage]:
+        """The upstream stages ``p`` reads: all of them but those it takes as failed."""
+        failed = self.failed_upstream(p)
+        return {name: s for name, s in self.siblings(p).items() if name not in failed}
 
     def key_inputs(self, p: PlannedStage) -> Inputs:
         """What ``p``'s key is the digest of (UpstreamMissing while an upstream stage is unbuilt)."""

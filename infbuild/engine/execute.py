@@ -4,13 +4,23 @@ it, share it with the caches, index it in the manifest. Each step either passes 
 Outcome; exceptions become outcomes in one place (``execute``)."""
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artifacts import LOG, SIGNATURE, clean_leftovers, commit, discard, new_staging, remove_stage
+from ..artifacts import (
+    LOG,
+    SIGNATURE,
+    clean_leftovers,
+    commit,
+    discard,
+    failed_log,
+    failure_reason,
+    new_staging,
+    record_failure,
+    remove_stage,
+)
 from ..cache import Cache, differs_from, restore, store, unusable
 from ..cache.entry import SIGNATURE_FIELD, Wanted
 from ..console import say
@@ -46,9 +56,11 @@ class Run:
     def task(self) -> str:
         return self.p.task_name
 
+    worker_log: Path | None = None  # the worker's log, kept in the failed log when the stage fails
+
     @property
     def failed_log(self) -> Path:
-        return self.p.folder.parent / f"{self.p.stage.name}.failed.log"
+        return failed_log(self.p.folder)
 
     def failed(self, message: str) -> Outcome:
         return Outcome(self.task, "failed", time.perf_counter() - self.started, message=message)
@@ -79,7 +91,10 @@ def compute_key(run: Run) -> Outcome | None:
     try:
         run.key, run.inputs = run.ctx.key(run.p)
     except UpstreamMissing as missing:
-        return run.failed(f"{run.task}: upstream stage {missing}:{run.p.recipe.name} has not been built")
+        upstream = f"{missing}:{run.p.recipe.name}"
+        why = failure_reason(run.ctx.planned[upstream].folder)
+        return run.failed(f"{run.task}: not built: upstream stage {upstream} failed ({why})" if why
+                          else f"{run.task}: upstream stage {upstream} has not been built")
     return None
 
 
@@ -91,10 +106,13 @@ def check_upstream(run: Run) -> Outcome | None:
     """Every file the stage will read from its upstream stages still has its stamped sha256 (and, with trusted keys,
     its signature): a stamped file edited in place is never consumed, copied into a repository or shipped."""
     ctx = run.ctx
-    for sibling in ctx.siblings(run.p).values():
+    for sibling in ctx.readable_siblings(run.p).values():
         stamp = read_stamp(sibling.folder)
         if stamp is None:
             return run.failed(f"{run.task}: upstream stage {sibling.task_name} has no valid stamp: rebuild it")
+        if stamp.passed is False and not run.p.stage.tolerates_failed:
+            return run.failed(f"{run.task}: not run: {sibling.task_name} failed (see its report.md); nothing is shipped "
+                              "from a recipe whose verification failed")
         problems = rehash_problems(sibling.folder, stamp)
         if not problems and ctx.trust.enforced:
             from ..signing import stage_signature
@@ -113,17 +131,17 @@ def run_stage_worker(run: Run) -> Outcome | None:
     p, ctx = run.p, run.ctx
     run.staging = staging = new_staging(p.folder)
     request = WorkerRequest(p.stage.name, p.recipe.to_dict(), str(ctx.project.root), str(staging), p.device, p.target,
-                            {name: str(s.folder) for name, s in ctx.siblings(p).items()}, dict(p.tools),
+                            {name: str(s.folder) for name, s in ctx.readable_siblings(p).items()}, dict(p.tools),
                             record_packages=p.stage.reads_model,
                             signing_key=ctx.signer.source if ctx.signer and p.stage.signs_images else None,
-                            signing_passphrase_env=ctx.signing_passphrase_env)
+                            signing_passphrase_env=ctx.signing_passphrase_env, failed=ctx.failed_upstream(p))
     wanted = expected_mb(p, ctx.project.root, ctx.siblings(p))
     with reserved(ctx.artifacts, run.task, wanted, ctx.memory_budget_mb), gpu_lock(ctx.artifacts, p.device == "cuda"):
         code, tail = run_worker(request, staging / LOG)
     if code == 0:
         run.result = WorkerResult.take(staging)
         return None
-    os.replace(staging / LOG, run.failed_log)
+    run.worker_log = staging / LOG
     error = take_error(staging) if code == 1 else None
     if error is not None:
         if error.get("field"):
@@ -152,11 +170,11 @@ def commit_built(run: Run) -> Outcome | None:
                   passed=not result.failures if p.stage.judges else None,
                   packages=result.packages if p.stage.reads_model else None, peak_rss_mb=result.peak_rss_mb)
     stamped = commit(run.staging, p.folder, stamp, p.stage.outputs, seal=sealer(run.ctx.signer))
-    run.failed_log.unlink(missing_ok=True)
     update_manifest(run.ctx.artifacts, run.ctx.names)
     if result.failures:
         lines = "\n".join(f"  {f}" for f in result.failures)
-        return run.failed(f"{run.task}: verification failed for recipe '{p.recipe.name}' ({p.recipe.file}):\n{lines}")
+        return replace(run.failed(f"{run.task}: verification failed for recipe '{p.recipe.name}' ({p.recipe.file}):\n"
+                                  f"{lines}"), stamped=True)
     share(run.ctx, p, run.key, run.inputs, stamped, run.ctx.caches_for(p))
     return Outcome(run.task, "built", time.perf_counter() - run.started)
 
@@ -169,18 +187,26 @@ def execute(ctx: BuildContext, task: str, steps: Sequence[Step] = STEPS) -> Outc
     """Build (or restore) one stage. Every user-facing problem is a failed Outcome with one located message."""
     run = Run(ctx, ctx.planned[task])
     try:
+        outcome = _steps(run, steps)
+        if not outcome.ok and not outcome.stamped:  # a verdict with failures is stamped: it has no failed log
+            record_failure(run.p.folder, outcome.message or f"{task}: failed", run.worker_log)
+        return outcome
+    finally:
+        if run.staging is not None:
+            discard(run.staging)
+
+
+def _steps(run: Run, steps: Sequence[Step]) -> Outcome:
+    try:
         for step in steps:
             outcome = step(run)
             if outcome is not None:
                 return outcome
-        raise AssertionError(f"{task}: no step ended the run")  # commit_built always ends it
+        raise AssertionError(f"{run.task}: no step ended the run")  # commit_built always ends it
     except InfbuildError as exc:
-        return run.failed(f"{task}: {exc}")
+        return run.failed(f"{run.task}: {exc}")
     except OSError as exc:
-        return run.failed(f"{task}: {os_problem(exc)}")
-    finally:
-        if run.staging is not None:
-            discard(run.staging)
+        return run.failed(f"{run.task}: {os_problem(exc)}")
 
 
 # --- caches ---------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ class Outcome:
     seconds: float = 0.0
     cache: str | None = None  # where it was restored from
     message: str | None = None  # why it failed
+    stamped: bool = False  # failed, but stamped: a judging stage's verdict with failures (not a failed build)
 
     @property
     def ok(self) -> bool:
@@ -24,4 +25,6 @@ class Outcome:
         info: dict[str, Any] = {"outcome": self.status, "seconds": self.seconds}
         if self.cache:
             info["cache"] = self.cache
+        if self.message is not None:
+            info["message"] = self.message
         return {"infbuild": info}

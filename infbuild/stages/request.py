@@ -26,6 +26,7 @@ class WorkerRequest:
     record_packages: bool = False  # report the distributions the model imported
     signing_key: str | None = None  # the key the build signs with (images are signed in the worker that pushes them)
     signing_passphrase_env: str | None = None  # the environment variable holding its passphrase
+    failed: dict[str, str] = field(default_factory=dict)  # upstream artifacts whose build failed -> why
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -37,7 +38,7 @@ class WorkerRequest:
     def job(self) -> Job:
         return Job(self.stage, Recipe.from_dict(self.recipe), Path(self.root), Path(self.out),
                    {k: Path(v) for k, v in self.upstream.items()}, self.device, self.target, dict(self.tools),
-                   self.signing_key, self.signing_passphrase_env)
+                   self.signing_key, self.signing_passphrase_env, dict(self.failed))
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Job:
     tools: dict[str, Any]
     signing_key: str | None = None
     signing_passphrase_env: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # upstream artifacts whose build failed -> why
 
     def signer(self) -> Any:
         """The build's signing key (a ``SigningKey``), or None when the build signs nothing."""

@@ -43,4 +43,5 @@ STAGE = register(BenchStage(
     tools=("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),
     fields=lambda r: {"bench": r.bench, "backends": list(r.backends), **model_fields(r), **variant_fields(r)},
     needs=("export", "verify"),
+    tolerates_failed=True,
     reads_model=True))

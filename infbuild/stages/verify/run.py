@@ -203,6 +203,11 @@ def run(job: Job) -> list[str]:
 def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """One artifact's (report entry, failure lines); one that cannot be verified here is recorded as such."""
     stage = artifacts()[backend]
+    if stage.name in job.failed:
+        why = job.failed[stage.name]
+        print(f"[verify] {job.recipe.name} {backend}: FAILED to build ({why[:300]})", flush=True)
+        return ({"passed": False, "error": f"failed to build: {why}", "max_abs_err": float("inf"),
+                 "max_rel_err": float("inf")}, [f"{backend}: failed to build: {why}"])
     if stage.name not in job.upstream:
         return {"passed": None, "status": "not buildable here"}, []
     declined = stage.declined(job.upstream[stage.name])
