@@ -264,17 +264,19 @@ def test_preferred_needs_a_difference_the_measurements_support_and_says_which_ru
 
 def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:
     """A 0.2 s call with the defaults (10 warm-up, 50 timed, 3 rounds, 1 s): warm-up is bounded by time too and
-    the timed calls stop at the budget once 6 are taken over the rounds, instead of 3 x (13 + 10) calls."""
+    the timed calls stop at the budget once 6 are taken over the rounds (3 at a shape that is not the primary one),
+    instead of 3 x (13 + 10) calls."""
     import time as clock
 
     from infbuild.recipe import BENCH_DEFAULTS
-    from infbuild.stages.bench.run import MIN_SAMPLES, _time_one
+    from infbuild.stages.bench.run import MIN_SAMPLES, MIN_SAMPLES_OTHER, _time_one
 
     calls = []
+    seconds = [0.2]
 
     def call() -> None:
         calls.append(1)
-        clock.sleep(0.2)
+        clock.sleep(seconds[0])
 
     bucket: list[int] = []
     started = clock.perf_counter()
@@ -287,6 +289,13 @@ def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:
     for round_index in range(BENCH_DEFAULTS["rounds"]):  # the set-up's first call took 0.5 s: no warm-up at all
         _time_one(call, bucket, dict(BENCH_DEFAULTS), round_index, lambda: None, first_ns=500_000_000)  # type: ignore[arg-type]
     assert len(calls) == len(bucket) == MIN_SAMPLES
+    calls.clear()
+    bucket.clear()
+    seconds[0] = 0.5  # a 0.5 s call at a shape other than the primary one: 3 calls, the budget nearly kept
+    for round_index in range(BENCH_DEFAULTS["rounds"]):
+        _time_one(call, bucket, dict(BENCH_DEFAULTS), round_index, lambda: None, first_ns=500_000_000,  # type: ignore[arg-type]
+                  min_samples=MIN_SAMPLES_OTHER)
+    assert len(calls) == len(bucket) == MIN_SAMPLES_OTHER
 
 
 def test_a_fast_model_stops_once_its_p50_is_stable() -> None:

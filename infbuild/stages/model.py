@@ -10,7 +10,7 @@ import sys
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -295,6 +295,20 @@ def export_program(recipe: Recipe, model: torch.nn.Module, example: dict[str, to
             StageFailed(f"torch.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     check_dynamic_axes(recipe, exported_input_dims(program), "exported program")
     return program
+
+
+PROGRAM_FILE = "program.pt2"  # the export stage's program (torch.export.save), read by the fp32 CPU model stages
+
+
+def saved_program(upstream: Mapping[str, Path]) -> torch.export.ExportedProgram | None:
+    """The export stage's program, when the stage reads one (its files were rehashed before the worker started):
+    the model stages compile what was exported once instead of building and exporting the model again."""
+    folder = upstream.get("export")
+    if folder is None or not (folder / PROGRAM_FILE).is_file():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.load(folder / PROGRAM_FILE)
 
 
 def exported_input_dims(program: torch.export.ExportedProgram) -> dict[str, list[Any]]:

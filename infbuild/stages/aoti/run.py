@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import build_model, export_program, reduced_precision, sample_inputs, to_torch, trace_shapes
+from ..model import build_model, export_program, reduced_precision, sample_inputs, saved_program, to_torch, trace_shapes
 from ..request import Job
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
@@ -52,15 +52,18 @@ def build(job: Job, dtype: torch.dtype | None = None) -> None:
     """Export and compile the model (computing in ``dtype``, with the recipe's input and output dtypes, when given)."""
     recipe, root, out, device = job.recipe, job.root, job.out, job.device
     options = recipe.stages["aoti"]
-    model = build_model(recipe, root, device=device)
-    if dtype is not None:
-        model = reduced_precision(model, dtype)
-    example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0), device=device)
     configs = {**DEFAULT_INDUCTOR_CONFIGS, **({"max_autotune": True} if options["max_autotune"] else {}),
                **options["inductor_configs"]}
-    print(f"[aoti] exporting {recipe.name} with torch.export", flush=True)
     started = time.perf_counter()
-    program = export_program(recipe, model, example)
+    # fp32 on the CPU compiles the export stage's program; another dtype or device exports the model as it computes
+    program = saved_program(job.upstream) if dtype is None and device == "cpu" else None
+    if program is None:
+        model = build_model(recipe, root, device=device)
+        if dtype is not None:
+            model = reduced_precision(model, dtype)
+        example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0), device=device)
+        print(f"[aoti] exporting {recipe.name} with torch.export", flush=True)
+        program = export_program(recipe, model, example)
     print(f"[aoti] compiling with AOTInductor for {device} (this takes a while on a cold cache)", flush=True)
     path = out / "model.pt2"
     try:

@@ -26,7 +26,8 @@ from ..model import build_model, sample_inputs, to_torch, user_samples
 from ..request import Job
 
 BASELINES = ("eager", "torch_compile")
-MIN_SAMPLES = 6  # timed calls per backend and shape (over all rounds) even past bench.max_seconds
+MIN_SAMPLES = 6  # timed calls per backend at the primary shape (over all rounds) even past bench.max_seconds
+MIN_SAMPLES_OTHER = 3  # ... and at the other shapes (they only break ties: a slow model's budget is kept)
 STABLE_WITHIN = 0.02  # a backend's timed calls in a round stop once its median's 95 % interval is within ±2 %
 STABLE_AFTER = 10  # ... and it has at least this many samples
 Call = Callable[[], Any]
@@ -162,7 +163,8 @@ def _markdown(recipe: Recipe, labels: list[str], results: dict[str, Any], prefer
              "",
              f"threads {meta['threads']}; per backend and shape {meta['rounds']} interleaved rounds of up to "
              f"{meta['warmup']} warm-up and {meta['iterations']} timed calls, within {meta['max_seconds']:g} s over "
-             f"the rounds (at least {MIN_SAMPLES} timed), a round ending early once the p50 is known to ±"
+             f"the rounds (at least {MIN_SAMPLES} timed at {meta['primary_shape']}, {MIN_SAMPLES_OTHER} at the others), "
+             "a round ending early once the p50 is known to ±"
              f"{STABLE_WITHIN:.0%}; p50 with its 95 % interval, p90/p99 in ms, throughput in items/s.",
              f"Preferred at `{meta['primary_shape']}`: **{preferred or 'none'}** — {meta['preferred_reason']}. "
              "Error: the worst relative L2 error of any output at any verified shape, against eager fp32 (pareto.png).",
@@ -289,7 +291,8 @@ def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str]
         for label in labels:
             for backend in rotated:
                 _time_one(callers[backend][label], samples[backend][label], opts, round_index, sync,
-                          first.get(backend, {}).get(label, 0))
+                          first.get(backend, {}).get(label, 0),
+                          MIN_SAMPLES if label == opts["primary"] else MIN_SAMPLES_OTHER)
                 done += 1
             print(f"[bench] {recipe.name} round {round_index + 1}/{opts['rounds']} {label}: {done}/{total} "
                   f"({time.perf_counter() - started:.1f}s)", flush=True)
@@ -297,16 +300,16 @@ def _time(recipe: Recipe, callers: dict[str, dict[str, Call]], labels: list[str]
 
 
 def _time_one(call: Call, bucket: list[int], opts: BenchOptions, round_index: int, sync: Callable[[], Any],
-              first_ns: int = 0) -> None:
+              first_ns: int = 0, min_samples: int = MIN_SAMPLES) -> None:
     """One round of one backend at one shape: warm up, then append the nanoseconds of each timed call to ``bucket``.
 
     Time-bounded throughout: ``max_seconds`` is the budget of a backend at a shape over all rounds (a round gets
     its share). Warm-up takes at most a quarter of a round's share (the first round makes at least one call, unless
     the set-up's first call, ``first_ns``, already took more than the whole share: a slow model is warm), timed
-    calls stop at ``iterations``, past the share once MIN_SAMPLES are taken over the rounds, or as soon as the median
-    is stable (STABLE_WITHIN)."""
+    calls stop at ``iterations``, past the share once ``min_samples`` are taken over the rounds (MIN_SAMPLES at the
+    primary shape, where the preferred artifact is chosen; fewer elsewhere), or once the median is stable."""
     share_ns = int(opts["max_seconds"] * 1e9 / opts["rounds"])
-    per_round_min = max(1, math.ceil(MIN_SAMPLES / opts["rounds"]))
+    per_round_min = max(1, math.ceil(min_samples / opts["rounds"]))
     warm_until = time.perf_counter_ns() + share_ns // 4
     last = bucket[-1] if bucket else first_ns
     for index in range(opts["warmup"]):

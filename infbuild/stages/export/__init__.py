@@ -12,6 +12,7 @@ from ...stamp import Stamp
 from ..common import export_fields
 
 PROGRAM = "program.json"
+SAVED = "program.pt2"  # torch.export.save of the same program (its bytes are not what dependents key on)
 
 
 class ExportStage(Stage):
@@ -21,6 +22,6 @@ class ExportStage(Stage):
 
 
 STAGE = register(ExportStage(
-    "export", 1, "portable", "torch.export the model and digest its program (what the model stages are keyed on)",
-    Outputs((PROGRAM,)), tools=("torch",), fields=export_fields, reads_model=True, covers_model=True,
+    "export", 2, "portable", "torch.export the model and digest its program (what the model stages are keyed on)",
+    Outputs((PROGRAM, SAVED)), tools=("torch",), fields=export_fields, reads_model=True, covers_model=True,
     cut_off_note="model source changed, exported program identical"))

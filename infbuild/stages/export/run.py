@@ -1,4 +1,5 @@
-"""export stage: torch.export the model at the trace shapes and write program.json (the program's digest)."""
+"""export stage: torch.export the model at the trace shapes; write the program (program.pt2, what the fp32 CPU model
+stages compile) and its digest (program.json, what their keys read)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import time
 
 import torch
 
-from ..model import build_model, export_program, sample_inputs, to_torch, trace_shapes
+from ..model import PROGRAM_FILE, build_model, export_program, sample_inputs, to_torch, trace_shapes
 from ..request import Job
 from .program import program_digest
 
@@ -18,6 +19,7 @@ def run(job: Job) -> None:
     started = time.perf_counter()
     program = export_program(recipe, model, example)
     digest = program_digest(program)
+    torch.export.save(program, out / PROGRAM_FILE)
     (out / "program.json").write_text(json.dumps({**digest, "torch": torch.__version__}, indent=2, sort_keys=True)
                                       + "\n", encoding="utf-8")
     print(f"[export] {recipe.name}: program {digest['digest'][:12]} ({digest['nodes']} nodes, {digest['parameters']} "

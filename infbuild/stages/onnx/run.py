@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import build_model, check_dynamic_axes, dynamic_shapes, sample_inputs, specialised_dim, to_torch, trace_shapes
+from ..model import build_model, check_dynamic_axes, dynamic_shapes, sample_inputs, saved_program, specialised_dim, to_torch, trace_shapes
 from ..request import Job
 
 
@@ -91,7 +91,9 @@ def run(job: Job) -> None:
     import onnx
 
     options = recipe.stages["onnx"]
-    model = build_model(recipe, root)
+    # The export stage's program when there is one (the model is not built and exported again); by itself, the model
+    program = saved_program(job.upstream)
+    model = program if program is not None else build_model(recipe, root)
     example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0))
     path = out / "model.onnx"
     print(f"[onnx] exporting {recipe.name} (opset {options['opset']}, dims: {', '.join(recipe.dims) or 'static'})",
