@@ -91,7 +91,8 @@ class SummaryReporter(ConsoleReporter):
             restored = sum(len(v) for v in self.restored.values())
             self.write(f"\033[1m[{self.done + 1}/{self.total} {int(elapsed) // 60}:{int(elapsed) % 60:02d}] "
                        f"{task.name}\033[0m  (built {len(self.built)}, restored {restored}, up to date {self.uptodate})\n")
-        super().execute_task(task)
+        if task.name != GATE:  # the gate only checks what the stages left: no line of its own
+            super().execute_task(task)
 
     def add_success(self, task: Any) -> None:
         soft = _soft_failure(task)
@@ -185,14 +186,14 @@ class JsonLinesReporter:
 
     def execute_task(self, task: Any) -> None:
         self.started[task.name] = time.perf_counter()
-        if task.actions:
+        if task.actions and task.name != GATE:
             self._emit("start", task)
 
     def add_success(self, task: Any) -> None:
         soft = _soft_failure(task)
         if soft is not None:
             return self.add_failure(task, soft)
-        if not task.actions:
+        if not task.actions or task.name == GATE:
             return
         info = _outcome(task)
         self.counts[info.get("outcome", "ok")] += 1
