@@ -60,6 +60,7 @@ def check_uptodate(root: str, task_name: str) -> bool:
         p = ctx.planned[task_name]
         if not ctx.up_to_date(p):
             return False
+        failed_log(p.folder).unlink(missing_ok=True)  # a failure under other inputs (since reverted) is history
         note = ctx.cut_off(p)
         if note:
             UP_TO_DATE_NOTES[task_name] = (f"{note[0]}:{p.recipe.name}", note[1])

@@ -36,7 +36,7 @@ def start_and_kill(proj: Project, sig: int, marker: str = "[aoti] compiling", de
 MATRIX = [  # (marker in the build's output, seconds after it, signal, the stage it interrupts, its target)
     (".  onnx:mlp", 0.0, signal.SIGTERM, "onnx", "portable"),
     (".  reference:mlp", 0.0, signal.SIGINT, "reference", "portable"),
-    ("[aoti] exporting", 0.3, signal.SIGKILL, "aoti", "cpu"),
+    ("[aoti] compiling with AOTInductor", 0.3, signal.SIGKILL, "aoti", "cpu"),
     (".  verify:mlp", 0.0, signal.SIGKILL, "verify", "cpu"),
 ]
 

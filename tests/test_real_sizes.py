@@ -119,7 +119,7 @@ def test_a_long_silent_stage_says_it_is_alive_and_records_its_peak_memory(tmp_pa
     result = p.doit("onnx:slow", env=p.env(INFBUILD_HEARTBEAT_S="1"))
     assert result.returncode == 0, result.output[-2000:]
     assert result.events is not None
-    beats = [e for e in result.events if e["event"] == "progress" and e["task"] == "onnx:slow"]
+    beats = [e for e in result.events if e["event"] == "progress" and e["task"] == "export:slow"]
     assert beats and beats[0]["phase"] == "[model] loading weights"
     console = p.doit("reference:slow", env=p.env(INFBUILD_HEARTBEAT_S="1"), reporter="console")
     assert "[reference:slow] still running (0:0" in console.output and "last: [model] loading weights" in console.output

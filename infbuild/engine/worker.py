@@ -115,6 +115,9 @@ def _forked(warm: forkserver.ForkServer, request: WorkerRequest, request_path: s
             tail = _stream_lines(source, log_path, tail_lines, _task(request))
         asker.join()
     except BaseException:
+        deadline = time.monotonic() + 5  # interrupted as it starts: learn its pid before unwinding, or it outlives us
+        while not child and asker.is_alive() and time.monotonic() < deadline:
+            asker.join(0.02)
         _kill(child[0] if child else None)
         asker.join(timeout=5)
         raise
