@@ -767,7 +767,7 @@ def load_file(path: Path, project: Project, checked: CheckedRecipes | None = Non
         recipe, problems = _check_file(path, display, project, checked)
     except RecursionError:
         recipe, problems = None, [Problem(display, 1, "", "nesting too deep to check")]
-    except Exception as exc:  # noqa: BLE001 - a hostile file must never turn into a traceback
+    except Exception as exc:  # a hostile file must never turn into a traceback
         message = f"cannot check this recipe (an infbuild bug, please report it): {type(exc).__name__}: {exc}"
         recipe, problems = None, [Problem(display, 1, "", message[:300])]
     return recipe, _capped(problems, display)

@@ -30,7 +30,7 @@ def _require_var() -> str | None:
         from doit import get_var
 
         return get_var("require", None)
-    except Exception:  # noqa: BLE001 - get_var is only set up when doit runs the dodo
+    except Exception:  # get_var is only set up when doit runs the dodo
         return None
 
 
@@ -65,7 +65,7 @@ def check_uptodate(root: str, task_name: str) -> bool:
         if note:
             UP_TO_DATE_NOTES[task_name] = (f"{note[0]}:{p.recipe.name}", note[1])
         return True
-    except Exception:  # noqa: BLE001 - doit aborts the whole run on an exception here
+    except Exception:  # doit aborts the whole run on an exception here
         return False
 
 
@@ -133,7 +133,7 @@ def manifest_uptodate(root: str) -> bool:
     try:
         ctx = building(root)
         return manifest_current(ctx.artifacts, ctx.names)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 

@@ -38,7 +38,7 @@ def wait_for(check, what: str, timeout: float = 30) -> None:
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # not up yet
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{what} did not come up in {timeout}s")

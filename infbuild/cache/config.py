@@ -34,7 +34,7 @@ def parse_entry(text: str, root: Path) -> Cache:
         try:
             return RegistryCache(location, writable=mode == "rw",
                                  credentials=(user or "", password or "") if user or password else None)
-        except Exception as exc:  # noqa: BLE001 - a bad reference
+        except Exception as exc:  # a bad reference
             raise ConfigError(f"cache '{text}': {exc}") from None
     raise ConfigError(f"cache '{text}': unknown kind '{kind}' (local or oci)")
 

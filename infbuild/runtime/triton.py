@@ -71,7 +71,7 @@ class TritonPythonModel:
             joined = members[0][1] if len(members) == 1 else {
                 n: np.concatenate([arrays[n] for _, arrays in members]) for n in self.model.inputs}
             outputs = self.model.runner(joined)
-        except Exception as exc:  # noqa: BLE001 - the artifact's own runtime raises its own types: an error answer
+        except Exception as exc:  # the artifact's own runtime raises its own types: an error answer
             for index, _ in members:
                 responses[index] = pb.InferenceResponse(error=pb.TritonError(f"infbuild: {str(exc)[:500]}"))
             return
@@ -102,7 +102,7 @@ def _array(tensor: Any) -> np.ndarray:
 
     try:
         return torch.utils.dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
-    except Exception:  # noqa: BLE001 - a dtype DLPack cannot carry: the stub's own conversion
+    except Exception:  # a dtype DLPack cannot carry: the stub's own conversion
         return np.asarray(tensor.as_numpy())
 
 
@@ -112,5 +112,5 @@ def _tensor(pb: Any, name: str, array: np.ndarray) -> Any:
     array = np.ascontiguousarray(array)
     try:
         return pb.Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(torch.from_numpy(array)))
-    except Exception:  # noqa: BLE001 - a dtype DLPack cannot carry
+    except Exception:  # a dtype DLPack cannot carry
         return pb.Tensor(name, array)

@@ -34,7 +34,7 @@ def import_factory(spec: str, root: Path) -> Any:
         sys.path.insert(0, str(root))
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the user's module's problem
+    except Exception as exc:  # any import failure is the user's module's problem
         raise FieldError("model.factory", f"cannot import '{module_name}': {type(exc).__name__}: {exc}") from None
     for part in attr_path.split("."):
         if not hasattr(target, part):
@@ -62,7 +62,7 @@ def _refuse_stdlib_callable(spec: str, target: Any) -> None:
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+    except Exception as exc:  # unpickling errors come in many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise FieldError("model.weights", f"cannot load '{path.name}' with torch.load(weights_only=True): "
                          f"{type(exc).__name__}: {first[:200]}") from None
@@ -89,7 +89,7 @@ def _build(recipe: Recipe, root: Path, device: str) -> torch.nn.Module:
     factory = import_factory(recipe.model.factory, root)
     try:
         model = factory(**recipe.model.kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise FieldError("model.factory", f"calling '{recipe.model.factory}' with kwargs {recipe.model.kwargs} raised "
                          f"{type(exc).__name__}: {exc}") from None
     if not isinstance(model, torch.nn.Module):
@@ -290,7 +290,7 @@ def export_program(recipe: Recipe, model: torch.nn.Module, example: dict[str, to
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.export(model, (), example, dynamic_shapes=dynamic_shapes(recipe), strict=False)
-    except Exception as exc:  # noqa: BLE001 - export failures come in many types
+    except Exception as exc:  # export failures come in many types
         raise specialised_dim(recipe, str(exc)) or \
             StageFailed(f"torch.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     check_dynamic_axes(recipe, exported_input_dims(program), "exported program")

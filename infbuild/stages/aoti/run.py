@@ -70,7 +70,7 @@ def build(job: Job, dtype: torch.dtype | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             compile_and_package(program, path, configs, out / ".aoti-build")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     info = {"device": device, "torch": torch.__version__, "inductor_configs": configs,
             **({"compute_dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}),

@@ -25,7 +25,7 @@ class AotiRunner:
             _preload_onnxruntime()
         try:
             self.model = torch._inductor.aoti_load_package(str(folder / "model.pt2"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ArtifactError(f"cannot load AOTInductor package {folder / 'model.pt2'}: "
                                 f"{type(exc).__name__}: {str(exc).strip()[:500]}") from None
         self.torch = torch

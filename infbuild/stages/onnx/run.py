@@ -110,7 +110,7 @@ def run(job: Job) -> None:
                 input_names=[i.name for i in recipe.inputs], output_names=list(recipe.outputs),
                 opset_version=options["opset"], external_data=options["external_data"], verbose=False,
             )
-    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+    except Exception as exc:  # exporter failures come in many types
         raise specialised_dim(recipe, str(exc)) or \
             StageFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     proto = onnx.load(str(path), load_external_data=False)

@@ -32,7 +32,7 @@ class OnnxRuntimeRunner:
         providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=providers)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtifactError(f"onnxruntime cannot load {folder / 'model.onnx'}: {str(exc).strip()[:500]}") from None
         self.outputs = outputs
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}

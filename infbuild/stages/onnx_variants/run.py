@@ -43,7 +43,7 @@ def _preprocessed(source: Path, scratch: Path) -> Path:
     dest = scratch / "pre.onnx"
     try:
         quant_pre_process(str(source), str(dest), skip_symbolic_shape=False)
-    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation; quantize the model as it is
+    except Exception as exc:  # pre-processing is an optimisation; quantize the model as it is
         print(f"[onnx_variants] pre-processing skipped ({type(exc).__name__}: {str(exc)[:200]})", flush=True)
         return source
     return dest
@@ -130,7 +130,7 @@ def run(job: Job) -> None:
             raise StageFailed(f"unknown onnxruntime variant {variant!r}")
     except StageFailed:
         raise
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's tools raise their own exception types
+    except Exception as exc:  # onnxruntime's tools raise their own exception types
         # A variant is an offer: a conversion onnxruntime's tools cannot do for this graph is recorded (verify and
         # bench report it) instead of failing the recipe's build.
         info["failed"] = f"{type(exc).__name__}: {str(exc).strip()[:1500]}"
