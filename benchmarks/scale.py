@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import cpu, example_project  # noqa: E402
+from common import cpu, example_project
 
 RECIPE = """\
 name: bert_base

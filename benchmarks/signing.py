@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import cpu  # noqa: E402
-from infbuild.artifacts import list_files  # noqa: E402
-from infbuild.signing import stage_signature  # noqa: E402
-from infbuild.signing.dsse import SigningKey  # noqa: E402
-from infbuild.stamp import Stamp, rehash_problems  # noqa: E402
+from common import cpu
+from infbuild.artifacts import list_files
+from infbuild.signing import stage_signature
+from infbuild.signing.dsse import SigningKey
+from infbuild.stamp import Stamp, rehash_problems
 
 
 def timed(what: str, call, rows: list[tuple[str, float]]) -> object:

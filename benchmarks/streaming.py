@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import cpu  # noqa: E402
+from common import cpu
 
 TARGET_MB = 100
 KEY = "ab" * 32
