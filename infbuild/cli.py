@@ -410,8 +410,6 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-j", "--jobs", type=int, default=1, help="build independent stages in parallel")
     b.add_argument("--require", action="append", default=[], metavar="STAGE",
                    help="fail instead of skipping STAGE when this host cannot build it (repeatable)")
-    b.add_argument("-k", "--keep-going", action="store_true",
-                   help="go on with other tasks after a failure (the default; kept for old scripts)")
     b.add_argument("--fail-fast", action="store_true", help="stop at the first failed task")
     b.add_argument("--reporter", choices=["console", "jsonl"], default="console",
                    help="jsonl: one JSON event per task on stdout (stage output on stderr), for CI")
