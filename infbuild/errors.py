@@ -51,10 +51,6 @@ class StageFailed(InfbuildError):
     """A stage worker ran and failed (export error, compile error, verification failure)."""
 
 
-class NotBuildableHere(InfbuildError):
-    """The host lacks what a stage needs (no CUDA GPU, no trtexec, no docker engine)."""
-
-
 class ArtifactError(InfbuildError):
     """An artifact on disk is missing, tampered with, or does not match the manifest."""
 

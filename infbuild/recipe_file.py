@@ -343,15 +343,6 @@ def value_problems(data: Any, display: str, lines: dict[FieldPath, int]) -> list
     return problems
 
 
-def parse(path: Path, display: str) -> tuple[Any, dict[FieldPath, int], list[Problem]]:
-    """Return (data, field lines, problems) for one recipe file; data is None when unparsable."""
-    try:
-        text = read_text(path)
-    except RecipeFileError as exc:
-        return None, {}, [Problem(display, exc.line, "", exc.message)]
-    return parse_text(text, path.suffix, display)
-
-
 def read_text(path: Path) -> str:
     """The file's text (bounded, never from a FIFO, device or folder), else a located RecipeFileError."""
     return decode(read_bytes(path))

@@ -64,13 +64,6 @@ def write_tar(files: dict[str, Path | bytes], out: BinaryIO) -> None:
                 tar.addfile(info)
 
 
-def layer_tar(files: dict[str, Path | bytes]) -> bytes:
-    """``write_tar`` into memory (small archives: a test's, a build context's listing)."""
-    buffer = io.BytesIO()
-    write_tar(files, buffer)
-    return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class Layer:
     """A gzipped layer on disk: its file, digest, size and uncompressed digest (the config's diff_id)."""
