@@ -1,4 +1,4 @@
-"""Artifact folders, atomic staging and stamps (DESIGN.md §2-§3; the stamp is a contract).
+"""Artifact folders, atomic staging and stamps (a stamp's fields are a contract: README, "What a build produces").
 
 A stage builds into a hidden staging folder beside its final folder; ``commit`` hashes the outputs,
 writes stamp.json last, then swaps the folder in with renames. A killed build leaves only hidden

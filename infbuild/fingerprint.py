@@ -1,4 +1,4 @@
-"""The host's hardware fingerprint and the target slugs artifacts are keyed by (DESIGN.md §2, §5).
+"""The host's hardware fingerprint and the target slugs artifacts are keyed by (``cpu-<arch>-<isa>``, ``cuda-sm<cc>-<gpu>``).
 
 Read from /proc/cpuinfo, uname, g++ and nvidia-smi without importing torch; no GPU is a normal answer.
 ``INFBUILD_FINGERPRINT`` (a JSON object, or @path to one) is merged over what is detected: it lets tests

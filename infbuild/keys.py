@@ -1,4 +1,4 @@
-"""Stage keys and staleness (DESIGN.md §3): key = sha256 of the canonical dict of everything a stage reads.
+"""Stage keys and staleness (README, "How staleness works"): key = sha256 of the canonical dict of everything a stage reads.
 
 ``staleness`` checks the cheap things first and says *why* a stage is stale, like DVC's ``changed()``. What a
 stage reads is the stage's own declaration (``Stage.fields``, ``Stage.upstream_view``); this module only

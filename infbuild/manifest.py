@@ -1,4 +1,4 @@
-"""artifacts/manifest.json (DESIGN.md §4, a contract), rebuilt from the stamps on disk.
+"""artifacts/manifest.json (a contract: the index users' scripts read), rebuilt from the stamps on disk.
 
 Deriving the manifest from stamps means it can never disagree with what is stamped: a manifest edited by
 hand or lost is simply rewritten. Writers hold an flock so parallel builds don't interleave.

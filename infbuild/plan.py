@@ -22,7 +22,7 @@ NO_GPU = "no CUDA GPU on this host (nvidia-smi finds none)"
 
 @dataclass(frozen=True)
 class Host:
-    """The machine planned for: its fingerprint (DESIGN.md §3, a contract) and the project root (tool lookups)."""
+    """The machine planned for: its fingerprint (stamped as is: a contract) and the project root (tool lookups)."""
 
     fingerprint: Mapping[str, Any]
     root: Path

@@ -1,4 +1,4 @@
-"""Report files that other parts read: ``verify/report.json`` and ``bench/report.json`` (DESIGN.md §4). Each
+"""Report files that other parts read: ``verify/report.json`` and ``bench/report.json`` (both indexed in the manifest). Each
 has one owner here, with its writer and its reader; nobody else opens them."""
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ class Stage:
         """A reason beyond its key that a stamped build of it must be redone (None: up to date)."""
         return None
 
-    # --- the manifest (DESIGN.md §4) ------------------------------------------------------------------------
+    # --- the manifest (artifacts/manifest.json) -------------------------------------------------------------
 
     def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
         """Add what the manifest says about this stage's outputs beyond its stamp (reports, image, I/O)."""

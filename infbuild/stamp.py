@@ -1,4 +1,4 @@
-"""The stamp (DESIGN.md §3, a contract): ``<stage folder>/stamp.json``, written last by ``artifacts.commit``.
+"""The stamp (a contract: README, "What a build produces"): ``<stage folder>/stamp.json``, written last by ``artifacts.commit``.
 
 ``Stamp`` is its typed form; the JSON on disk keeps the contract's field names. Reading a stamp and deciding
 whether it still describes its folder (labels, outputs, sizes, digests) lives here, in one place.
@@ -18,7 +18,7 @@ FileMeta = dict[str, Any]  # {"sha256": hex, "size": bytes}
 
 @dataclass(frozen=True)
 class Stamp:
-    key: str  # sha256 of ``inputs`` (DESIGN.md §3)
+    key: str  # sha256 of the canonical JSON of ``inputs``, everything the stage reads
     stage: str
     recipe: str
     target: str

@@ -138,7 +138,7 @@ def manifest_uptodate(root: str) -> bool:
 
 
 def _sigterm_as_interrupt() -> None:
-    """SIGTERM -> KeyboardInterrupt, so doit saves the record of tasks that finished (DESIGN.md §3)."""
+    """SIGTERM -> KeyboardInterrupt, so doit saves the record of tasks that finished (stamps never depend on it)."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 

@@ -1,4 +1,4 @@
-"""Hardware fingerprint: fast, torch-free, no GPU is a normal answer; target slugs as DESIGN.md §2."""
+"""Hardware fingerprint: fast, torch-free, no GPU is a normal answer; target slugs as in README, "What a build produces"."""
 from __future__ import annotations
 
 import json
