@@ -52,7 +52,7 @@ def main() -> None:
         pub_path.write_bytes(public.pem())
         rows: list[tuple[str, float]] = []
         files = timed("hash (every commit, already)", lambda: list_files(folder), rows)
-        stamp = Stamp("0" * 64, "onnx", "bert", "portable", files)  # type: ignore[arg-type]
+        stamp = Stamp("0" * 64, "onnx", "bert", target="portable", files=files)  # type: ignore[arg-type]
         bundle = timed("sign from the stamp's digests", lambda: stage_signature.sign(key, stamp), rows)
         stage_signature.write(folder, bundle)  # type: ignore[arg-type]
         timed("check a cache entry's signature", lambda: stage_signature.check(bundle, {public.id: public}, stamp), rows)

@@ -6,7 +6,7 @@ whether it still describes its folder (labels, outputs, sizes, digests) lives he
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +21,7 @@ class Stamp:
     key: str  # sha256 of the canonical JSON of ``inputs``, everything the stage reads
     stage: str
     recipe: str
+    _: KW_ONLY  # the rest by name: a stamp has too many fields to read positionally
     target: str
     files: dict[str, FileMeta]
     fingerprint: dict[str, Any] = field(default_factory=dict)  # the host that built it

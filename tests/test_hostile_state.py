@@ -166,7 +166,7 @@ def test_commit_refuses_a_folder_that_is_not_the_stage_output(tmp_path: Path) ->
     staging.mkdir()
     (staging / "model.onnx").write_bytes(b"x")
     with pytest.raises(ArtifactError, match="lacks the required output"):
-        commit(staging, tmp_path / "onnx", Stamp("k" * 64, "onnx", "mlp", "portable", {}),
+        commit(staging, tmp_path / "onnx", Stamp("k" * 64, "onnx", "mlp", target="portable", files={}),
                Outputs(("model.onnx", "export.json")))
     assert not (tmp_path / "onnx").exists() and not (staging / "stamp.json").exists()
 

@@ -129,8 +129,8 @@ def stamp_as_built(root: Path, stages: dict[str, PlannedStage], name: str, fp: d
     for output in p.stage.outputs.required:
         if not (staging / output).exists():
             (staging / output).write_text(f"{p.task_name} {output}\n", encoding="utf-8")
-    return commit(staging, p.folder, Stamp(stage_key(inputs), name, p.recipe.name, p.target, {},
-                                           fp or fingerprint(), inputs), p.stage.outputs)
+    return commit(staging, p.folder, Stamp(stage_key(inputs), name, p.recipe.name, target=p.target, files={},
+                                           fingerprint=fp or fingerprint(), inputs=inputs), p.stage.outputs)
 
 
 def stamp_buildable(root: Path, stages: dict[str, PlannedStage], fp: dict[str, Any] | None = None) -> None:
@@ -484,8 +484,8 @@ def test_a_failed_verification_is_never_up_to_date(root: Path) -> None:
     staging = new_staging(p.folder)
     for output in p.stage.outputs.required:
         (staging / output).write_text("{}")
-    commit(staging, p.folder, Stamp(stage_key(inputs), "verify", "mlp", CPU, {}, fingerprint(), inputs, passed=False),
-           p.stage.outputs)
+    commit(staging, p.folder, Stamp(stage_key(inputs), "verify", "mlp", target=CPU, files={}, fingerprint=fingerprint(),
+                                    inputs=inputs, passed=False), p.stage.outputs)
     assert why_stale(root, stages, "verify") == "last verification failed"
 
 

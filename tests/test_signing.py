@@ -29,7 +29,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def signed(folder: Path, key: SigningKey) -> Stamp:
-    stamp = Stamp("a" * 64, "onnx", "mlp", "portable", list_files(folder), passed=None)
+    stamp = Stamp("a" * 64, "onnx", "mlp", target="portable", files=list_files(folder), passed=None)
     stage_signature.write(folder, stage_signature.sign(key, stamp))
     return stamp
 
@@ -105,10 +105,10 @@ def test_a_worker_cannot_leave_its_own_signature(folder: Path, tmp_path: Path) -
     staging = tmp_path / ".onnx.staging"
     staging.mkdir()
     (staging / "model.onnx").write_bytes(b"graph")
-    stage_signature.write(staging, stage_signature.sign(attacker, Stamp("a" * 64, "onnx", "mlp", "portable",
-                                                                         list_files(staging))))
+    stage_signature.write(staging, stage_signature.sign(attacker, Stamp("a" * 64, "onnx", "mlp", target="portable",
+                                                                         files=list_files(staging))))
     final = tmp_path / "final"
-    commit(staging, final, Stamp("a" * 64, "onnx", "mlp", "portable", {}), Outputs(("model.onnx",)))
+    commit(staging, final, Stamp("a" * 64, "onnx", "mlp", target="portable", files={}), Outputs(("model.onnx",)))
     assert not (final / "stage.sig").exists()
 
 

@@ -166,8 +166,8 @@ def commit_built(run: Run) -> Outcome | None:
     """Stamp the staging folder (exactly the stage's outputs), sign it and move it into place."""
     p, result = run.p, run.result or WorkerResult()
     assert run.staging is not None
-    stamp = Stamp(run.key, p.stage.name, p.recipe.name, p.target, {}, run.ctx.fingerprint, run.inputs,
-                  passed=not result.failures if p.stage.judges else None,
+    stamp = Stamp(run.key, p.stage.name, p.recipe.name, target=p.target, files={}, fingerprint=run.ctx.fingerprint,
+                  inputs=run.inputs, passed=not result.failures if p.stage.judges else None,
                   packages=result.packages if p.stage.reads_model else None, peak_rss_mb=result.peak_rss_mb)
     stamped = commit(run.staging, p.folder, stamp, p.stage.outputs, seal=sealer(run.ctx.signer))
     update_manifest(run.ctx.artifacts, run.ctx.names)
@@ -228,9 +228,9 @@ def restore_stage(ctx: BuildContext, p: PlannedStage, key: str, inputs: Inputs, 
         if hit is None:
             return None
         signature = hit.signature
-        stamp = commit(staging, p.folder, Stamp(key, p.stage.name, p.recipe.name, p.target, {}, hit.stamp.fingerprint,
-                                                inputs, passed=hit.stamp.passed, packages=hit.stamp.packages,
-                                                restored_from=hit.cache), p.stage.outputs,
+        stamp = commit(staging, p.folder, Stamp(key, p.stage.name, p.recipe.name, target=p.target, files={},
+                                                fingerprint=hit.stamp.fingerprint, inputs=inputs, passed=hit.stamp.passed,
+                                                packages=hit.stamp.packages, restored_from=hit.cache), p.stage.outputs,
                        seal=(lambda folder, _: stage_signature.write(folder, signature)) if signature else None)
     finally:
         discard(staging)
