@@ -130,9 +130,10 @@ def run_stage_worker(run: Run) -> Outcome | None:
     """Run the stage's worker into a fresh staging folder; a failure keeps its log as ``<stage>.failed.log``."""
     p, ctx = run.p, run.ctx
     run.staging = staging = new_staging(p.folder)
-    request = WorkerRequest(p.stage.name, p.recipe.to_dict(), str(ctx.project.root), str(staging), p.device, p.target,
-                            {name: str(s.folder) for name, s in ctx.readable_siblings(p).items()}, dict(p.tools),
-                            record_packages=p.stage.reads_model,
+    request = WorkerRequest(p.stage.name, p.recipe.to_dict(), str(ctx.project.root), out=str(staging),
+                            device=p.device, target=p.target,
+                            upstream={name: str(s.folder) for name, s in ctx.readable_siblings(p).items()},
+                            tools=dict(p.tools), record_packages=p.stage.reads_model,
                             signing_key=ctx.signer.source if ctx.signer and p.stage.signs_images else None,
                             signing_passphrase_env=ctx.signing_passphrase_env, failed=ctx.failed_upstream(p))
     wanted = expected_mb(p, ctx.project.root, ctx.siblings(p))

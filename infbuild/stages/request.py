@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ class WorkerRequest:
     stage: str  # the stage's name
     recipe: dict[str, Any]  # Recipe.to_dict()
     root: str  # the project
+    _: KW_ONLY
     out: str  # the empty staging folder the stage writes its outputs into
     device: str  # "cpu" or "cuda"
     target: str  # the target folder name the outputs are for
@@ -36,9 +37,10 @@ class WorkerRequest:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
     def job(self) -> Job:
-        return Job(self.stage, Recipe.from_dict(self.recipe), Path(self.root), Path(self.out),
-                   {k: Path(v) for k, v in self.upstream.items()}, self.device, self.target, dict(self.tools),
-                   self.signing_key, self.signing_passphrase_env, dict(self.failed))
+        return Job(self.stage, Recipe.from_dict(self.recipe), Path(self.root), out=Path(self.out),
+                   upstream={k: Path(v) for k, v in self.upstream.items()}, device=self.device, target=self.target,
+                   tools=dict(self.tools), signing_key=self.signing_key,
+                   signing_passphrase_env=self.signing_passphrase_env, failed=dict(self.failed))
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Job:
     stage: str  # the stage's name (one run.py may build several stages: variants)
     recipe: Recipe
     root: Path
+    _: KW_ONLY
     out: Path
     upstream: dict[str, Path]
     device: str
