@@ -6,7 +6,7 @@ puts the answers together in build order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import AbstractSet, Any, Mapping
@@ -49,6 +49,7 @@ class PlannedStage:
     recipe: Recipe
     stage: Stage
     target: str
+    _: KW_ONLY
     folder: Path
     upstream: tuple[str, ...]
     device: str  # "cpu" or "cuda": where the stage runs
@@ -88,9 +89,9 @@ def plan_recipe(recipe: Recipe, host: Host, artifacts: Path, required: AbstractS
         reason = place.not_buildable or next((planned[u].not_buildable for u in upstream if planned[u].not_buildable),
                                              None)
         target = targets[stage.scope]
-        planned[stage.name] = PlannedStage(recipe, stage, target, stage_dir(artifacts, recipe.name, target, stage.name),
-                                           upstream, place.device or ("cuda" if on_gpu else "cpu"), reason,
-                                           place.tools)
+        planned[stage.name] = PlannedStage(recipe, stage, target, folder=stage_dir(artifacts, recipe.name, target, stage.name),
+                                           upstream=upstream, device=place.device or ("cuda" if on_gpu else "cpu"),
+                                           not_buildable=reason, tools=place.tools)
     return list(planned.values())
 
 

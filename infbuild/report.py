@@ -3,7 +3,7 @@ its 95 % interval), why it was preferred, and how many artifacts passed verify â
 manifest's view), no torch, no target folder name to know."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ class Row:
     recipe: str
     target: str
     preferred: str | None
+    _: KW_ONLY
     p50_ms: float | None  # the preferred artifact's at the primary shape (None: not benchmarked)
     p50_ci_ms: list[float] | None
     shape: str | None  # the primary shape's label
@@ -35,9 +36,10 @@ def rows(artifacts: Path, names: set[str]) -> list[Row]:
             shape, results = bench.get("primary_shape"), bench.get("results") or {}
             timed = (results.get(t.get("preferred") or "") or {}).get(shape or "") or {}
             eager = (results.get("eager") or {}).get(shape or "") or {}
-            out.append(Row(recipe, target, t.get("preferred"), timed.get("p50_ms"), timed.get("p50_ci_ms"), shape,
-                           eager.get("p50_ms"), f"{sum(v is True for v in verdicts)} of {len(verdicts)}",
-                           t.get("preferred_reason", "")))
+            out.append(Row(recipe, target, t.get("preferred"), p50_ms=timed.get("p50_ms"), p50_ci_ms=timed.get("p50_ci_ms"),
+                           shape=shape, eager_ms=eager.get("p50_ms"),
+                           verified=f"{sum(v is True for v in verdicts)} of {len(verdicts)}",
+                           reason=t.get("preferred_reason", "")))
     return out
 
 
