@@ -143,13 +143,13 @@ def reduced_precision(trt_version: str, precision: str) -> tuple[bool, tuple[str
     return False, (PRECISION_FLAGS[precision],)
 
 
-def timing_cache_argv(trtexec: Path, recipe: Recipe, trt_version: str, onnx: Path, cache: Path) -> list[str]:
+def timing_cache_argv(trtexec: Path, recipe: Recipe, trt_version: str, *, onnx: Path, cache: Path) -> list[str]:
     """Build once to fill a timing cache; no engine saved, no inference run."""
     return [str(trtexec), f"--onnx={onnx}", f"--timingCacheFile={cache}", *shape_flags(recipe),
             *builder_flags(recipe, trt_version), "--skipInference"]
 
 
-def engine_argv(trtexec: Path, recipe: Recipe, trt_version: str, onnx: Path, cache: Path, out: Path,
+def engine_argv(trtexec: Path, recipe: Recipe, trt_version: str, *, onnx: Path, cache: Path, out: Path,
                 extra: tuple[str, ...] = ()) -> list[str]:
     """Build the engine with the target's timing cache, profile it, export layer info, profile and times."""
     return [str(trtexec), f"--onnx={onnx}", f"--saveEngine={out / 'model.engine'}", f"--timingCacheFile={cache}",

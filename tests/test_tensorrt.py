@@ -42,7 +42,7 @@ def test_shapes_come_from_the_named_dims() -> None:
 def test_engine_argv_has_exports_cache_and_options() -> None:
     recipe = recipe_with({"builder_optimization_level": 5, "workspace_mib": 2048, "hardware_compatibility_level": "ampere+",
                           "version_compatible": True, "sparsity": "enable", "extra_args": ["--maxAuxStreams=2"]})
-    argv = engine_argv(Path("/t/trtexec"), recipe, "10.3.0", Path("/a/model.onnx"), Path("/c/timing.cache"), Path("/o"))
+    argv = engine_argv(Path("/t/trtexec"), recipe, "10.3.0", onnx=Path("/a/model.onnx"), cache=Path("/c/timing.cache"), out=Path("/o"))
     assert argv[:4] == ["/t/trtexec", "--onnx=/a/model.onnx", "--saveEngine=/o/model.engine",
                         "--timingCacheFile=/c/timing.cache"]
     for flag in ("--builderOptimizationLevel=5", "--memPoolSize=workspace:2048M", "--hardwareCompatibilityLevel=ampere+",
@@ -50,19 +50,20 @@ def test_engine_argv_has_exports_cache_and_options() -> None:
                  "--profilingVerbosity=detailed", "--exportLayerInfo=/o/layers.json", "--exportProfile=/o/profile.json",
                  "--exportTimes=/o/times.json"):
         assert flag in argv
-    cache_argv = timing_cache_argv(Path("/t/trtexec"), recipe, "10.3.0", Path("/a/model.onnx"), Path("/o/timing.cache"))
+    cache_argv = timing_cache_argv(Path("/t/trtexec"), recipe, "10.3.0", onnx=Path("/a/model.onnx"), cache=Path("/o/timing.cache"))
     assert "--skipInference" in cache_argv and not any(a.startswith("--saveEngine") for a in cache_argv)
 
 
 def test_precision_flags_on_trt10_and_a_clear_error_on_trt11() -> None:
     recipe = recipe_with({"precision": ["fp16", "int8"], "strongly_typed": True})
-    argv = engine_argv(Path("trtexec"), recipe, "10.3.0", Path("m.onnx"), Path("c"), Path("o"))
+    argv = engine_argv(Path("trtexec"), recipe, "10.3.0", onnx=Path("m.onnx"), cache=Path("c"), out=Path("o"))
     assert {"--fp16", "--int8", "--stronglyTyped"} <= set(argv)
     with pytest.raises(FieldError) as info:
-        engine_argv(Path("trtexec"), recipe, "11.0.0", Path("m.onnx"), Path("c"), Path("o"))
+        engine_argv(Path("trtexec"), recipe, "11.0.0", onnx=Path("m.onnx"), cache=Path("c"), out=Path("o"))
     assert info.value.field == "stages.tensorrt.precision"
     assert "model.dtype: float16 or bfloat16" in info.value.message
-    argv11 = engine_argv(Path("trtexec"), recipe_with({"strongly_typed": True}), "11.0.0", Path("m.onnx"), Path("c"), Path("o"))
+    argv11 = engine_argv(Path("trtexec"), recipe_with({"strongly_typed": True}), "11.0.0", onnx=Path("m.onnx"), cache=Path("c"),
+                         out=Path("o"))
     assert "--stronglyTyped" not in argv11  # always on in 11, the flag is a deprecated no-op
 
 

@@ -288,8 +288,8 @@ def test_tensorrt_model_carries_each_gpus_engine_by_compute_capability(tmp_path:
     chosen, skipped = pick_engines(engines[0], engines[1:])
     assert sorted(chosen) == ["8.6", "9.0"] and chosen["9.0"].target == H100  # this target's engine first
     assert len(skipped) == 1 and "cuda-sm90-nvidia-h100-pcie" in skipped[0]
-    model = tensorrt_model("mlp", "tensorrt", chosen, "9.0", [Tensor("x", "float32", (-1, 10))],
-                           [Tensor("y", "float32", (-1, 4))], Batching(64, {}), 1, "1")
+    model = tensorrt_model("mlp", "tensorrt", chosen, own="9.0", inputs=[Tensor("x", "float32", (-1, 10))],
+                           outputs=[Tensor("y", "float32", (-1, 4))], batch=Batching(64, {}), instances=1, version="1")
     write(tmp_path / "repo", [model])
     config = parse_config(tmp_path / "repo" / "mlp" / "config.pbtxt")
     assert config.platform == "tensorrt_plan" and config.default_model_filename == "model_sm90.plan"

@@ -94,7 +94,7 @@ def pick_engines(own: Engine | None, fleet: list[Engine]) -> tuple[dict[str, Eng
     return chosen, skipped
 
 
-def tensorrt_model(name: str, artifact: str, engines: Mapping[str, Engine], own: str | None, inputs: list[Tensor],
+def tensorrt_model(name: str, artifact: str, engines: Mapping[str, Engine], *, own: str | None, inputs: list[Tensor],
                    outputs: list[Tensor], batch: Batching, instances: int, version: str) -> Served:
     """A ``tensorrt_plan`` model: each compute capability's engine as ``model_sm<cc>.plan``, named in
     ``cc_model_filenames`` (this target's the default file)."""

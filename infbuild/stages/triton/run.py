@@ -119,5 +119,5 @@ def _engines(job: Job, name: str, artifact: str, art: dict[str, Any], outputs: l
     for line in skipped:
         print(f"[triton] {recipe.name}: left out {line}", flush=True)
     inputs = input_tensors(recipe, {i.name: i.dtype for i in recipe.inputs}.__getitem__)
-    return tensorrt_model(name, artifact, engines, cc, inputs, outputs, batch, recipe.triton["instances"],
-                          str(recipe.triton["version"]))
+    return tensorrt_model(name, artifact, engines, own=cc, inputs=inputs, outputs=outputs, batch=batch,
+                          instances=recipe.triton["instances"], version=str(recipe.triton["version"]))

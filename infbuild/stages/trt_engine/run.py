@@ -22,7 +22,7 @@ def build(job: Job, onnx: Path, extra: tuple[str, ...] = ()) -> None:
     recipe, out, upstream, tools = job.recipe, job.out, job.upstream, job.tools
     scratch_cache = out / ".timing.cache.scratch"
     shutil.copyfile(upstream["trt_timing_cache"] / "timing.cache", scratch_cache)
-    argv = trtexec.engine_argv(Path(tools["trtexec"]), recipe, tools["version"], onnx, scratch_cache, out, extra)
+    argv = trtexec.engine_argv(Path(tools["trtexec"]), recipe, tools["version"], onnx=onnx, cache=scratch_cache, out=out, extra=extra)
     try:
         trtexec.run(argv, out / "build.log")
     finally:

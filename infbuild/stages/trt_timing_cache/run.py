@@ -9,6 +9,6 @@ from ..request import Job
 
 def run(job: Job) -> None:
     recipe, out, upstream, tools = job.recipe, job.out, job.upstream, job.tools
-    argv = trtexec.timing_cache_argv(Path(tools["trtexec"]), recipe, tools["version"], upstream["onnx"] / "model.onnx",
-                                     out / "timing.cache")
+    argv = trtexec.timing_cache_argv(Path(tools["trtexec"]), recipe, tools["version"], onnx=upstream["onnx"] / "model.onnx",
+                                     cache=out / "timing.cache")
     trtexec.run(argv, out / "build.log")
