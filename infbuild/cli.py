@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import settings
 from . import stage as registry
 from .errors import InfbuildError, Problem, RecipeError
 from .project import load_project
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def build_context() -> BuildContext:
-    """The engine's view of the project in the working directory (with INFBUILD_REQUIRE/FORCE applied)."""
+    """The engine's view of the project in the working directory (with the require and force settings applied)."""
     from .engine import BuildContext, BuildOptions
 
     return BuildContext.load(options=BuildOptions.from_env())
@@ -123,8 +124,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     project = load_project()
     env = dict(os.environ)
-    if args.require:
-        env["INFBUILD_REQUIRE"] = ",".join(filter(None, [env.get("INFBUILD_REQUIRE", ""), *args.require]))
+    settings.pass_on(env, "require", args.require)
     argv = [sys.executable, "-m", "doit", "run"]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "-P", "thread"]
@@ -142,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     tasks = [f"bench:{name}" for name in args.recipes] or ["bench"]
     if args.force:  # each bench stage updates the manifest when it commits
-        env["INFBUILD_FORCE"] = ",".join(filter(None, [env.get("INFBUILD_FORCE", ""), *tasks]))
+        settings.pass_on(env, "force", tasks)
     code = subprocess.call([sys.executable, "-m", "doit", "run", *tasks], cwd=project.root, env=env)
     if code == 0:
         for report in sorted(project.artifacts.glob("*/*/bench/report.md")):
