@@ -1,4 +1,4 @@
-"""The `infbuild` command: validate, fingerprint, status, build. Errors are rendered here, once."""
+"""The `infbuild` command: validate, fingerprint, config, status, build. Errors are rendered here, once."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,18 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
     fp = host_fingerprint()
     print(json.dumps(fp, indent=2, sort_keys=True) if args.json else render(fp))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective settings of the project in the working directory and where each came from (a secret only as set
+    or unset); a wrong one is an error naming its variable or key."""
+    project = load_project()
+    found = settings.effective(project.config, project.root)
+    if args.json:
+        print(json.dumps({"root": str(project.root), "settings": [r.to_dict() for r in found]}, indent=2))
+    else:
+        print(f"project {project.root}\n{settings.render(found)}")
     return 0
 
 
@@ -396,6 +408,10 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fingerprint", help="show this host's hardware fingerprint and targets")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fingerprint)
+    cf = sub.add_parser("config", help="show the effective settings and where each came from (default, "
+                        "pyproject.toml, environment)")
+    cf.add_argument("--json", action="store_true")
+    cf.set_defaults(func=cmd_config)
     s = sub.add_parser("status", help="list stale stages with the reason; exit 1 if any (a CI gate)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
