@@ -1,4 +1,4 @@
-"""The `infbuild` command: validate, fingerprint, status, build. Errors are rendered here, once."""
+"""The `infbuild` command: validate, fingerprint, config, status, build. Errors are rendered here, once."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import settings
 from . import stage as registry
 from .errors import InfbuildError, Problem, RecipeError
 from .project import load_project
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def build_context() -> BuildContext:
-    """The engine's view of the project in the working directory (with INFBUILD_REQUIRE/FORCE applied)."""
+    """The engine's view of the project in the working directory (with the require and force settings applied)."""
     from .engine import BuildContext, BuildOptions
 
     return BuildContext.load(options=BuildOptions.from_env())
@@ -60,6 +61,18 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
     fp = host_fingerprint()
     print(json.dumps(fp, indent=2, sort_keys=True) if args.json else render(fp))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective settings of the project in the working directory and where each came from (a secret only as set
+    or unset); a wrong one is an error naming its variable or key."""
+    project = load_project()
+    found = settings.effective(project.config, project.root)
+    if args.json:
+        print(json.dumps({"root": str(project.root), "settings": [r.to_dict() for r in found]}, indent=2))
+    else:
+        print(f"project {project.root}\n{settings.render(found)}")
     return 0
 
 
@@ -123,8 +136,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     project = load_project()
     env = dict(os.environ)
-    if args.require:
-        env["INFBUILD_REQUIRE"] = ",".join(filter(None, [env.get("INFBUILD_REQUIRE", ""), *args.require]))
+    settings.pass_on(env, "require", args.require)
     argv = [sys.executable, "-m", "doit", "run"]
     if args.jobs > 1:
         argv += ["-n", str(args.jobs), "-P", "thread"]
@@ -142,7 +154,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     tasks = [f"bench:{name}" for name in args.recipes] or ["bench"]
     if args.force:  # each bench stage updates the manifest when it commits
-        env["INFBUILD_FORCE"] = ",".join(filter(None, [env.get("INFBUILD_FORCE", ""), *tasks]))
+        settings.pass_on(env, "force", tasks)
     code = subprocess.call([sys.executable, "-m", "doit", "run", *tasks], cwd=project.root, env=env)
     if code == 0:
         for report in sorted(project.artifacts.glob("*/*/bench/report.md")):
@@ -396,6 +408,10 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fingerprint", help="show this host's hardware fingerprint and targets")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_fingerprint)
+    cf = sub.add_parser("config", help="show the effective settings and where each came from (default, "
+                        "pyproject.toml, environment)")
+    cf.add_argument("--json", action="store_true")
+    cf.set_defaults(func=cmd_config)
     s = sub.add_parser("status", help="list stale stages with the reason; exit 1 if any (a CI gate)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .errors import ConfigError
 from .tool_cache import cached, stat_key
 
@@ -176,7 +177,7 @@ def _check_override(value: Any, base: Any, where: str) -> None:
 
 
 def _override(detected: dict[str, Any]) -> dict[str, Any]:
-    raw = os.environ.get("INFBUILD_FINGERPRINT")
+    raw = settings.value("fingerprint")
     if not raw:
         return {}
     text = _read_override_file(Path(raw[1:])) if raw.startswith("@") else raw

@@ -1,4 +1,5 @@
-"""Where a project's recipes and artifacts live: pyproject.toml [tool.infbuild] plus environment overrides."""
+"""Where a project's recipes and artifacts live: pyproject.toml [tool.infbuild] plus environment overrides (the
+settings ``root``, ``recipes``, ``artifacts`` and ``cache``)."""
 from __future__ import annotations
 
 import os
@@ -7,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import settings
 from .errors import ConfigError
-
-DEFAULT_RECIPES = ("recipes/*.yaml", "recipes/*.yml", "recipes/*.json")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Project:
     root: Path
     recipe_globs: tuple[str, ...]
     artifacts: Path
-    caches: tuple[str, ...] = ()
+    caches: tuple[str, ...] = ()  # the cache entries in effect (INFBUILD_CACHE, else [tool.infbuild] cache)
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # [tool.infbuild] as read
 
     def recipe_files(self) -> list[Path]:
@@ -63,25 +63,12 @@ def read_config(root: Path) -> dict[str, Any]:
 
 
 def load_project(root: Path | None = None) -> Project:
-    if root is None and os.environ.get("INFBUILD_ROOT"):
-        root = Path(os.environ["INFBUILD_ROOT"])
-        if not root.is_dir():
-            raise ConfigError(f"INFBUILD_ROOT={str(root)[:200]}: no such folder")
+    if root is None:
+        root = settings.value("root")
+        if root is not None and not root.is_dir():
+            raise ConfigError(f"{settings.SETTINGS['root'].env}={str(root)[:200]}: no such folder")
     root = (root or find_root()).resolve()
     config = read_config(root)
-    pyproject = root / "pyproject.toml"
-    recipes = config.get("recipes", list(DEFAULT_RECIPES))
-    if isinstance(recipes, str):
-        recipes = [recipes]
-    if not isinstance(recipes, list) or not all(isinstance(r, str) for r in recipes):
-        raise ConfigError(f"{pyproject}: tool.infbuild.recipes: expected a list of globs")
-    artifacts = os.environ.get("INFBUILD_ARTIFACTS") or config.get("artifacts", "artifacts")
-    if not isinstance(artifacts, str):
-        raise ConfigError(f"{pyproject}: tool.infbuild.artifacts: expected a path")
-    caches = config.get("cache", [])
-    if isinstance(caches, str):
-        caches = [caches]
-    if not isinstance(caches, list) or not all(isinstance(c, str) for c in caches):
-        raise ConfigError(f"{pyproject}: tool.infbuild.cache: expected a list like [\"local\", \"oci:host/repo#rw\"]")
-    return Project(root=root, recipe_globs=tuple(recipes), artifacts=(root / artifacts).resolve(), caches=tuple(caches),
-                   config=config)
+    artifacts = settings.value("artifacts", config, root)
+    return Project(root=root, recipe_globs=settings.value("recipes", config, root), artifacts=artifacts.resolve(),
+                   caches=settings.value("cache", config, root), config=config)

@@ -1,5 +1,5 @@
-"""Which caches a build uses: ``[tool.infbuild] cache = [...]`` in pyproject.toml, overridden by
-``INFBUILD_CACHE`` (comma-separated; ``off`` disables). Each entry is ``KIND[:LOCATION][#rw|#ro]``:
+"""Which caches a build uses: the ``cache`` setting (``[tool.infbuild] cache = [...]`` in pyproject.toml, overridden
+by ``INFBUILD_CACHE``: comma-separated; ``off`` disables). Each entry is ``KIND[:LOCATION][#rw|#ro]``:
 ``local`` (default folder under the user's cache dir, writable) or ``oci:REGISTRY/REPOSITORY`` (read-only
 unless ``#rw``). Read in order, first hit wins; writes go to the writable ones."""
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import settings
 from ..errors import ConfigError
 from .base import Cache
 from .local import LocalCache
@@ -30,7 +31,7 @@ def parse_entry(text: str, root: Path) -> Cache:
             raise ConfigError(f"cache '{text}': expected oci:REGISTRY/REPOSITORY")
         from .registry_cache import RegistryCache  # the registry client only when a registry cache is configured
 
-        user, password = os.environ.get("INFBUILD_CACHE_USERNAME"), os.environ.get("INFBUILD_CACHE_PASSWORD")
+        user, password = settings.value("cache_username"), settings.value("cache_password")
         try:
             return RegistryCache(location, writable=mode == "rw",
                                  credentials=(user or "", password or "") if user or password else None)
@@ -39,9 +40,6 @@ def parse_entry(text: str, root: Path) -> Cache:
     raise ConfigError(f"cache '{text}': unknown kind '{kind}' (local or oci)")
 
 
-def configured_caches(root: Path, configured: list[str]) -> list[Cache]:
-    raw = os.environ.get("INFBUILD_CACHE")
-    entries = configured if raw is None else [e for e in raw.split(",") if e.strip()]
-    if raw is not None and raw.strip().lower() in ("off", "none", "0", ""):
-        return []
+def configured_caches(root: Path, entries: list[str]) -> list[Cache]:
+    """The caches of the ``cache`` setting's ``entries`` (``Project.caches``)."""
     return [parse_entry(e, root) for e in entries]

@@ -2,12 +2,12 @@
 passed to every engine step. Nothing here runs a stage."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .. import settings
 from ..cache import Cache, configured_caches
 from ..fingerprint import host_fingerprint
 from ..hashing import DigestCache
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from ..signing.trust import Trust
 
 
-def _names(text: str | None) -> frozenset[str]:
-    return frozenset(filter(None, (text or "").replace(",", " ").split()))
-
-
 @dataclass(frozen=True)
 class BuildOptions:
     """What the user asked of this build besides its tasks."""
@@ -33,10 +29,11 @@ class BuildOptions:
     forced: frozenset[str] = frozenset()  # stages/tasks to rerun although up to date
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, require_var: str | None = None) -> BuildOptions:
-        """``INFBUILD_REQUIRE``/``INFBUILD_FORCE`` (how `infbuild build --require` and `infbuild bench --force`
-        reach the doit process) and doit's ``require=`` command-line variable."""
-        return cls(_names(environ.get("INFBUILD_REQUIRE")) | _names(require_var), _names(environ.get("INFBUILD_FORCE")))
+    def from_env(cls, environ: Mapping[str, str] | None = None, require_var: str | None = None) -> BuildOptions:
+        """The ``require`` and ``force`` settings (how `infbuild build --require` and `infbuild bench --force` reach
+        the doit process) and doit's ``require=`` command-line variable."""
+        return cls(settings.value("require", environ=environ) | settings.names(require_var),
+                   settings.value("force", environ=environ))
 
 
 @dataclass
@@ -132,15 +129,12 @@ class BuildContext:
     @cached_property
     def memory_budget_mb(self) -> int:
         """What parallel stages may use together (``memory_mb``, default 80 % of RAM)."""
-        from .. import settings
         from .memory import budget_mb
 
         return budget_mb(settings.value("memory_mb", self.project.config, self.project.root))
 
     @property
     def signing_passphrase_env(self) -> str:
-        from .. import settings
-
         return str(settings.value("signing_key_passphrase_env", self.project.config, self.project.root))
 
     def caches_for(self, p: PlannedStage) -> list[Cache]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .. import settings
 from ..errors import InfbuildError
 from .reference import Reference
 
@@ -46,7 +46,7 @@ MAX_INDEX_DEPTH = 2  # an index names manifests; an index of indexes of ... is r
 class Registry:
     def __init__(self, ref: Reference, credentials: tuple[str, str] | None = None, timeout: float = 60) -> None:
         self.ref = ref
-        scheme = "http" if ref.plain_http or os.environ.get("INFBUILD_INSECURE_REGISTRY") == ref.registry else "https"
+        scheme = "http" if ref.plain_http or settings.value("insecure_registry") == ref.registry else "https"
         self.base = f"{scheme}://{ref.registry}/v2/{ref.repository}"
         self.credentials = credentials
         self.timeout = timeout
@@ -272,6 +272,6 @@ def credentials_from_env(options: dict[str, Any] | None) -> tuple[str, str] | No
     """(user, password) from the environment variables the recipe names; never from the recipe itself."""
     if not options:
         return None
-    user = os.environ.get(options.get("username_env") or "", "")
-    password = os.environ.get(options.get("password_env") or "", "")
+    user = settings.named(options.get("username_env")) or ""
+    password = settings.named(options.get("password_env")) or ""
     return (user, password) if user or password else None

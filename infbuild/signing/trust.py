@@ -115,7 +115,7 @@ def signer(config: Mapping[str, Any] | None = None, root: Path | None = None) ->
     if path is None:
         return machine_key()
     passphrase_env = settings.value("signing_key_passphrase_env", config, root)
-    passphrase = os.environ.get(passphrase_env)
+    passphrase = settings.named(passphrase_env)
     try:
         return SigningKey.read(Path(path), passphrase.encode() if passphrase else None)
     except KeyFileError as exc:

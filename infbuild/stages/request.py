@@ -62,13 +62,12 @@ class Job:
 
     def signer(self) -> Any:
         """The build's signing key (a ``SigningKey``), or None when the build signs nothing."""
-        import os
-
+        from .. import settings
         from ..signing.dsse import SigningKey
 
         if self.signing_key is None:
             return None
-        passphrase = os.environ.get(self.signing_passphrase_env or "")
+        passphrase = settings.named(self.signing_passphrase_env)
         return SigningKey.read(Path(self.signing_key), passphrase.encode() if passphrase else None)
 
 
