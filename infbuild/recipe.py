@@ -23,6 +23,7 @@ from .recipe_cache import CheckedRecipes, content_key
 from .recipe_file import INT_MAX, INT_MIN, FieldPath, RecipeFileError, field_name, line_of, parse_text, read_text
 
 SCHEMA_PATH = Path(__file__).with_name("schema") / "recipe.schema.json"
+CHECKER = (SCHEMA_PATH, Path(__file__).with_name("recipe_file.py"), Path(__file__))  # what decides a recipe passes
 BACKENDS = ("onnxruntime", "aoti")  # the default; "tensorrt" is opt-in
 RESERVED_NAMES = {"manifest.json", "readme.md"}
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
@@ -778,7 +779,7 @@ def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Reci
     files = paths if paths is not None else project.recipe_files()
     recipes: list[Recipe] = []
     problems: list[Problem] = []
-    checked = CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json")
+    checked = CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json", CHECKER)
     for path in files:
         recipe, found = load_file(path, project, checked)
         problems.extend(found)

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
-from .artifacts import Outputs
+from .folder import Outputs
 
 if TYPE_CHECKING:
-    from .plan import Host, PlannedStage
+    from .host import Host
     from .recipe import Recipe
-    from .runtime.backends import Runner
+    from .runtime.runner import Runner
     from .stamp import Stamp
 
 Scope = Literal["portable", "device", "cuda"]
@@ -67,6 +67,7 @@ class Stage:
     tolerates_failed: bool = False  # runs when artifacts it reads (not what it needs) failed: takes them as failed
     signs_images: bool = False  # its worker pushes images and signs them (it is handed the build's signing key)
     module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name
+    runner_of: str = ""  # the package whose runner.py loads its artifact (a variant's base backend): default module
 
     # --- planning -------------------------------------------------------------------------------------------
 
@@ -133,9 +134,9 @@ class Stage:
 
     def load_runner(self, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
                     threads: int | None, settings: Mapping[str, Any]) -> Runner:
-        """Load this stage's artifact with its backend's runner (``infbuild/stages/<name>/runner.py:load``) and the
+        """Load this stage's artifact with its backend's runner (``infbuild/stages/<runner_of>/runner.py:load``) and the
         recipe's settings for that backend (``runtime.<backend>``)."""
-        module = importlib.import_module(f"{self.package}.runner")
+        module = importlib.import_module(f"infbuild.stages.{self.runner_of or self.module or self.name}.runner")
         return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads, settings)
 
     def artifact_device(self, folder: Path, default: str) -> str:
@@ -154,6 +155,26 @@ class Stage:
         """The function the worker runs: ``infbuild.stages.<name>.run:run(job)``, returning failures if it judges."""
         module = importlib.import_module(f"{self.package}.run")
         return module.run
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    recipe: Recipe
+    stage: Stage
+    target: str
+    folder: Path
+    upstream: tuple[str, ...]
+    device: str  # "cpu" or "cuda": where the stage runs
+    not_buildable: str | None  # reason this host cannot build it, or None
+    tools: Mapping[str, Any]  # extra tool facts for this recipe (trtexec path and version)
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.stage.name}:{self.recipe.name}"
+
+    @property
+    def required(self) -> bool:
+        return self.stage.required(self.recipe)
 
 
 def files_view(stamp: Stamp) -> dict[str, Any]:
@@ -175,8 +196,8 @@ def register(stage: Stage) -> Stage:
 
 
 def _load() -> dict[str, Stage]:
-    if not _REGISTRY:
-        importlib.import_module("infbuild.stages")  # registers every stage declaration
+    """The registered stages: ``infbuild/stages/__init__.py``, the catalogue, registers every one of them, and
+    ``infbuild/__init__.py`` imports it, so the registry is whole wherever infbuild is imported."""
     return _REGISTRY
 
 

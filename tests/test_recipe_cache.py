@@ -60,8 +60,8 @@ def test_another_schema_or_parser_invalidates_the_cache(project: Project, monkey
     project.add_recipe("a.yaml", mlp_recipe(name="a"))
     (project.artifacts / ".infbuild").mkdir(parents=True)
     _checked(project)
-    monkeypatch.setattr(recipe_cache, "_checker_version", lambda: "another schema")
-    assert recipe_cache.CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json").entries == {}
+    monkeypatch.setattr(recipe_cache, "_checker_version", lambda checker: "another schema")
+    assert recipe_cache.CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json", recipe_module.CHECKER).entries == {}
 
 
 def test_checking_recipes_alone_creates_nothing(project: Project) -> None:

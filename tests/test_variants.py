@@ -12,7 +12,8 @@ from helpers import BERT, GPT2, SMALL_BENCH, Project, build, mlp_recipe
 
 from infbuild import stage as registry
 from infbuild.fingerprint import host_fingerprint
-from infbuild.plan import Host, plan_recipe
+from infbuild.host import Host
+from infbuild.plan import plan_recipe
 from infbuild.preferred import choose_preferred
 from infbuild.recipe import Recipe
 

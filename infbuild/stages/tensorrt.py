@@ -8,7 +8,7 @@ from ..recipe import Recipe
 from ..stage import Placement, Stage
 
 if TYPE_CHECKING:
-    from ..plan import Host
+    from ..host import Host
 
 
 def trt_fields(recipe: Recipe) -> dict[str, Any]:
@@ -42,7 +42,7 @@ class TensorrtStage(Stage):
         return bool(recipe.stages["tensorrt"]["required"])
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
-        from ..plan import NO_GPU
+        from ..host import NO_GPU
 
         explicit = recipe.stages["tensorrt"]["trtexec"]
         info = tensorrt_info(explicit, host.root)

@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, Stage, register
 from ..common import export_fields
 
 if TYPE_CHECKING:
-    from ...plan import Host
+    from ...host import Host
 
 
 class AotiStage(Stage):
@@ -23,7 +23,7 @@ class AotiStage(Stage):
             return default
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
-        from ...plan import NO_GPU
+        from ...host import NO_GPU
 
         wanted = recipe.stages["aoti"]["device"]
         if wanted == "cpu" or (wanted == "auto" and not (host.cuda_target and host.torch_has_cuda)):

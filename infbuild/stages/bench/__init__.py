@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
 from ...stage import Stage, UpstreamMissing, register
@@ -13,7 +13,7 @@ from ..common import model_fields, variant_fields
 from ..verify import verified_artifacts
 
 if TYPE_CHECKING:
-    from ...plan import PlannedStage
+    from ...stage import PlannedStage
 
 
 class BenchStage(Stage):

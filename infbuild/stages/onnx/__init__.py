@@ -1,7 +1,7 @@
 """onnx: export the model to ONNX (the onnxruntime backend's artifact, TensorRT's input)."""
 from __future__ import annotations
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...stage import Stage, register
 from ..common import export_fields
 

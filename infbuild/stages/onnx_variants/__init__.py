@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, Stage, register
 
 if TYPE_CHECKING:
-    from ...plan import Host
+    from ...host import Host
 
 
 class OnnxVariant(Stage):
@@ -35,7 +35,7 @@ class OnnxVariant(Stage):
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
         if self.precision == "fp16":  # onnxruntime's CPU provider has few fp16 kernels: a GPU-only variant
-            from ...plan import NO_GPU
+            from ...host import NO_GPU
 
             return Placement("cuda", None if host.cuda_target else NO_GPU)
         return super().placement(recipe, host)
@@ -63,4 +63,5 @@ for _variant, (_precision, _doc) in DOCS.items():
         f"onnx_{_variant}", 2, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
         tools=("onnx", "onnxruntime", "onnxruntime-gpu"), fields=_fields(_variant),
         needs=("onnx", "reference") if _variant == "int8_static" else ("onnx",),
-        backend="onnxruntime", variant=_variant, precision=_precision, module="onnx_variants"))
+        backend="onnxruntime", variant=_variant, precision=_precision, module="onnx_variants",
+        runner_of="onnx"))

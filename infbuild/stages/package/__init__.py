@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, Stage, files_view, register
 from ...stamp import Stamp
@@ -12,7 +12,8 @@ from ..common import io_fields, variant_fields
 from ..verify import verified_artifacts
 
 if TYPE_CHECKING:
-    from ...plan import Host, PlannedStage
+    from ...host import Host
+    from ...stage import PlannedStage
 
 
 class PackageStage(Stage):

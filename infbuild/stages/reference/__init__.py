@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...stage import Stage, register
 from ...stamp import Stamp
 from ..common import model_fields

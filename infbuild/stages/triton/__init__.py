@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import Stage, files_view, register
 from ...stamp import Stamp
@@ -13,7 +13,7 @@ from ..common import io_fields
 from ..verify import verified_artifacts
 
 if TYPE_CHECKING:
-    from ...plan import PlannedStage
+    from ...stage import PlannedStage
 
 SUMMARY = "triton.json"
 REPOSITORY = "repository"

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ... import stage as registry
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...reports import VerifyReport
 from ...stage import Stage, register
@@ -13,7 +13,7 @@ from ...stamp import Stamp
 from ..common import io_fields, variant_fields
 
 if TYPE_CHECKING:
-    from ...plan import PlannedStage
+    from ...stage import PlannedStage
 
 
 class VerifyStage(Stage):
