@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import stage as registry
 from .errors import InfbuildError, Problem, RecipeError
 from .project import load_project
-from .recipe import load_recipes
+from .recipe_load import load_recipes
 
 if TYPE_CHECKING:
     from .engine import BuildContext

@@ -7,11 +7,11 @@ import json
 import pytest
 from helpers import Project, mlp_recipe
 
-from infbuild import recipe as recipe_module
 from infbuild import recipe_cache
+from infbuild import recipe_load as recipe_module
 from infbuild.errors import RecipeError
 from infbuild.project import load_project
-from infbuild.recipe import load_recipes
+from infbuild.recipe_load import load_recipes
 
 
 def _checked(project: Project) -> list:

@@ -141,7 +141,10 @@ def test_variants_are_planned_where_the_target_can_run_them(tmp_path: Path) -> N
 
 
 def _recipe_dict() -> dict:
-    from infbuild.recipe import BENCH_DEFAULTS, DEFAULT_TOLERANCES, STAGE_DEFAULTS
+    from helpers import STAGE_DEFAULTS
+
+    from infbuild.stages.bench import DEFAULTS as BENCH_DEFAULTS
+    from infbuild.stages.verify import DEFAULT_TOLERANCES
 
     return {"name": "m", "file": "recipes/m.yaml",
             "model": {"factory": "examples.models:mlp", "kwargs": {}, "weights": None, "dtype": "float32", "sources": []},

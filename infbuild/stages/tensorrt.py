@@ -1,14 +1,23 @@
 """What the two TensorRT stages share: their key fields, where they can run, and whether the recipe requires them."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fingerprint import tensorrt_info
 from ..recipe import Recipe
+from ..section import Section, declare
 from ..stage import Placement, Stage
 
 if TYPE_CHECKING:
     from ..host import Host
+
+
+SECTION = declare(Section(
+    path=("stages", "tensorrt"), schema_file=Path(__file__).with_name("tensorrt.schema.json"),
+    defaults={"builder_optimization_level": None, "workspace_mib": None, "hardware_compatibility_level": "none",
+              "version_compatible": False, "sparsity": "disable", "precision": [], "strongly_typed": False,
+              "extra_args": [], "trtexec": None, "required": False}))
 
 
 def trt_fields(recipe: Recipe) -> dict[str, Any]:

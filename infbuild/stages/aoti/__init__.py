@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ...folder import Outputs
 from ...recipe import Recipe
+from ...section import Section, declare
 from ...stage import Placement, Stage, register
 from ..common import export_fields
 
@@ -34,6 +35,9 @@ class AotiStage(Stage):
             return Placement("cuda", f"the installed torch ({host.tool('torch')}) is a CPU build")
         return Placement("cuda")
 
+
+SECTION = declare(Section(path=("stages", "aoti"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"device": "auto", "max_autotune": False, "inductor_configs": {}}))
 
 STAGE = register(AotiStage(
     "aoti", 3, "device", "compile an AOTInductor package (model.pt2) for this target",

@@ -1,9 +1,15 @@
 """onnx: export the model to ONNX (the onnxruntime backend's artifact, TensorRT's input)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...folder import Outputs
+from ...section import Section, declare
 from ...stage import Stage, register
 from ..common import export_fields
+
+SECTION = declare(Section(path=("stages", "onnx"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"opset": 18, "external_data": False, "graph_only": False}))
 
 STAGE = register(Stage(  # also planned for the stages that need it (TensorRT)
     "onnx", 4, "portable", "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...folder import Outputs
 from ...recipe import Recipe
+from ...section import Section, declare
 from ...stage import Placement, Stage, register
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ def _fields(variant: str) -> Any:
     return fields
 
 
+SECTION = declare(Section(path=("stages", "onnx_variants"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"optimization_level": "all", "fusion_model_type": "bert", "per_channel": False,
+                                     "calibration": "minmax"}))
 OUTPUTS = Outputs(("variant.json",), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
 DOCS = {
     "optimized": ("fp32", "the ONNX graph optimised offline by onnxruntime (SessionOptions.optimized_model_filepath)"),

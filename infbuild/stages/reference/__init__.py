@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from ...folder import Outputs
+from ...section import Section, declare
 from ...stage import Stage, register
 from ...stamp import Stamp
 from ..common import model_fields
@@ -15,6 +16,9 @@ class ReferenceStage(Stage):
         fields = (stamp.inputs or {}).get("recipe") or {}  # the I/O contract the runtime validates inputs against
         recipe_entry["io"] = {k: fields.get(k) for k in ("inputs", "dims", "outputs")}
 
+
+SECTION = declare(Section(path=("stages", "reference"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"seed": 0}))
 
 STAGE = register(ReferenceStage(
     "reference", 1, "portable", "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
