@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Problem
-from .options import BenchOptions, PackageOptions, StageOptions, TritonOptions, VerifyOptions
+from .options import BenchOptions, PackageOptions, TritonOptions, VerifyOptions
 
 BACKENDS = ("onnxruntime", "aoti")  # the default; "tensorrt" is opt-in
 RESERVED_NAMES = {"manifest.json", "readme.md"}
@@ -55,7 +55,7 @@ class Recipe:
     dims: dict[str, Dim]
     outputs: tuple[str, ...]
     backends: tuple[str, ...]
-    stages: StageOptions
+    stages: dict[str, dict[str, Any]]  # stages.<name> -> that stage's section (typed by its package: Section.of)
     verify: VerifyOptions  # rtol, atol, and per-output overrides under "outputs"
     bench: BenchOptions
     package: PackageOptions | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, cast
 
 from .errors import Problem, RecipeError
-from .options import BenchOptions, PackageOptions, StageOptions, TritonOptions, VerifyOptions
+from .options import BenchOptions, PackageOptions, TritonOptions, VerifyOptions
 from .project import Project
 from .recipe import BACKENDS, FLOAT_DTYPES, RESERVED_NAMES, Dim, InputSpec, ModelSpec, Recipe
 from .recipe_cache import CheckedRecipes, content_key
@@ -400,7 +400,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         in_dtype, low, high = input_range(spec, dtype)
         inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high, tuple(spec.get("values") or ())))
     options = {section.path: section.options(data) for section in sections()}  # each stage's section, defaults applied
-    stages = cast(StageOptions, {path[1]: value for path, value in options.items() if path[0] == "stages"})
+    stages = {path[1]: value for path, value in options.items() if path[0] == "stages" and value is not None}
     return Recipe(
         name=data["name"],
         file=display,

@@ -7,9 +7,14 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar, cast
 
 from .recipe_file import FieldPath
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+
+Options = TypeVar("Options")  # the section's typed options (a TypedDict of its package)
 
 Add = Callable[[FieldPath, str], None]  # report a problem at a field path of the recipe
 
@@ -20,7 +25,7 @@ def obj(value: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Section:
+class Section(Generic[Options]):
     path: tuple[str, ...]  # where in a recipe: ("stages", "onnx"), ("bench",)
     schema_file: Path  # its JSON Schema (a fragment of infbuild/schema/recipe.schema.json)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # what a recipe that does not set a field gets
@@ -28,6 +33,12 @@ class Section:
     check: Callable[[dict[str, Any], dict[str, Any], Add], None] | None = None  # (the section, the whole recipe, add)
     complete: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None  # (section, recipe): defaults
     # applied, where they depend on more than the section (default: the defaults under the recipe's values)
+
+    def of(self, recipe: Recipe) -> Options:
+        """This section of a loaded recipe, typed (defaults applied)."""
+        if self.path[0] == "stages":
+            return cast(Options, recipe.stages[self.path[1]])
+        return cast(Options, getattr(recipe, self.path[0]))
 
     @cached_property
     def schema(self) -> dict[str, Any]:
@@ -55,10 +66,10 @@ class Section:
             self.check(obj(self.given(data)), data, add)
 
 
-_SECTIONS: dict[tuple[str, ...], Section] = {}
+_SECTIONS: dict[tuple[str, ...], Section[Any]] = {}
 
 
-def declare(section: Section) -> Section:
+def declare(section: Section[Options]) -> Section[Options]:
     """Add a stage package's section (once per path; in the catalogue's order, which the schema file keeps)."""
     if section.path in _SECTIONS:
         raise ValueError(f"recipe section {'.'.join(section.path)} declared twice")
@@ -66,6 +77,6 @@ def declare(section: Section) -> Section:
     return section
 
 
-def sections() -> list[Section]:
+def sections() -> list[Section[Any]]:
     """Every declared section (the catalogue, ``infbuild/stages/__init__.py``, has every stage package declare its)."""
     return list(_SECTIONS.values())

@@ -17,7 +17,7 @@ from .folder import Outputs
 if TYPE_CHECKING:
     from .host import Host
     from .recipe import Recipe
-    from .runtime.runner import Runner
+    from .runner import Runner
     from .stamp import Stamp
 
 Scope = Literal["portable", "device", "cuda"]

@@ -24,7 +24,8 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the infbuild modules it imports (``from . import x`` of a submodule imports that submodule; an
-    ``importlib.import_module`` of a literal name counts too)."""
+    ``importlib.import_module`` of a literal name counts too; so do the packages Python runs on the way to a
+    submodule, ``infbuild`` itself aside)."""
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in files}
     for module, path in files.items():
@@ -44,6 +45,11 @@ def import_graph() -> dict[str, set[str]]:
                     target = target.rpartition(".")[0]
                 if target.startswith("infbuild") and target != module:
                     graph[module].add(target)
+                    # importing a.b.c runs the packages a.b on the way (those not already above the importer)
+                    parent = target.rpartition(".")[0]
+                    while parent.count(".") >= 1 and not module.startswith(parent + ".") and parent != module:
+                        graph[module].add(parent)
+                        parent = parent.rpartition(".")[0]
     return graph
 
 

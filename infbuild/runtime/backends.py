@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import stage as registry
 from ..errors import ArtifactError
-from .runner import Runner
+from ..runner import Runner
 
 # numpy has no bfloat16: such arrays travel as float32 and are cast where they reach torch.
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32, "int64": np.int64,

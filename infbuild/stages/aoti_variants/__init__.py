@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, register
+from ..aoti import SECTION as AOTI
 from ..aoti import AotiStage
 from ..common import export_fields
 
@@ -25,7 +26,7 @@ class AotiVariant(AotiStage):
 
 
 def _fields(precision: str) -> Callable[[Recipe], dict[str, Any]]:
-    return lambda r: {**export_fields(r), "options": r.stages["aoti"], "variant": precision}
+    return lambda r: {**export_fields(r), "options": AOTI.of(r), "variant": precision}
 
 
 for _precision in ("bf16", "fp16"):

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
+from ...options import BenchOptions
 from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
 from ...section import Add, Section, declare, obj
@@ -74,7 +75,7 @@ def _check(bench: dict[str, Any], data: dict[str, Any], add: Add) -> None:
         add(("bench", "primary"), f"'{primary}' is not one of the bench shapes ({', '.join(labels)})")
 
 
-SECTION = declare(Section(path=("bench",), schema_file=Path(__file__).with_name("section.schema.json"),
+SECTION: Section[BenchOptions] = declare(Section(path=("bench",), schema_file=Path(__file__).with_name("section.schema.json"),
                           defaults=DEFAULTS, check=_check))
 
 

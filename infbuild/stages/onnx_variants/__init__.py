@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from ...folder import Outputs
 from ...recipe import Recipe
@@ -44,14 +44,22 @@ class OnnxVariant(Stage):
 
 def _fields(variant: str) -> Any:
     def fields(recipe: Recipe) -> dict[str, Any]:
-        options: dict[str, Any] = dict(recipe.stages["onnx_variants"])
+        options: dict[str, Any] = dict(SECTION.of(recipe))
         own = {"optimized": ["optimization_level"], "fused": ["fusion_model_type", "optimization_level"],
                "int8_dynamic": ["per_channel"], "int8_static": ["per_channel", "calibration"], "fp16": []}[variant]
         return {"variant": variant, "options": {k: options[k] for k in own}}
     return fields
 
 
-SECTION = declare(Section(path=("stages", "onnx_variants"), schema_file=Path(__file__).with_name("section.schema.json"),
+class OnnxVariantOptions(TypedDict):
+    optimization_level: Literal["basic", "extended", "all"]
+    fusion_model_type: str
+    per_channel: bool
+    calibration: Literal["minmax", "entropy", "percentile"]
+
+
+SECTION: Section[OnnxVariantOptions] = declare(Section(
+    path=("stages", "onnx_variants"), schema_file=Path(__file__).with_name("section.schema.json"),
                            defaults={"optimization_level": "all", "fusion_model_type": "bert", "per_channel": False,
                                      "calibration": "minmax"}))
 OUTPUTS = Outputs(("variant.json",), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
+from ...options import PackageOptions
 from ...recipe import Recipe
 from ...section import Add, Section, declare, obj
 from ...stage import Placement, Stage, files_view, register
@@ -91,7 +92,7 @@ def _check(package: dict[str, Any], data: dict[str, Any], add: Add) -> None:
         add(("package", "serve"), "serving with Triton needs a triton section (triton: {} for the defaults)")
 
 
-SECTION = declare(Section(path=("package",), schema_file=Path(__file__).with_name("section.schema.json"),
+SECTION: Section[PackageOptions] = declare(Section(path=("package",), schema_file=Path(__file__).with_name("section.schema.json"),
                           optional=True, complete=_complete, check=_check))
 
 

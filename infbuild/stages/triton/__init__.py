@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
+from ...options import TritonOptions
 from ...recipe import BACKENDS, Recipe, leading_dim
 from ...section import Add, Section, declare, obj
 from ...stage import Stage, files_view, register
@@ -82,7 +83,7 @@ def _check(triton: dict[str, Any], data: dict[str, Any], add: Add) -> None:
                 "artifacts were built for")
 
 
-SECTION = declare(Section(path=("triton",), schema_file=Path(__file__).with_name("section.schema.json"),
+SECTION: Section[TritonOptions] = declare(Section(path=("triton",), schema_file=Path(__file__).with_name("section.schema.json"),
                           defaults=DEFAULTS, optional=True, check=_check))
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ... import stage as registry
 from ...folder import Outputs
+from ...options import VerifyOptions
 from ...recipe import Recipe
 from ...reports import VerifyReport
 from ...section import Section, declare
@@ -77,7 +78,7 @@ def _tolerances(given: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULT_TOLERANCES[data["model"].get("dtype", "float32")], **given}
 
 
-SECTION = declare(Section(path=("verify",), schema_file=Path(__file__).with_name("section.schema.json"),
+SECTION: Section[VerifyOptions] = declare(Section(path=("verify",), schema_file=Path(__file__).with_name("section.schema.json"),
                           complete=_tolerances))
 
 
