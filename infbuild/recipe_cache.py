@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +19,15 @@ from .recipe_file import FieldPath
 MAX_ENTRIES = 1000  # recipes of a project; older entries go first
 
 
-@lru_cache(maxsize=4)
-def _checker_version(checker: tuple[Path, ...]) -> str:
-    """The schema and the code that parse and schema-check a recipe: a change to any re-checks every recipe."""
-    digest = hashlib.sha256()
-    for path in checker:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def content_key(text: str, suffix: str) -> str:
     return hashlib.sha256(f"{suffix}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CheckedRecipes:
-    def __init__(self, path: Path | None, checker: tuple[Path, ...]) -> None:
-        """``checker``: the files whose content decides what passes (the schema, the parser, the loader)."""
+    def __init__(self, path: Path | None, version: str) -> None:
+        """``version``: the digest of what decides what passes (the schema, the parser, the loader)."""
         self.path = path
-        self.version = _checker_version(checker)
+        self.version = version
         self.entries: dict[str, Any] = {}
         self.dirty = False
         if path is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import hashlib
 import importlib.util
 import json
 import math
@@ -22,10 +23,10 @@ from .project import Project
 from .recipe import BACKENDS, FLOAT_DTYPES, RESERVED_NAMES, Dim, InputSpec, ModelSpec, Recipe
 from .recipe_cache import CheckedRecipes, content_key
 from .recipe_file import INT_MAX, INT_MIN, FieldPath, RecipeFileError, field_name, line_of, parse_text, read_text
+from .recipe_schema import assemble, render
 from .section import Add, obj, sections
 
-SCHEMA_PATH = Path(__file__).with_name("schema") / "recipe.schema.json"  # assembled: infbuild.recipe_schema
-CHECKER = (SCHEMA_PATH, Path(__file__).with_name("recipe_file.py"), Path(__file__))  # what decides a recipe passes
+CHECKER = (Path(__file__).with_name("recipe_file.py"), Path(__file__))  # with the schema: what decides a recipe passes
 NOT_FACTORY_MODULES = frozenset(sys.stdlib_module_names) | {"builtins", "__main__"}
 """Top-level modules a factory may never come from: the standard library cannot build a model, and calling
 its callables with recipe kwargs (``subprocess:run``, ``os:system``) would run commands during validation."""
@@ -69,10 +70,19 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> An
 
 
 @lru_cache(maxsize=1)
+def checker_version() -> str:
+    """The schema and the code that parse and schema-check a recipe: a change to any re-checks every recipe."""
+    digest = hashlib.sha256(render(assemble()).encode())
+    for path in CHECKER:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
 def _validator() -> Any:
     import jsonschema  # deferred: only needed when a recipe is (re)validated
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema = assemble()  # the core and every stage's section (a plugin stage's too), as the shipped file holds them
     cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"uniqueItems": _unique_items})
     return cls(schema)
 
@@ -478,7 +488,7 @@ def load_recipes(project: Project, paths: list[Path] | None = None) -> list[Reci
     files = paths if paths is not None else project.recipe_files()
     recipes: list[Recipe] = []
     problems: list[Problem] = []
-    checked = CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json", CHECKER)
+    checked = CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json", checker_version())
     for path in files:
         recipe, found = load_file(path, project, checked)
         problems.extend(found)

@@ -66,7 +66,8 @@ class Stage:
     judges: bool = False  # it checks other stages: may finish with failures (stamped with passed=False)
     tolerates_failed: bool = False  # runs when artifacts it reads (not what it needs) failed: takes them as failed
     signs_images: bool = False  # its worker pushes images and signs them (it is handed the build's signing key)
-    module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name
+    module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name (a
+    # plugin's stage: its package's dotted name)
     runner_of: str = ""  # the package whose runner.py loads its artifact (a variant's base backend): default module
 
     # --- planning -------------------------------------------------------------------------------------------
@@ -80,7 +81,8 @@ class Stage:
 
     @property
     def package(self) -> str:
-        return f"infbuild.stages.{self.module or self.name}"
+        """The package holding its run.py: ``infbuild.stages.<module>``, or ``module`` itself for a plugin's stage."""
+        return _package(self.module or self.name)
 
     def wanted(self, recipe: Recipe) -> bool:
         """Whether the recipe asks for this stage by itself (stages it ``needs`` are planned with it)."""
@@ -136,7 +138,7 @@ class Stage:
                     threads: int | None, settings: Mapping[str, Any]) -> Runner:
         """Load this stage's artifact with its backend's runner (``infbuild/stages/<runner_of>/runner.py:load``) and the
         recipe's settings for that backend (``runtime.<backend>``)."""
-        module = importlib.import_module(f"infbuild.stages.{self.runner_of or self.module or self.name}.runner")
+        module = importlib.import_module(f"{_package(self.runner_of) if self.runner_of else self.package}.runner")
         return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads, settings)
 
     def artifact_device(self, folder: Path, default: str) -> str:
@@ -175,6 +177,11 @@ class PlannedStage:
     @property
     def required(self) -> bool:
         return self.stage.required(self.recipe)
+
+
+def _package(module: str) -> str:
+    """A built-in stage's package (``infbuild/stages/<module>``), else ``module`` itself: a plugin's package."""
+    return f"infbuild.stages.{module}" if (Path(__file__).parent / "stages" / module / "__init__.py").is_file() else module
 
 
 def files_view(stamp: Stamp) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from infbuild.host import NO_GPU, Host
 from infbuild.keys import key_inputs, stage_key, staleness
 from infbuild.plan import is_required, plan, plan_recipe
 from infbuild.recipe import BACKENDS, Recipe
-from infbuild.recipe_load import SCHEMA_PATH, load_file
+from infbuild.recipe_load import load_file
+from infbuild.recipe_schema import SHIPPED as SCHEMA_PATH
 from infbuild.reports import VerifyReport
 from infbuild.stage import PlannedStage, Stage
 from infbuild.stamp import Stamp, read_stamp
