@@ -14,7 +14,7 @@ from . import settings
 from . import stage as registry
 from .errors import InfbuildError, Problem, RecipeError
 from .project import load_project
-from .recipe import load_recipes
+from .recipe_load import load_recipes
 
 if TYPE_CHECKING:
     from .engine import BuildContext
@@ -273,7 +273,7 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
     """Re-hash every stamped file and check each stamp names its stage's outputs (and, with trusted keys, its
     signature); report tampered or missing ones (and a manifest that disagrees with the stamps); --fix unstamps them
     and rebuilds."""
-    from .artifacts import STAMP
+    from .folder import STAMP
     from .manifest import manifest_problem
     from .stamp import read_stamp, rehash_problems, stamp_problem
     from .verified import signature_problem
@@ -319,7 +319,7 @@ def cmd_verify_artifacts(args: argparse.Namespace) -> int:
 def cmd_sign(args: argparse.Namespace) -> int:
     """Sign every up-to-date stage that is unsigned (``--all``: every one, with today's key: after a key rotation),
     after re-hashing its files against its stamp: what is signed is what lies there."""
-    from .artifacts import SIGNATURE
+    from .folder import SIGNATURE
     from .signing import stage_signature
     from .stamp import read_stamp, rehash_problems
 

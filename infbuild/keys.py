@@ -12,8 +12,7 @@ from typing import Any, Mapping
 from .artifacts import failure_reason
 from .hashing import DigestCache, digest_json
 from .packages import changes
-from .plan import PlannedStage
-from .stage import UpstreamMissing
+from .stage import PlannedStage, UpstreamMissing
 from .stamp import Stamp, missing_or_resized, read_stamp, stamp_problem
 
 Inputs = dict[str, Any]

@@ -1,49 +1,10 @@
-"""The typed shape of each recipe section a stage reads (defaults applied): what ``Recipe.stages``, ``.verify``,
-``.bench`` and ``.package`` hold. They stay plain dicts at run time (keys are digests of exactly these
+"""The typed shape of the recipe sections the Recipe holds as attributes (defaults applied): ``.verify``,
+``.bench``, ``.package`` and ``.triton``; each ``stages.<name>`` section's type is its stage package's.
+They stay plain dicts at run time (keys are digests of exactly these
 dicts, and workers receive them as JSON); the types let mypy check every read of them."""
 from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
-
-
-class OnnxOptions(TypedDict):
-    opset: int
-    external_data: bool
-    graph_only: bool
-
-
-class ReferenceOptions(TypedDict):
-    seed: int
-
-
-class AotiOptions(TypedDict):
-    device: Literal["auto", "cpu", "cuda"]
-    max_autotune: bool
-    inductor_configs: dict[str, Any]
-
-
-class TensorrtOptions(TypedDict):
-    builder_optimization_level: int | None
-    workspace_mib: int | None
-    hardware_compatibility_level: str
-    version_compatible: bool
-    sparsity: str
-    precision: list[str]
-    strongly_typed: bool
-    extra_args: list[str]
-    trtexec: str | None
-    required: bool
-
-
-class OnnxVariantOptions(TypedDict):
-    optimization_level: Literal["basic", "extended", "all"]
-    fusion_model_type: str
-    per_channel: bool
-    calibration: Literal["minmax", "entropy", "percentile"]
-
-
-StageOptions = TypedDict("StageOptions", {"onnx": OnnxOptions, "reference": ReferenceOptions, "aoti": AotiOptions,
-                                          "tensorrt": TensorrtOptions, "onnx_variants": OnnxVariantOptions})
 
 
 class Tolerance(TypedDict, total=False):

@@ -6,63 +6,14 @@ puts the answers together in build order.
 """
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import AbstractSet, Any, Mapping
+from typing import AbstractSet
 
 from . import stage as registry
 from .artifacts import stage_dir
-from .fingerprint import cuda_target, torch_has_cuda
+from .host import Host
 from .recipe import Recipe
-from .stage import Placement, Stage
-
-NO_GPU = "no CUDA GPU on this host (nvidia-smi finds none)"
-
-
-@dataclass(frozen=True)
-class Host:
-    """The machine planned for: its fingerprint (stamped as is: a contract) and the project root (tool lookups)."""
-
-    fingerprint: Mapping[str, Any]
-    root: Path
-
-    @cached_property
-    def cuda_target(self) -> str | None:
-        """The selected GPU's target slug, or None without a GPU."""
-        return cuda_target(dict(self.fingerprint))
-
-    @property
-    def cpu_target(self) -> str:
-        return str(self.fingerprint["targets"]["cpu"])
-
-    @property
-    def torch_has_cuda(self) -> bool:
-        return torch_has_cuda(dict(self.fingerprint))
-
-    def tool(self, name: str) -> Any:
-        return self.fingerprint["tools"].get(name)
-
-
-@dataclass(frozen=True)
-class PlannedStage:
-    recipe: Recipe
-    stage: Stage
-    target: str
-    _: KW_ONLY
-    folder: Path
-    upstream: tuple[str, ...]
-    device: str  # "cpu" or "cuda": where the stage runs
-    not_buildable: str | None  # reason this host cannot build it, or None
-    tools: Mapping[str, Any]  # extra tool facts for this recipe (trtexec path and version)
-
-    @property
-    def task_name(self) -> str:
-        return f"{self.stage.name}:{self.recipe.name}"
-
-    @property
-    def required(self) -> bool:
-        return self.stage.required(self.recipe)
+from .stage import Placement, PlannedStage, Stage
 
 
 def _wanted(recipe: Recipe) -> list[Stage]:

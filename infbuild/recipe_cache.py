@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +19,15 @@ from .recipe_file import FieldPath
 MAX_ENTRIES = 1000  # recipes of a project; older entries go first
 
 
-@lru_cache(maxsize=1)
-def _checker_version() -> str:
-    """The schema and the code that parse and schema-check a recipe: a change to any re-checks every recipe."""
-    from . import recipe, recipe_file
-
-    digest = hashlib.sha256()
-    for path in (recipe.SCHEMA_PATH, Path(recipe_file.__file__), Path(recipe.__file__)):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def content_key(text: str, suffix: str) -> str:
     return hashlib.sha256(f"{suffix}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CheckedRecipes:
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, version: str) -> None:
+        """``version``: the digest of what decides what passes (the schema, the parser, the loader)."""
         self.path = path
+        self.version = version
         self.entries: dict[str, Any] = {}
         self.dirty = False
         if path is None:
@@ -46,7 +36,7 @@ class CheckedRecipes:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):
             return
-        if isinstance(data, dict) and data.get("version") == _checker_version() and isinstance(data.get("entries"), dict):
+        if isinstance(data, dict) and data.get("version") == self.version and isinstance(data.get("entries"), dict):
             self.entries = data["entries"]
 
     def get(self, key: str) -> tuple[Any, dict[FieldPath, int]] | None:
@@ -79,7 +69,7 @@ class CheckedRecipes:
         if not self.dirty or self.path is None or not self.path.parent.is_dir():
             return
         try:
-            write_json_atomic(self.path, {"version": _checker_version(), "entries": self.entries})
+            write_json_atomic(self.path, {"version": self.version, "entries": self.entries})
         except OSError:
             pass  # a read-only artifacts folder: recipes are simply checked again next time
         self.dirty = False

@@ -8,16 +8,16 @@ worker is in ``infbuild/stages/<name>/run.py``, imported only by the worker.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
-from .artifacts import Outputs
+from .folder import Outputs
 
 if TYPE_CHECKING:
-    from .plan import Host, PlannedStage
+    from .host import Host
     from .recipe import Recipe
-    from .runtime.backends import Runner
+    from .runner import Runner
     from .stamp import Stamp
 
 Scope = Literal["portable", "device", "cuda"]
@@ -66,7 +66,9 @@ class Stage:
     judges: bool = False  # it checks other stages: may finish with failures (stamped with passed=False)
     tolerates_failed: bool = False  # runs when artifacts it reads (not what it needs) failed: takes them as failed
     signs_images: bool = False  # its worker pushes images and signs them (it is handed the build's signing key)
-    module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name
+    module: str = ""  # the package under infbuild/stages holding its run.py (and runner.py): default its name (a
+    # plugin's stage: its package's dotted name)
+    runner_of: str = ""  # the package whose runner.py loads its artifact (a variant's base backend): default module
 
     # --- planning -------------------------------------------------------------------------------------------
 
@@ -79,7 +81,8 @@ class Stage:
 
     @property
     def package(self) -> str:
-        return f"infbuild.stages.{self.module or self.name}"
+        """The package holding its run.py: ``infbuild.stages.<module>``, or ``module`` itself for a plugin's stage."""
+        return _package(self.module or self.name)
 
     def wanted(self, recipe: Recipe) -> bool:
         """Whether the recipe asks for this stage by itself (stages it ``needs`` are planned with it)."""
@@ -133,9 +136,9 @@ class Stage:
 
     def load_runner(self, folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,
                     threads: int | None, settings: Mapping[str, Any]) -> Runner:
-        """Load this stage's artifact with its backend's runner (``infbuild/stages/<name>/runner.py:load``) and the
+        """Load this stage's artifact with its backend's runner (``infbuild/stages/<runner_of>/runner.py:load``) and the
         recipe's settings for that backend (``runtime.<backend>``)."""
-        module = importlib.import_module(f"{self.package}.runner")
+        module = importlib.import_module(f"{_package(self.runner_of) if self.runner_of else self.package}.runner")
         return module.load(folder, outputs, input_dtypes, self.artifact_device(folder, device), threads, settings)
 
     def artifact_device(self, folder: Path, default: str) -> str:
@@ -154,6 +157,32 @@ class Stage:
         """The function the worker runs: ``infbuild.stages.<name>.run:run(job)``, returning failures if it judges."""
         module = importlib.import_module(f"{self.package}.run")
         return module.run
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    recipe: Recipe
+    stage: Stage
+    target: str
+    _: KW_ONLY
+    folder: Path
+    upstream: tuple[str, ...]
+    device: str  # "cpu" or "cuda": where the stage runs
+    not_buildable: str | None  # reason this host cannot build it, or None
+    tools: Mapping[str, Any]  # extra tool facts for this recipe (trtexec path and version)
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.stage.name}:{self.recipe.name}"
+
+    @property
+    def required(self) -> bool:
+        return self.stage.required(self.recipe)
+
+
+def _package(module: str) -> str:
+    """A built-in stage's package (``infbuild/stages/<module>``), else ``module`` itself: a plugin's package."""
+    return f"infbuild.stages.{module}" if (Path(__file__).parent / "stages" / module / "__init__.py").is_file() else module
 
 
 def files_view(stamp: Stamp) -> dict[str, Any]:
@@ -175,8 +204,8 @@ def register(stage: Stage) -> Stage:
 
 
 def _load() -> dict[str, Stage]:
-    if not _REGISTRY:
-        importlib.import_module("infbuild.stages")  # registers every stage declaration
+    """The registered stages: ``infbuild/stages/__init__.py``, the catalogue, registers every one of them, and
+    ``infbuild/__init__.py`` imports it, so the registry is whole wherever infbuild is imported."""
     return _REGISTRY
 
 

@@ -10,7 +10,7 @@ from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .artifacts import STAMP, Outputs, unsafe_name
+from .folder import STAMP, Outputs, unsafe_name
 from .hashing import sha256_file
 
 FileMeta = dict[str, Any]  # {"sha256": hex, "size": bytes}

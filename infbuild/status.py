@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .artifacts import SIGNATURE
 from .engine import BuildContext
+from .folder import SIGNATURE
 
 
 @dataclass(frozen=True)

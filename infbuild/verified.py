@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .artifacts import SIGNATURE
+from .folder import SIGNATURE
 from .hashing import digest_json
 from .reports import VerifyReport
 from .stamp import Stamp, read_stamp, rehash_problems

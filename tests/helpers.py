@@ -173,6 +173,16 @@ def tasks(recipe: str, stages: Iterable[str]) -> set[str]:
 
 # --- recipes --------------------------------------------------------------------------------------------------
 
+
+def _stage_defaults() -> dict[str, Any]:
+    """Each stage's ``stages.<name>`` section as a recipe that sets nothing gets it (its package's defaults)."""
+    from infbuild.section import sections
+
+    return {s.path[1]: dict(s.defaults) for s in sections() if s.path[0] == "stages"}
+
+
+STAGE_DEFAULTS = _stage_defaults()
+
 MLP_RECIPE = """\
 name: {name}
 model:
@@ -229,7 +239,7 @@ def problems_of(project: Project) -> list[str]:
     """Loading the project's recipes fails (within 30 s): every problem, rendered, each on one line."""
     from infbuild.errors import RecipeError
     from infbuild.project import load_project
-    from infbuild.recipe import load_recipes
+    from infbuild.recipe_load import load_recipes
 
     with deadline(30), pytest.raises(RecipeError) as info:
         load_recipes(load_project(project.root))

@@ -268,7 +268,7 @@ def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:
     instead of 3 x (13 + 10) calls."""
     import time as clock
 
-    from infbuild.recipe import BENCH_DEFAULTS
+    from infbuild.stages.bench import DEFAULTS as BENCH_DEFAULTS
     from infbuild.stages.bench.run import MIN_SAMPLES, MIN_SAMPLES_OTHER, _time_one
 
     calls = []
@@ -299,7 +299,7 @@ def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:
 
 
 def test_a_fast_model_stops_once_its_p50_is_stable() -> None:
-    from infbuild.recipe import BENCH_DEFAULTS
+    from infbuild.stages.bench import DEFAULTS as BENCH_DEFAULTS
     from infbuild.stages.bench.run import STABLE_AFTER, _time_one
 
     bucket: list[int] = []

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infbuild.project import load_project
-from infbuild.recipe import load_file, load_recipes
 from infbuild.recipe_file import MAX_ALIAS_NODES, MAX_DEPTH, MAX_RECIPE_BYTES
+from infbuild.recipe_load import load_file, load_recipes
 
 MEMORY_LIMIT = 4 << 30  # address space for the CLI subprocesses: a regression fails instead of eating the host
 HOSTILE = Path(__file__).with_name("hostile")

@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infbuild import stage as stage_registry
-from infbuild.artifacts import Outputs, commit, list_files
+from infbuild.artifacts import commit, list_files
 from infbuild.cache import Wanted, restore
 from infbuild.cache.local import LocalCache
 from infbuild.errors import ArtifactError, InputError
+from infbuild.folder import Outputs
 from infbuild.stamp import Stamp, read_stamp
 
 PLANNED = {"onnx", "reference", "aoti", "verify"}

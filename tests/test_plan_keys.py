@@ -18,14 +18,18 @@ import pytest
 from helpers import A10G, H100, REPO, VALID_RECIPE, loader_project
 
 from infbuild import stage as registry
-from infbuild.artifacts import UNSTAMPED, commit, new_staging, remove_stage, unsafe_name
+from infbuild.artifacts import commit, new_staging, remove_stage
 from infbuild.fingerprint import TOOLS, cpu_target, cuda_target, host_fingerprint
+from infbuild.folder import UNSTAMPED, unsafe_name
 from infbuild.hashing import DigestCache, sha256_file
+from infbuild.host import NO_GPU, Host
 from infbuild.keys import key_inputs, stage_key, staleness
-from infbuild.plan import NO_GPU, Host, PlannedStage, is_required, plan, plan_recipe
-from infbuild.recipe import BACKENDS, SCHEMA_PATH, Recipe, load_file
+from infbuild.plan import is_required, plan, plan_recipe
+from infbuild.recipe import BACKENDS, Recipe
+from infbuild.recipe_load import load_file
+from infbuild.recipe_schema import SHIPPED as SCHEMA_PATH
 from infbuild.reports import VerifyReport
-from infbuild.stage import Stage
+from infbuild.stage import PlannedStage, Stage
 from infbuild.stamp import Stamp, read_stamp
 
 CPU = "cpu-x86_64-avx2"

@@ -117,7 +117,7 @@ def test_outputs_that_do_not_match_the_model_are_caught_by_validate(tmp_path: Pa
 def test_an_artifact_computing_zeros_fails_verify_for_a_model_with_tiny_outputs(tmp_path: Path, cpu_target: str) -> None:
     """Outputs around 5e-8 sit far below float32's atol (1e-4): the old rule passed an all-zeros artifact."""
     from infbuild.project import load_project
-    from infbuild.recipe import load_recipes
+    from infbuild.recipe_load import load_recipes
     from infbuild.runtime.backends import load_backend
     from infbuild.stages.verify.run import check_shape
 
@@ -186,7 +186,7 @@ def test_a_deleted_recipe_leaves_the_manifest(tmp_path: Path) -> None:
 
 def test_constant_integer_inputs_come_from_values(tmp_path: Path) -> None:
     from infbuild.project import load_project
-    from infbuild.recipe import load_recipes
+    from infbuild.recipe_load import load_recipes
     from infbuild.stages.model import sample_inputs
 
     p = Project(tmp_path / "proj")

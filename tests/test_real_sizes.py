@@ -68,7 +68,7 @@ def test_an_onnx_graph_that_fixes_a_dynamic_dim_is_refused_by_the_onnx_stage(tmp
     stage checks its graph's inputs against the recipe (run here by itself, as its worker would)."""
     from infbuild.errors import FieldError
     from infbuild.project import load_project
-    from infbuild.recipe import load_recipes
+    from infbuild.recipe_load import load_recipes
     from infbuild.stages.onnx.run import run
     from infbuild.stages.request import Job
 

@@ -7,11 +7,11 @@ import json
 import pytest
 from helpers import Project, mlp_recipe
 
-from infbuild import recipe as recipe_module
 from infbuild import recipe_cache
+from infbuild import recipe_load as recipe_module
 from infbuild.errors import RecipeError
 from infbuild.project import load_project
-from infbuild.recipe import load_recipes
+from infbuild.recipe_load import load_recipes
 
 
 def _checked(project: Project) -> list:
@@ -56,12 +56,13 @@ def test_the_semantic_checks_run_on_a_cached_recipe(project: Project) -> None:
         _checked(project)
 
 
-def test_another_schema_or_parser_invalidates_the_cache(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_schema_or_parser_invalidates_the_cache(project: Project) -> None:
     project.add_recipe("a.yaml", mlp_recipe(name="a"))
     (project.artifacts / ".infbuild").mkdir(parents=True)
     _checked(project)
-    monkeypatch.setattr(recipe_cache, "_checker_version", lambda: "another schema")
-    assert recipe_cache.CheckedRecipes(project.artifacts / ".infbuild" / "recipes.json").entries == {}
+    path = project.artifacts / ".infbuild" / "recipes.json"
+    assert recipe_cache.CheckedRecipes(path, recipe_module.checker_version()).entries != {}
+    assert recipe_cache.CheckedRecipes(path, "another schema").entries == {}
 
 
 def test_checking_recipes_alone_creates_nothing(project: Project) -> None:

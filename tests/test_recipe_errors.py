@@ -10,7 +10,7 @@ import pytest
 from helpers import Project, mlp_recipe, problems_of
 
 from infbuild.project import load_project
-from infbuild.recipe import load_recipes
+from infbuild.recipe_load import load_recipes
 
 CASES = {
     "yaml_syntax": ("name: a\nmodel: {factory: 'examples.models:mlp'\ninputs: x\n", 3, "", "YAML syntax error"),
@@ -147,7 +147,7 @@ def test_validate_accepts_the_examples() -> None:
 def test_schema_ships_in_the_package_and_is_draft_2020_12() -> None:
     import json
 
-    from infbuild.recipe import SCHEMA_PATH
+    from infbuild.recipe_schema import SHIPPED as SCHEMA_PATH
 
     schema = json.loads(Path(SCHEMA_PATH).read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infbuild.errors import RecipeError
-from infbuild.recipe import load_file, load_recipes
+from infbuild.recipe_load import load_file, load_recipes
 
 
 @pytest.fixture(scope="module")

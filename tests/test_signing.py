@@ -99,7 +99,8 @@ def test_keys_that_cannot_be_used_are_one_line(tmp_path: Path) -> None:
 
 def test_a_worker_cannot_leave_its_own_signature(folder: Path, tmp_path: Path) -> None:
     """A stage.sig a worker wrote into its staging folder is removed at commit: only the build's key signs."""
-    from infbuild.artifacts import Outputs, commit
+    from infbuild.artifacts import commit
+    from infbuild.folder import Outputs
 
     attacker = SigningKey.read(make_keypair(tmp_path, "attacker").private)
     staging = tmp_path / ".onnx.staging"

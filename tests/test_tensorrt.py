@@ -20,7 +20,7 @@ TRT = {"trt_timing_cache", "trt_engine"}
 
 
 def recipe_with(tensorrt: dict) -> Recipe:
-    from infbuild.recipe import STAGE_DEFAULTS
+    from helpers import STAGE_DEFAULTS
 
     base = {"name": "m", "file": "recipes/m.yaml", "lines": {"stages.tensorrt.precision": 14},
             "model": {"factory": "examples.models:mlp", "kwargs": {}, "weights": None, "dtype": "float32", "sources": []},

@@ -230,7 +230,7 @@ def test_repository_key_reads_the_preferred_choice_not_the_timings(proj: Project
 
     from infbuild import stage as registry
     from infbuild.project import load_project
-    from infbuild.recipe import load_recipes
+    from infbuild.recipe_load import load_recipes
     from infbuild.stamp import read_stamp
 
     recipe = next(r for r in load_recipes(load_project(proj.root)) if r.name == "seq")

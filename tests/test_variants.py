@@ -12,7 +12,8 @@ from helpers import BERT, GPT2, SMALL_BENCH, Project, build, mlp_recipe
 
 from infbuild import stage as registry
 from infbuild.fingerprint import host_fingerprint
-from infbuild.plan import Host, plan_recipe
+from infbuild.host import Host
+from infbuild.plan import plan_recipe
 from infbuild.preferred import choose_preferred
 from infbuild.recipe import Recipe
 
@@ -140,7 +141,10 @@ def test_variants_are_planned_where_the_target_can_run_them(tmp_path: Path) -> N
 
 
 def _recipe_dict() -> dict:
-    from infbuild.recipe import BENCH_DEFAULTS, DEFAULT_TOLERANCES, STAGE_DEFAULTS
+    from helpers import STAGE_DEFAULTS
+
+    from infbuild.stages.bench import DEFAULTS as BENCH_DEFAULTS
+    from infbuild.stages.verify import DEFAULT_TOLERANCES
 
     return {"name": "m", "file": "recipes/m.yaml",
             "model": {"factory": "examples.models:mlp", "kwargs": {}, "weights": None, "dtype": "float32", "sources": []},

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..artifacts import Outputs, unsafe_name
+from ..folder import Outputs, unsafe_name
 from ..packages import changes
 from ..stamp import Stamp, stamp_problem
 

@@ -11,10 +11,13 @@ from .. import settings
 from ..cache import Cache, configured_caches
 from ..fingerprint import host_fingerprint
 from ..hashing import DigestCache
+from ..host import Host
 from ..keys import Inputs, cut_off, failed_upstream, key_inputs, stage_key, staleness
-from ..plan import Host, PlannedStage, is_required, plan
+from ..plan import is_required, plan
 from ..project import Project, load_project
-from ..recipe import Recipe, load_recipes
+from ..recipe import Recipe
+from ..recipe_load import load_recipes
+from ..stage import PlannedStage
 
 if TYPE_CHECKING:
     from ..signing.dsse import SigningKey

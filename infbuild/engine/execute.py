@@ -9,28 +9,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..artifacts import (
-    LOG,
-    SIGNATURE,
-    clean_leftovers,
-    commit,
-    discard,
-    failed_log,
-    failure_reason,
-    new_staging,
-    record_failure,
-    remove_stage,
-)
+from ..artifacts import clean_leftovers, commit, discard, failed_log, failure_reason, new_staging, record_failure, remove_stage
 from ..cache import Cache, differs_from, restore, store, unusable
 from ..cache.entry import SIGNATURE_FIELD, Wanted
 from ..console import say
 from ..errors import InfbuildError
+from ..folder import LOG, SIGNATURE
 from ..keys import Inputs, UpstreamMissing, changed_parts
 from ..manifest import update_manifest
-from ..plan import PlannedStage
 from ..signing import stage_signature
 from ..signing.dsse import BadSignature
 from ..signing.stage_signature import sealer
+from ..stage import PlannedStage
 from ..stages.request import WorkerRequest, WorkerResult, take_error
 from ..stamp import Stamp, read_stamp, rehash_problems
 from .context import BuildContext

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..console import say
-from ..plan import PlannedStage
+from ..stage import PlannedStage
 from ..stamp import read_stamp
 
 BASE_MB = 600  # a worker with torch and the exporters imported, before the model

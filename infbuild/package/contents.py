@@ -10,8 +10,8 @@ from typing import Any
 
 from .. import stage as registry
 from .. import verified
-from ..artifacts import SIGNATURE, STAMP
 from ..errors import StageFailed
+from ..folder import SIGNATURE, STAMP
 from ..manifest import SCHEMA_VERSION
 from ..preferred import choose_preferred
 from ..reports import BenchReport, VerifyReport

@@ -42,7 +42,7 @@ def python_files() -> dict[str, Path | bytes]:
 def repository_stamp(folder: Path, recipe: str, target: str) -> dict[str, Path | bytes]:
     """The triton stage's stamp, signature and summary under /opt/infbuild, so that the repository under /models can
     be checked against what the build stamped and signed (``infbuild verify-image``)."""
-    from ..artifacts import SIGNATURE, STAMP
+    from ..folder import SIGNATURE, STAMP
     from .contents import PREFIX, image_stamp
 
     stamp = read_stamp(folder)

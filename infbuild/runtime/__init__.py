@@ -1,6 +1,7 @@
 """Running built artifacts: ``load`` picks and checks the manifest's artifact for this host; runners give
 one interface over onnxruntime, AOTInductor packages and TensorRT engines."""
-from .backends import Runner, load_backend
+from ..runner import Runner
+from .backends import load_backend
 from .load import Model, load
 
 __all__ = ["Model", "Runner", "load", "load_backend"]

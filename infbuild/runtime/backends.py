@@ -4,25 +4,17 @@ imports happen only when a backend is loaded."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping
 
 import numpy as np
 
 from .. import stage as registry
 from ..errors import ArtifactError
+from ..runner import Runner
 
 # numpy has no bfloat16: such arrays travel as float32 and are cast where they reach torch.
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32, "int64": np.int64,
                 "int32": np.int32, "bool": np.bool_}
-
-
-class Runner(Protocol):
-    backend: str
-    detail: str  # e.g. the execution provider or device actually used
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def prepare(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]: ...
 
 
 def to_numpy(t: Any) -> np.ndarray:

@@ -28,7 +28,8 @@ from ..verified import signature_problem
 
 if TYPE_CHECKING:
     from ..signing.dsse import PublicKey
-from .backends import NUMPY_DTYPES, Runner, load_backend
+from ..runner import Runner
+from .backends import NUMPY_DTYPES, load_backend
 
 
 def _summary(fp: dict[str, Any] | None, target: str) -> str:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import SIGNATURE, STAMP
 from ..errors import InfbuildError
+from ..folder import SIGNATURE, STAMP
 from ..package.oci import canonical, sha256
 from ..package.reference import Reference, parse
 from ..package.registry import INDEX_TYPES, MANIFEST_TYPES, Registry, RegistryError

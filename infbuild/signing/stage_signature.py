@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping
 
-from ..artifacts import LOG, SIGNATURE, STAMP
+from ..folder import LOG, SIGNATURE, STAMP
 from ..hashing import canonical_json
 from ..stamp import Stamp
 from .dsse import STATEMENT_TYPE, BadSignature, PublicKey, SigningKey, open_bundle, read_bundle

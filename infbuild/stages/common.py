@@ -26,16 +26,6 @@ def export_fields(recipe: Recipe) -> dict[str, Any]:
     return {**model_fields(recipe), **({"trace": trace} if trace else {})}
 
 
-def variant_fields(recipe: Recipe) -> dict[str, Any]:
-    """The variants and their budgets, and the runtime settings, for the stages that judge or time every artifact
-    (absent from the keys of recipes without them, which stay as they were)."""
-    fields: dict[str, Any] = {"runtime": recipe.runtime} if recipe.runtime else {}
-    if not recipe.variants:
-        return fields
-    return {**fields, "variants": {b: list(v) for b, v in recipe.variants.items()},
-            "budgets": {p: recipe.budget(p) for p in ("fp16", "bf16", "int8")}}
-
-
 def io_fields(recipe: Recipe) -> dict[str, Any]:
     d = recipe.to_dict()
     return {"inputs": d["inputs"], "dims": d["dims"], "outputs": list(recipe.outputs)}

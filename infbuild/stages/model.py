@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import FieldError, StageFailed
-from ..recipe import Recipe, not_factory_module
+from ..recipe import Recipe
+from ..recipe_load import not_factory_module
 from ..runtime.backends import NUMPY_DTYPES
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,

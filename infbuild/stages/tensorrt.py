@@ -1,18 +1,40 @@
 """What the two TensorRT stages share: their key fields, where they can run, and whether the recipe requires them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..fingerprint import tensorrt_info
 from ..recipe import Recipe
+from ..section import Section, declare
 from ..stage import Placement, Stage
 
 if TYPE_CHECKING:
-    from ..plan import Host
+    from ..host import Host
+
+
+class TensorrtOptions(TypedDict):
+    builder_optimization_level: int | None
+    workspace_mib: int | None
+    hardware_compatibility_level: str
+    version_compatible: bool
+    sparsity: str
+    precision: list[str]
+    strongly_typed: bool
+    extra_args: list[str]
+    trtexec: str | None
+    required: bool
+
+
+SECTION: Section[TensorrtOptions] = declare(Section(
+    path=("stages", "tensorrt"), schema_file=Path(__file__).with_name("tensorrt.schema.json"),
+    defaults={"builder_optimization_level": None, "workspace_mib": None, "hardware_compatibility_level": "none",
+              "version_compatible": False, "sparsity": "disable", "precision": [], "strongly_typed": False,
+              "extra_args": [], "trtexec": None, "required": False}))
 
 
 def trt_fields(recipe: Recipe) -> dict[str, Any]:
-    options = {k: v for k, v in recipe.stages["tensorrt"].items() if k not in ("trtexec", "required")}
+    options = {k: v for k, v in SECTION.of(recipe).items() if k not in ("trtexec", "required")}
     return {"inputs": recipe.to_dict()["inputs"], "dims": recipe.to_dict()["dims"], "options": options}
 
 
@@ -25,7 +47,7 @@ class TensorrtStage(Stage):
         from ..fingerprint import scope_fields
 
         view = scope_fields(dict(fingerprint), "gpu")
-        level = recipe.stages["tensorrt"]["hardware_compatibility_level"]
+        level = SECTION.of(recipe)["hardware_compatibility_level"]
         if level == "ampere+":  # runs on any Ampere or later GPU
             return {**{k: v for k, v in view.items() if k not in ("gpu", "compute_capability")}, "compatibility": level}
         if level == "sameComputeCapability":  # runs on any GPU of this compute capability
@@ -34,17 +56,17 @@ class TensorrtStage(Stage):
 
     def tool_versions(self, recipe: Recipe, versions: Any) -> dict[str, Any]:
         """A version-compatible engine runs on later TensorRT releases of its major version: keyed on that major."""
-        if recipe.stages["tensorrt"]["version_compatible"] and versions.get("trtexec"):
+        if SECTION.of(recipe)["version_compatible"] and versions.get("trtexec"):
             return {**versions, "trtexec": str(versions["trtexec"]).split(".", 1)[0]}
         return dict(versions)
 
     def required(self, recipe: Recipe) -> bool:
-        return bool(recipe.stages["tensorrt"]["required"])
+        return bool(SECTION.of(recipe)["required"])
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
-        from ..plan import NO_GPU
+        from ..host import NO_GPU
 
-        explicit = recipe.stages["tensorrt"]["trtexec"]
+        explicit = SECTION.of(recipe)["trtexec"]
         info = tensorrt_info(explicit, host.root)
         if explicit is None:
             info = host.fingerprint.get("tensorrt") or info  # the host's (or a simulated host's) trtexec

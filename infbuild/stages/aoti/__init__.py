@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
+from ...section import Section, declare
 from ...stage import Placement, Stage, register
 from ..common import export_fields
 
 if TYPE_CHECKING:
-    from ...plan import Host
+    from ...host import Host
 
 
 class AotiStage(Stage):
@@ -23,9 +24,9 @@ class AotiStage(Stage):
             return default
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
-        from ...plan import NO_GPU
+        from ...host import NO_GPU
 
-        wanted = recipe.stages["aoti"]["device"]
+        wanted = SECTION.of(recipe)["device"]
         if wanted == "cpu" or (wanted == "auto" and not (host.cuda_target and host.torch_has_cuda)):
             return Placement("cpu")
         if host.cuda_target is None:
@@ -35,7 +36,16 @@ class AotiStage(Stage):
         return Placement("cuda")
 
 
+class AotiOptions(TypedDict):
+    device: Literal["auto", "cpu", "cuda"]
+    max_autotune: bool
+    inductor_configs: dict[str, Any]
+
+
+SECTION: Section[AotiOptions] = declare(Section(path=("stages", "aoti"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"device": "auto", "max_autotune": False, "inductor_configs": {}}))
+
 STAGE = register(AotiStage(
     "aoti", 3, "device", "compile an AOTInductor package (model.pt2) for this target",
     Outputs(("model.pt2", "aoti.json")), tools=("torch",),
-    fields=lambda r: {**export_fields(r), "options": r.stages["aoti"]}, needs=("export",), reads_model=True, backend="aoti"))
+    fields=lambda r: {**export_fields(r), "options": SECTION.of(r)}, needs=("export",), reads_model=True, backend="aoti"))

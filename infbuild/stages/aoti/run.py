@@ -14,6 +14,7 @@ import torch
 from ...errors import StageFailed
 from ..model import build_model, export_program, reduced_precision, sample_inputs, saved_program, to_torch, trace_shapes
 from ..request import Job
+from . import SECTION
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
 DEFAULT_INDUCTOR_CONFIGS = {"aot_inductor.check_lowerbound": False}
@@ -51,7 +52,7 @@ def run(job: Job) -> None:
 def build(job: Job, dtype: torch.dtype | None = None) -> None:
     """Export and compile the model (computing in ``dtype``, with the recipe's input and output dtypes, when given)."""
     recipe, root, out, device = job.recipe, job.root, job.out, job.device
-    options = recipe.stages["aoti"]
+    options = SECTION.of(recipe)
     configs = {**DEFAULT_INDUCTOR_CONFIGS, **({"max_autotune": True} if options["max_autotune"] else {}),
                **options["inductor_configs"]}
     started = time.perf_counter()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import Placement, register
+from ..aoti import SECTION as AOTI
 from ..aoti import AotiStage
 from ..common import export_fields
 
 if TYPE_CHECKING:
-    from ...plan import Host
+    from ...host import Host
 
 CPU_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
 
@@ -25,7 +26,7 @@ class AotiVariant(AotiStage):
 
 
 def _fields(precision: str) -> Callable[[Recipe], dict[str, Any]]:
-    return lambda r: {**export_fields(r), "options": r.stages["aoti"], "variant": precision}
+    return lambda r: {**export_fields(r), "options": AOTI.of(r), "variant": precision}
 
 
 for _precision in ("bf16", "fp16"):
@@ -33,4 +34,5 @@ for _precision in ("bf16", "fp16"):
         f"aoti_{_precision}", 1, "device", f"compile an AOTInductor package computing in {_precision} (fp32 in and out)",
         Outputs(("model.pt2", "aoti.json")), tools=("torch",),
         fields=_fields(_precision),
-        needs=("export",), reads_model=True, backend="aoti", variant=_precision, precision=_precision, module="aoti_variants"))
+        needs=("export",), reads_model=True, backend="aoti", variant=_precision, precision=_precision, module="aoti_variants",
+        runner_of="aoti"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...stage import Stage, register
 from ...stamp import Stamp
 from ..common import export_fields

@@ -16,6 +16,7 @@ import torch
 from ...errors import StageFailed
 from ..model import build_model, check_dynamic_axes, dynamic_shapes, sample_inputs, saved_program, specialised_dim, to_torch, trace_shapes
 from ..request import Job
+from . import SECTION
 
 
 def _without_weights(proto: Any) -> Any:
@@ -90,7 +91,7 @@ def run(job: Job) -> None:
     recipe, root, out = job.recipe, job.root, job.out
     import onnx
 
-    options = recipe.stages["onnx"]
+    options = SECTION.of(recipe)
     # The export stage's program when there is one (the model is not built and exported again); by itself, the model
     program = saved_program(job.upstream)
     model = program if program is not None else build_model(recipe, root)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...recipe import Recipe
+from ...section import Section, declare
 from ...stage import Placement, Stage, register
 
 if TYPE_CHECKING:
-    from ...plan import Host
+    from ...host import Host
 
 
 class OnnxVariant(Stage):
@@ -35,7 +36,7 @@ class OnnxVariant(Stage):
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
         if self.precision == "fp16":  # onnxruntime's CPU provider has few fp16 kernels: a GPU-only variant
-            from ...plan import NO_GPU
+            from ...host import NO_GPU
 
             return Placement("cuda", None if host.cuda_target else NO_GPU)
         return super().placement(recipe, host)
@@ -43,13 +44,24 @@ class OnnxVariant(Stage):
 
 def _fields(variant: str) -> Any:
     def fields(recipe: Recipe) -> dict[str, Any]:
-        options: dict[str, Any] = dict(recipe.stages["onnx_variants"])
+        options: dict[str, Any] = dict(SECTION.of(recipe))
         own = {"optimized": ["optimization_level"], "fused": ["fusion_model_type", "optimization_level"],
                "int8_dynamic": ["per_channel"], "int8_static": ["per_channel", "calibration"], "fp16": []}[variant]
         return {"variant": variant, "options": {k: options[k] for k in own}}
     return fields
 
 
+class OnnxVariantOptions(TypedDict):
+    optimization_level: Literal["basic", "extended", "all"]
+    fusion_model_type: str
+    per_channel: bool
+    calibration: Literal["minmax", "entropy", "percentile"]
+
+
+SECTION: Section[OnnxVariantOptions] = declare(Section(
+    path=("stages", "onnx_variants"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"optimization_level": "all", "fusion_model_type": "bert", "per_channel": False,
+                                     "calibration": "minmax"}))
 OUTPUTS = Outputs(("variant.json",), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
 DOCS = {
     "optimized": ("fp32", "the ONNX graph optimised offline by onnxruntime (SessionOptions.optimized_model_filepath)"),
@@ -63,4 +75,5 @@ for _variant, (_precision, _doc) in DOCS.items():
         f"onnx_{_variant}", 2, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
         tools=("onnx", "onnxruntime", "onnxruntime-gpu"), fields=_fields(_variant),
         needs=("onnx", "reference") if _variant == "int8_static" else ("onnx",),
-        backend="onnxruntime", variant=_variant, precision=_precision, module="onnx_variants"))
+        backend="onnxruntime", variant=_variant, precision=_precision, module="onnx_variants",
+        runner_of="onnx"))

@@ -12,6 +12,7 @@ import numpy as np
 
 from ...errors import StageFailed
 from ..request import Job
+from . import SECTION
 
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -103,7 +104,7 @@ def _fp16(source: Path, dest: Path) -> None:
 
 def run(job: Job) -> None:
     variant = job.stage.removeprefix("onnx_")
-    options = job.recipe.stages["onnx_variants"]
+    options = SECTION.of(job.recipe)
     source, dest = job.upstream["onnx"] / "model.onnx", job.out / "model.onnx"
     scratch = job.out / ".scratch"
     scratch.mkdir()

@@ -4,15 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ...artifacts import Outputs
+from ...folder import Outputs
+from ...options import PackageOptions
 from ...recipe import Recipe
+from ...section import Add, Section, declare, obj
 from ...stage import Placement, Stage, files_view, register
 from ...stamp import Stamp
-from ..common import io_fields, variant_fields
-from ..verify import verified_artifacts
+from ..common import io_fields
+from ..verify import variant_fields, verified_artifacts
 
 if TYPE_CHECKING:
-    from ...plan import Host, PlannedStage
+    from ...host import Host
+    from ...stage import PlannedStage
 
 
 class PackageStage(Stage):
@@ -48,6 +51,49 @@ class PackageStage(Stage):
 
         image = read_json(folder / "image.json") or {}
         target_entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
+
+
+DEFAULTS: dict[str, Any] = {  # the package options but image and version (required in the recipe)
+    "base": {"cpu": "docker.io/library/python:3.11-slim", "cuda": "nvcr.io/nvidia/tensorrt:24.08-py3"},
+    "include": "preferred", "push": False, "builder": "docker", "oci_layout": False, "registry": {},
+    "dockerfile": [], "source": "", "serve": "files",
+}
+
+
+def _complete(given: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The defaults under the recipe's values; the base images merged per kind (Triton's for an image that serves
+    with Triton)."""
+    from ..triton import BASE as TRITON_BASE
+
+    defaults = {"cpu": TRITON_BASE, "cuda": TRITON_BASE} if given.get("serve") == "triton" else DEFAULTS["base"]
+    return {**DEFAULTS, **given, "base": {**defaults, **(given.get("base") or {})}}
+
+
+def _check(package: dict[str, Any], data: dict[str, Any], add: Add) -> None:
+    """package.image is an image repository (valid, without a tag or digest: the tag is <version>-<target>); every
+    base is a valid image reference; an image that serves with Triton has a repository to serve."""
+    from ...package.reference import ReferenceError_, parse
+
+    if isinstance(package.get("image"), str) and isinstance(package.get("version"), str):
+        try:
+            ref = parse(f"{package['image']}:{package['version']}-cpu-x86_64-avx2")
+            if ref.digest:
+                add(("package", "image"), "give the repository without a digest")
+        except ReferenceError_:
+            add(("package", "image"), f"'{package['image']}' is not a valid image repository "
+                "(lowercase registry/path, no tag: the tag is <version>-<target>)")
+    for kind, base in obj(package.get("base")).items():
+        if isinstance(base, str):
+            try:
+                parse(base)
+            except ReferenceError_ as exc:
+                add(("package", "base", kind), str(exc))
+    if package.get("serve") == "triton" and "triton" not in data:
+        add(("package", "serve"), "serving with Triton needs a triton section (triton: {} for the defaults)")
+
+
+SECTION: Section[PackageOptions] = declare(Section(path=("package",), schema_file=Path(__file__).with_name("section.schema.json"),
+                          optional=True, complete=_complete, check=_check))
 
 
 STAGE = register(PackageStage(

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from ...artifacts import Outputs
+from ...folder import Outputs
+from ...section import Section, declare
 from ...stage import Stage, register
 from ...stamp import Stamp
 from ..common import model_fields
@@ -16,8 +17,16 @@ class ReferenceStage(Stage):
         recipe_entry["io"] = {k: fields.get(k) for k in ("inputs", "dims", "outputs")}
 
 
+class ReferenceOptions(TypedDict):
+    seed: int
+
+
+SECTION: Section[ReferenceOptions] = declare(Section(
+    path=("stages", "reference"), schema_file=Path(__file__).with_name("section.schema.json"),
+                           defaults={"seed": 0}))
+
 STAGE = register(ReferenceStage(
     "reference", 1, "portable", "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
     Outputs(("reference.json", "opt.npz"), ("*.npz",)), tools=("torch",),
-    fields=lambda r: {**model_fields(r), "options": r.stages["reference"]}, needs=("export",),
+    fields=lambda r: {**model_fields(r), "options": SECTION.of(r)}, needs=("export",),
     reads_model=True))

@@ -10,12 +10,13 @@ import torch
 
 from ..model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch, user_samples
 from ..request import Job
+from . import SECTION
 
 
 def run(job: Job) -> None:
     recipe, root, out = job.recipe, job.root, job.out
     model = build_model(recipe, root)
-    seed = recipe.stages["reference"]["seed"]
+    seed = SECTION.of(recipe)["seed"]
     meta: dict[str, Any] = {"seed": seed, "torch": torch.__version__, "shapes": {}}
     samples = {label: sample_inputs(recipe, shapes, seed) for label, shapes in shape_labels(recipe).items()}
     for label, arrays in {**samples, **user_samples(recipe, root)}.items():

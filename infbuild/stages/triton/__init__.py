@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ...artifacts import Outputs
-from ...recipe import Recipe
+from ...folder import Outputs
+from ...options import TritonOptions
+from ...recipe import BACKENDS, Recipe, leading_dim
+from ...section import Add, Section, declare, obj
 from ...stage import Stage, files_view, register
 from ...stamp import Stamp
 from ..common import io_fields
 from ..verify import verified_artifacts
 
 if TYPE_CHECKING:
-    from ...plan import PlannedStage
+    from ...stage import PlannedStage
 
 SUMMARY = "triton.json"
 REPOSITORY = "repository"
@@ -52,6 +54,37 @@ class TritonStage(Stage):
         summary = read_json(folder / SUMMARY) or {}
         target_entry["triton"] = {"repository": f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}/{REPOSITORY}",
                                   "models": summary.get("models") or {}}
+
+
+DEFAULTS: dict[str, Any] = {"artifacts": "preferred", "onnxruntime": "native", "dynamic_batching": True,
+                            "instances": 1, "version": 1}
+BASE = "nvcr.io/nvidia/tritonserver:25.10-pyt-python-py3"
+"""Default base of Triton images (package.serve: triton): Triton with its Python backend and PyTorch, which the
+Python-backend models (AOTInductor packages, ONNX through infbuild.runtime) import."""
+
+
+def _check(triton: dict[str, Any], data: dict[str, Any], add: Add) -> None:
+    """The served artifacts are ones the recipe builds; the batch size fits the batch dim."""
+    backends: list[Any] = data["backends"] if isinstance(data.get("backends"), list) else list(BACKENDS)
+    built = [*map(str, backends), *(f"{b}:{v}" for b, vs in obj(data.get("variants")).items() if isinstance(vs, list)
+                                    for v in vs)]
+    chosen = triton.get("artifacts")
+    for index, name in enumerate(chosen if isinstance(chosen, list) else []):
+        if isinstance(name, str) and name not in built:
+            add(("triton", "artifacts", index), f"'{name}' is not an artifact the recipe builds ({', '.join(built)})")
+    size = triton.get("max_batch_size")
+    if isinstance(size, int) and size > 0:
+        batch = leading_dim(data.get("inputs"), data.get("dims"))
+        if batch is None:
+            add(("triton", "max_batch_size"), "the inputs have no batch dim (a named dim with min 1 that every input "
+                "starts with): use 0")
+        elif isinstance(obj(obj(data.get("dims")).get(batch)).get("max"), int) and size > data["dims"][batch]["max"]:
+            add(("triton", "max_batch_size"), f"{size} is above dims.{batch}.max ({data['dims'][batch]['max']}) that the "
+                "artifacts were built for")
+
+
+SECTION: Section[TritonOptions] = declare(Section(path=("triton",), schema_file=Path(__file__).with_name("section.schema.json"),
+                          defaults=DEFAULTS, optional=True, check=_check))
 
 
 STAGE = register(TritonStage(

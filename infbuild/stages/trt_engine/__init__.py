@@ -1,7 +1,7 @@
 """trt_engine: the TensorRT engine (the tensorrt backend's artifact), built by trtexec with the timing cache."""
 from __future__ import annotations
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...stage import register
 from ..tensorrt import TensorrtStage, trt_fields
 

@@ -2,7 +2,7 @@
 the strongly typed fp16 ONNX graph of the ``onnx_fp16`` variant; TensorRT 10: the fp32 graph with ``--fp16``)."""
 from __future__ import annotations
 
-from ...artifacts import Outputs
+from ...folder import Outputs
 from ...stage import register
 from ..tensorrt import trt_fields
 from ..trt_engine import EngineStage
@@ -12,4 +12,4 @@ STAGE = register(EngineStage(
     Outputs(("model.engine", "layers.json", "profile.json", "times.json", "build.log", "engine.json")),
     tools=("trtexec",), fields=lambda r: {**trt_fields(r), "variant": "fp16"},
     needs=("onnx", "onnx_fp16", "trt_timing_cache"), backend="tensorrt", variant="fp16", precision="fp16",
-    module="trt_variants"))
+    module="trt_variants", runner_of="trt_engine"))

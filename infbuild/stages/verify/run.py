@@ -13,6 +13,7 @@ from ...reports import VerifyReport
 from ...runtime.backends import load_backend, unavailable_reason
 from ...stage import artifacts
 from ..request import Job
+from . import budget
 
 RULE = ("every element |actual - reference| <= atol_eff + rtol * |reference|, where atol_eff = min(atol, rtol * "
         "max|reference|): the absolute floor never exceeds the output's own scale, so an all-zero or constant "
@@ -218,13 +219,13 @@ def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any
     if unavailable:
         print(f"[verify] {job.recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
         return {"passed": None, "status": f"not verifiable here: {unavailable}"}, []
-    budget = job.recipe.budget(stage.precision) if stage.precision != "fp32" else None
+    limits = budget(job.recipe, stage.precision) if stage.precision != "fp32" else None
     entry, failures = verify_backend(job.recipe, backend, job.upstream[stage.name], job.device, job.upstream["reference"],
-                                     meta, budget)
+                                     meta, limits)
     _summarize_errors(entry)
     if stage.variant is None:
         return entry, failures
-    return _judge_variant(job.recipe, backend, stage.precision, budget, entry), []
+    return _judge_variant(job.recipe, backend, stage.precision, limits, entry), []
 
 
 def _summarize_errors(entry: dict[str, Any]) -> None:
