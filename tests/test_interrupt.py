@@ -13,10 +13,17 @@ from helpers import Project, mlp_recipe
 pytestmark = pytest.mark.slow  # real builds (see the README's test tiers)
 
 
+def _interruptible() -> None:
+    """The build gets Ctrl-C as a terminal would send it, whatever the test process inherited (a process started
+    with SIGINT ignored, as a background job is, keeps ignoring it: then an interrupt test would test nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_kill(proj: Project, sig: int, marker: str = "[aoti] compiling", delay: float = 1.0,
                    pids: list[int] | None = None, before_kill=None) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "doit", "build"], cwd=proj.root, env=proj.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_interruptible)
     assert proc.stdout is not None
     if pids is not None:
         pids.append(proc.pid)

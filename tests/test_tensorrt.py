@@ -22,12 +22,14 @@ TRT = {"trt_timing_cache", "trt_engine"}
 def recipe_with(tensorrt: dict) -> Recipe:
     from helpers import STAGE_DEFAULTS
 
+    from infbuild.stages.bench import DEFAULTS as BENCH_DEFAULTS
+
     base = {"name": "m", "file": "recipes/m.yaml", "lines": {"stages.tensorrt.precision": 14},
             "model": {"factory": "examples.models:mlp", "kwargs": {}, "weights": None, "dtype": "float32", "sources": []},
             "inputs": {"x": {"shape": ["batch", 10], "dtype": "float32", "low": -1, "high": 1},
                        "mask": {"shape": ["batch", "seq"], "dtype": "bool", "low": 0, "high": 2}},
             "dims": {"batch": {"min": 1, "opt": 8, "max": 32}, "seq": {"min": 4, "opt": 16, "max": 64}},
-            "outputs": ["y"], "backends": ["tensorrt"], "verify": {"rtol": 1e-3, "atol": 1e-4},
+            "outputs": ["y"], "backends": ["tensorrt"], "verify": {"rtol": 1e-3, "atol": 1e-4}, "bench": dict(BENCH_DEFAULTS),
             "stages": {**STAGE_DEFAULTS, "tensorrt": {**STAGE_DEFAULTS["tensorrt"], **tensorrt}}}
     return Recipe.from_dict(base)
 
