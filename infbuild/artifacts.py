@@ -6,7 +6,6 @@ staging/trash folders, which never look complete and are removed by ``clean_left
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from typing import Any, Callable
 from .errors import ArtifactError
 from .folder import SIGNATURE, STAMP, UNSTAMPED, Outputs
 from .hashing import sha256_file
+from .jsonio import write_atomic
 from .stamp import Stamp
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
@@ -87,16 +87,6 @@ def list_files(folder: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def commit(staging: Path, final: Path, stamp: Stamp, outputs: Outputs,
            seal: Callable[[Path, Stamp], None] | None = None) -> Stamp:
     """Stamp the staging folder (stamp written last) and move it into place; return the stamp. Refuses (and
@@ -110,7 +100,7 @@ def commit(staging: Path, final: Path, stamp: Stamp, outputs: Outputs,
     (staging / SIGNATURE).unlink(missing_ok=True)  # only the seal signs: a worker's own stage.sig never stays
     if seal is not None:
         seal(staging, stamp)
-    write_json_atomic(staging / STAMP, stamp.to_json())
+    write_atomic(staging / STAMP, stamp.to_json())
     trash = final.parent / f".{final.name}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if final.exists():
         os.replace(final, trash)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from .jsonio import read_mapping, write_atomic
 
 _CHUNK = 1 << 20
 
@@ -41,12 +42,7 @@ class DigestCache:
         self.entries: dict[str, list[Any]] = {}
         self.dirty = False
         if path is not None:
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(loaded, dict):
-                    self.entries = loaded
-            except (OSError, ValueError):
-                pass
+            self.entries = read_mapping(path)
 
     def sha256(self, file: Path) -> str:
         st = file.stat()
@@ -65,9 +61,7 @@ class DigestCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries), encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_atomic(self.path, self.entries, durable=False, indent=None)  # a cache: rebuilt when lost
             self.dirty = False
         except OSError:
             pass  # a cache that cannot be saved only costs a re-hash next time

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from .artifacts import failure_reason
 from .hashing import DigestCache, digest_json
 from .packages import changes
+from .reasons import Reason
 from .stage import PlannedStage, UpstreamMissing
 from .stamp import Stamp, missing_or_resized, read_stamp, stamp_problem
 
@@ -73,9 +74,10 @@ def stage_key(inputs: Inputs) -> str:
     return digest_json(inputs)
 
 
-def changed_parts(old: Inputs | None, new: Inputs) -> str:
+def changed_parts(old: Inputs | None, new: Inputs) -> Reason:
+    """Which parts of the key differ: a field, or a field with the entries of it that differ."""
     if not isinstance(old, dict):
-        return "key changed"
+        return Reason("key_changed")
     parts = []
     for field in sorted(set(old) | set(new)):
         if old.get(field) == new.get(field):
@@ -85,28 +87,32 @@ def changed_parts(old: Inputs | None, new: Inputs) -> str:
             parts.append(f"{field} ({', '.join(str(s) for s in subs)})")
         else:
             parts.append(field)
-    return "key changed: " + ", ".join(parts) if parts else "key changed"
+    return Reason("key_changed", parts=tuple(parts))
 
 
 def staleness(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, digests: DigestCache,
-              siblings: Mapping[str, PlannedStage]) -> str | None:
-    """None when up to date, else the reason it must be rebuilt."""
+              siblings: Mapping[str, PlannedStage]) -> Reason | None:
+    """None when up to date, else the reason it must be rebuilt (cheap checks first)."""
     stamp = read_stamp(p.folder)
     if stamp is None:
-        return "never built" if not p.folder.exists() else "no valid stamp (unfinished or damaged build)"
+        return Reason("never_built" if not p.folder.exists() else "unfinished")
     try:
         inputs = key_inputs(p, fingerprint, root, digests, siblings)
     except UpstreamMissing as missing:
-        return f"upstream stage {missing} is not built"
+        return Reason("upstream_missing", str(missing))
     except OSError as exc:
-        return f"cannot read an input: {exc}"
+        return Reason("unreadable_input", str(exc))
     if stamp.key != stage_key(inputs):
         return changed_parts(stamp.inputs, inputs)
     upgraded = changes(stamp.packages)
     if upgraded:
-        return f"key changed: packages ({', '.join(upgraded)})"
-    return stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs) \
-        or missing_or_resized(p.folder, stamp) or p.stage.stale(stamp)
+        return Reason("key_changed", parts=(f"packages ({', '.join(upgraded)})",))
+    damaged = stamp_problem(stamp, p.stage.name, p.recipe.name, p.target, p.stage.outputs) \
+        or missing_or_resized(p.folder, stamp)
+    if damaged:
+        return Reason("damaged", damaged)
+    rule = p.stage.stale(stamp)
+    return Reason("stage_rule", rule) if rule else None
 
 
 def cut_off(p: PlannedStage, siblings: Mapping[str, PlannedStage]) -> tuple[str, str] | None:

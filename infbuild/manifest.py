@@ -5,7 +5,6 @@ hand or lost is simply rewritten. Writers hold an flock so parallel builds don't
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -15,8 +14,8 @@ from pathlib import Path
 from typing import Any, Collection
 
 from . import stage as registry
-from .artifacts import write_json_atomic
 from .filelock import flocked
+from .jsonio import read_or_none, write_atomic
 from .preferred import preference
 from .stamp import read_stamp
 
@@ -28,13 +27,6 @@ target lists its ``artifacts`` (stage, backend, variant, precision). 1: backends
 
 def locked(artifacts: Path, name: str = ".manifest.lock") -> AbstractContextManager[None]:
     return flocked(artifacts / name)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
 
 
 def _version() -> str | None:
@@ -84,13 +76,13 @@ def update_manifest(artifacts: Path, names: Collection[str] | None = None) -> bo
     with locked(artifacts):
         fresh = build_manifest(artifacts, names)
         path = artifacts / MANIFEST
-        if read_json(path) == fresh:
+        if read_or_none(path) == fresh:
             return False
         if path.exists() and not path.is_file() and not path.is_symlink():
             aside = path.with_name(f"{MANIFEST}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(path, aside)
             print(f"{path} was not a file: moved aside to {aside.name} and rewritten from the stamps", file=sys.stderr)
-        write_json_atomic(path, fresh)
+        write_atomic(path, fresh)
         return True
 
 
@@ -101,7 +93,7 @@ def manifest_problem(artifacts: Path, names: Collection[str] | None = None) -> s
         return "missing"
     if not path.is_file():
         return "not a regular file"
-    on_disk = read_json(path)
+    on_disk = read_or_none(path)
     if on_disk is None:
         return "unreadable or not valid JSON"
     if on_disk != build_manifest(artifacts, names):

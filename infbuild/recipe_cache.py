@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_json_atomic
+from .jsonio import read_or_none, write_atomic
 from .recipe_file import FieldPath
 
 MAX_ENTRIES = 1000  # recipes of a project; older entries go first
@@ -32,10 +32,7 @@ class CheckedRecipes:
         self.dirty = False
         if path is None:
             return
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
-            return
+        data = read_or_none(path)
         if isinstance(data, dict) and data.get("version") == self.version and isinstance(data.get("entries"), dict):
             self.entries = data["entries"]
 
@@ -69,7 +66,7 @@ class CheckedRecipes:
         if not self.dirty or self.path is None or not self.path.parent.is_dir():
             return
         try:
-            write_json_atomic(self.path, {"version": self.version, "entries": self.entries})
+            write_atomic(self.path, {"version": self.version, "entries": self.entries})
         except OSError:
             pass  # a read-only artifacts folder: recipes are simply checked again next time
         self.dirty = False

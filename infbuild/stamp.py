@@ -5,13 +5,13 @@ whether it still describes its folder (labels, outputs, sizes, digests) lives he
 """
 from __future__ import annotations
 
-import json
 from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from .folder import STAMP, Outputs, unsafe_name
 from .hashing import sha256_file
+from .jsonio import read_or_none
 
 FileMeta = dict[str, Any]  # {"sha256": hex, "size": bytes}
 
@@ -92,10 +92,7 @@ def read_stamp(folder: Path) -> Stamp | None:
     seen = _read.get(path)
     if seen is not None and seen[0] == ident:
         return seen[1]
-    try:
-        stamp = parse_stamp(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, RecursionError):
-        return None
+    stamp = parse_stamp(read_or_none(path))
     _read[path] = (ident, stamp)
     return stamp
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from .engine import BuildContext
 from .folder import SIGNATURE
+from .reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class StageState:
     state: str  # "up to date" | "stale" | "not buildable here"
     reason: str  # why it is stale (up to date: why a rebuilt upstream stage did not make it stale, or "")
     signed: bool | None = None  # up-to-date stages: whether their folder carries a signature (stage.sig)
+    kind: str = ""  # a stale stage's reason as data (``infbuild.reasons.Kind``)
 
 
 def stage_states(ctx: BuildContext) -> list[StageState]:
@@ -25,9 +27,9 @@ def stage_states(ctx: BuildContext) -> list[StageState]:
         reason = ctx.staleness(p)
         stale_upstream = [u for u in p.upstream if states[f"{u}:{p.recipe.name}"].state != "up to date"]
         if reason is None and stale_upstream:
-            reason = f"upstream {', '.join(stale_upstream)} will be rebuilt"
+            reason = Reason("upstream_rebuilt", ", ".join(stale_upstream))
         if reason:
-            states[name] = StageState(name, p.target, "stale", reason)
+            states[name] = StageState(name, p.target, "stale", str(reason), kind=reason.kind)
         else:  # the reason, if any, says why a rebuilt upstream stage left it up to date
             note = ctx.cut_off(p)
             states[name] = StageState(name, p.target, "up to date", note[1] if note else "",

@@ -22,3 +22,17 @@ def test_plan_lists_per_target_the_stale_stages_with_their_keys(project: Project
     project.add_recipe("mlp.yaml", trt_recipe())
     on_gpu = json.loads(project.infbuild("plan", "--json", env=gpu.env(project)).stdout)
     assert {s["stage"] for s in on_gpu["targets"][H100]} >= {"trt_timing_cache", "trt_engine", "verify"}
+
+
+def test_staleness_reasons_are_data_rendered_at_the_edge(tmp_path) -> None:
+    from infbuild.reasons import Reason
+
+    assert str(Reason("key_changed", parts=("recipe (dims)", "packages (torch 2.12 → 2.13)"))) == \
+        "key changed: recipe (dims), packages (torch 2.12 → 2.13)"
+    assert str(Reason("upstream_missing", "export:mlp")) == "upstream stage export:mlp is not built"
+    p = Project(tmp_path / "proj")
+    p.add_recipe("mlp.yaml", mlp_recipe())
+    status = p.infbuild("status", "--json")
+    assert status.returncode == 1
+    states = json.loads(status.stdout)
+    assert {(s["state"], s["kind"], s["reason"]) for s in states} == {("stale", "never_built", "never built")}

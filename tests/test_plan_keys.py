@@ -112,7 +112,9 @@ def key_of(root: Path, stages: dict[str, PlannedStage], name: str, fp: dict[str,
 
 
 def why_stale(root: Path, stages: dict[str, PlannedStage], name: str, fp: dict[str, Any] | None = None) -> str | None:
-    return staleness(stages[name], fp or fingerprint(), root, DigestCache(None), stages)
+    """The staleness reason as status renders it (None: up to date)."""
+    reason = staleness(stages[name], fp or fingerprint(), root, DigestCache(None), stages)
+    return None if reason is None else str(reason)
 
 
 def stamp_as_built(root: Path, stages: dict[str, PlannedStage], name: str, fp: dict[str, Any] | None = None,

@@ -1,12 +1,12 @@
 """What a cache entry is (a stamp plus its files' bytes), and the checks that make entries safe to use."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..folder import Outputs, unsafe_name
+from ..jsonio import loads_bounded
 from ..packages import changes
 from ..stamp import Stamp, stamp_problem
 
@@ -82,8 +82,8 @@ def read_entry_json(read: Callable[[], bytes]) -> Any:
     if len(raw) > MAX_STAMP_BYTES:
         raise BadEntry(f"entry stamp is {len(raw)} bytes, more than a stamp can be")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        return loads_bounded(raw, MAX_STAMP_BYTES)
+    except ValueError:
         raise BadEntry("entry is not valid JSON") from None
 
 

@@ -15,6 +15,7 @@ from ..host import Host
 from ..keys import Inputs, cut_off, failed_upstream, key_inputs, stage_key, staleness
 from ..plan import is_required, plan
 from ..project import Project, load_project
+from ..reasons import Reason
 from ..recipe import Recipe
 from ..recipe_load import load_recipes
 from ..stage import PlannedStage
@@ -95,7 +96,7 @@ class BuildContext:
         inputs = self.key_inputs(p)
         return stage_key(inputs), inputs
 
-    def staleness(self, p: PlannedStage) -> str | None:
+    def staleness(self, p: PlannedStage) -> Reason | None:
         """None when ``p`` is up to date, else why it must be rebuilt."""
         try:
             return staleness(p, self.host.fingerprint, self.project.root, self.digests, self.siblings(p))

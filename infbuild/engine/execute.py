@@ -149,7 +149,7 @@ def check_inputs_unchanged(run: Run) -> Outcome | None:
     key, inputs = run.ctx.key(run.p)
     if key == run.key:
         return None
-    changed = changed_parts(run.inputs, inputs).removeprefix("key changed: ")
+    changed = ", ".join(changed_parts(run.inputs, inputs).parts) or "the key"
     return run.failed(f"{run.task}: its inputs changed while it was built ({changed}): not stamped; build again")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..console import say
+from ..jsonio import read_mapping, write_atomic
 from ..stage import PlannedStage
 from ..stamp import read_stamp
 
@@ -83,9 +84,9 @@ def reserved(artifacts: Path, task: str, wanted: int, budget: int, waiting: Call
             held = {k: r for k, r in table.items() if _alive(int(r["pid"])) and k != token}
             if admit(held, wanted, budget):
                 held[token] = {"pid": os.getpid(), "mb": wanted, "task": task}
-                _write(path, held)
+                write_atomic(path, held, durable=False, indent=None)
                 break
-            _write(path, held)
+            write_atomic(path, held, durable=False, indent=None)
         if not told:
             running = ", ".join(f"{r['task']} ~{r['mb']} MB" for r in held.values())
             waiting(f"{task}: waiting for memory: it is expected to need ~{wanted} MB and {running} leave less of "
@@ -97,7 +98,7 @@ def reserved(artifacts: Path, task: str, wanted: int, budget: int, waiting: Call
     finally:
         with _locked(path) as table:
             table.pop(token, None)
-            _write(path, table)
+            write_atomic(path, table, durable=False, indent=None)
 
 
 @contextmanager
@@ -105,17 +106,7 @@ def _locked(path: Path) -> Iterator[dict[str, Any]]:
     with open(path.with_suffix(".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            try:
-                table = json.loads(path.read_text(encoding="utf-8"))
-                table = table if isinstance(table, dict) else {}
-            except (OSError, ValueError):
-                table = {}
+            table = read_mapping(path)
             yield table
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write(path: Path, table: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(table), encoding="utf-8")
-    os.replace(tmp, path)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import InfbuildError
+from ..jsonio import loads_bounded
 
 if TYPE_CHECKING:  # cryptography is imported where keys are used: a no-op build never loads it
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -205,6 +206,6 @@ def read_bundle(path: Path) -> Any:
     if len(raw) > MAX_BUNDLE_BYTES:
         raise BadSignature(f"{path.name} is larger than a signature can be")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        return loads_bounded(raw, MAX_BUNDLE_BYTES)
+    except ValueError:
         raise BadSignature(f"{path.name} is not JSON") from None

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
+from ...jsonio import read_mapping
 from ...options import PackageOptions
 from ...recipe import Recipe
 from ...section import Add, Section, declare, obj
@@ -47,9 +48,7 @@ class PackageStage(Stage):
         return selection(recipe.to_dict(), {name: folder for name, (folder, _) in upstream.items()})
 
     def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
-        from ...manifest import read_json
-
-        image = read_json(folder / "image.json") or {}
+        image = read_mapping(folder / "image.json")
         target_entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
+from ...jsonio import read_mapping
 from ...options import TritonOptions
 from ...recipe import BACKENDS, Recipe, leading_dim
 from ...section import Add, Section, declare, obj
@@ -49,9 +50,7 @@ class TritonStage(Stage):
         return {"served": chosen, "reference": files_view(upstream["reference"][1]), **({"fleet": fleet} if fleet else {})}
 
     def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
-        from ...manifest import read_json
-
-        summary = read_json(folder / SUMMARY) or {}
+        summary = read_mapping(folder / SUMMARY)
         target_entry["triton"] = {"repository": f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}/{REPOSITORY}",
                                   "models": summary.get("models") or {}}
 
