@@ -41,14 +41,16 @@ def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, dige
     if stage.reads_model and recipe.samples:  # the user's own sample inputs (absent from keys of recipes without)
         inputs["samples"] = {sample: digests.sha256(root / sample) for sample in recipe.samples}
     upstream: dict[str, tuple[Path, Stamp]] = {}
-    failed = failed_upstream(p, siblings)
+    reasons = _failure_reasons(p, siblings)
+    failed = _taken_as_failed(p, reasons)
     for name in p.upstream:
+        if name in failed:
+            continue
         folder = siblings[name].folder
-        stamp = None if name in failed or failure_reason(folder) else read_stamp(folder)
-        if stamp is None and name not in failed:
+        stamp = None if reasons[name] else read_stamp(folder)  # a failed last attempt: its old stamp is not current
+        if stamp is None:
             raise UpstreamMissing(name)
-        if stamp is not None:
-            upstream[name] = (folder, stamp)
+        upstream[name] = (folder, stamp)
     view = stage.upstream_view(recipe, upstream) if upstream else {}
     view.update({name: {"failed": True} for name in failed})  # judged as failed; rebuilt, it changes this key
     if view:
@@ -59,15 +61,18 @@ def key_inputs(p: PlannedStage, fingerprint: Mapping[str, Any], root: Path, dige
 def failed_upstream(p: PlannedStage, siblings: Mapping[str, PlannedStage]) -> dict[str, str]:
     """The artifacts ``p`` judges or times whose last build failed (stage -> why), for a stage that takes them as
     failed rather than waiting for them (``Stage.tolerates_failed``: verify, bench); what it ``needs`` never is."""
+    return _taken_as_failed(p, _failure_reasons(p, siblings))
+
+
+def _failure_reasons(p: PlannedStage, siblings: Mapping[str, PlannedStage]) -> dict[str, str | None]:
+    """Each upstream stage's last failure (None: its last attempt did not fail), read once."""
+    return {name: failure_reason(siblings[name].folder) for name in p.upstream}
+
+
+def _taken_as_failed(p: PlannedStage, reasons: Mapping[str, str | None]) -> dict[str, str]:
     if not p.stage.tolerates_failed:
         return {}
-    out = {}
-    for name in p.upstream:
-        if name not in p.stage.needs:
-            reason = failure_reason(siblings[name].folder)
-            if reason is not None:
-                out[name] = reason
-    return out
+    return {name: why for name, why in reasons.items() if why is not None and name not in p.stage.needs}
 
 
 def stage_key(inputs: Inputs) -> str:
