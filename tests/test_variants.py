@@ -68,7 +68,8 @@ def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Projec
     else:
         assert report["results"]["aoti:fp16"] == {"passed": None, "status": "not buildable here"}
     bench = json.loads((p.stage("m", cpu_target, "bench") / "report.json").read_text())
-    unbuilt = {name for name, ok in (("aoti:bf16", BF16_CPU), ("aoti:fp16", FP16_CPU)) if not ok}
+    unbuilt = {name for name, ok in (("aoti:bf16", BF16_CPU), ("aoti:fp16", FP16_CPU)) if not ok} | \
+        {"onnxruntime:onnxscript_fused+int8_dynamic", "onnxruntime:onnxscript_fused+int8_static"}  # declined
     assert set(wanted) - unbuilt <= set(bench["results"])
     markdown = (p.stage("m", cpu_target, "bench") / "report.md").read_text()
     assert "| onnxruntime:int8_static |" in markdown and "error (rel L2)" in markdown
