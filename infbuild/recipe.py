@@ -42,6 +42,7 @@ class ModelSpec:
     weights: str | None
     dtype: str
     sources: tuple[str, ...]
+    attention: str | None = None  # a Hugging Face model's attention implementation ("eager", "sdpa"); None: its own
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Recipe:
                 "weights": self.model.weights,
                 "dtype": self.model.dtype,
                 "sources": list(self.model.sources),
+                **({"attention": self.model.attention} if self.model.attention else {}),
             },
             "inputs": {
                 i.name: {"shape": list(i.shape), "dtype": i.dtype, "low": i.low, "high": i.high,
@@ -135,7 +137,8 @@ class Recipe:
         return cls(
             name=d["name"],
             file=d["file"],
-            model=ModelSpec(m["factory"], m["kwargs"], m["weights"], m["dtype"], tuple(m["sources"])),
+            model=ModelSpec(m["factory"], m["kwargs"], m["weights"], m["dtype"], tuple(m["sources"]),
+                            m.get("attention")),
             inputs=tuple(
                 InputSpec(n, tuple(i["shape"]), i["dtype"], i["low"], i["high"], tuple(i.get("values") or ()))
                 for n, i in d["inputs"].items()

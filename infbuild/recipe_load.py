@@ -411,10 +411,15 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         inputs.append(InputSpec(input_name, tuple(spec["shape"]), in_dtype, low, high, tuple(spec.get("values") or ())))
     options = {section.path: section.options(data) for section in sections()}  # each stage's section, defaults applied
     stages = {path[1]: value for path, value in options.items() if path[0] == "stages" and value is not None}
+    variants = {b: tuple(v) for b, v in (data.get("variants") or {}).items() if v}
+    for section in sections():
+        if section.more_variants is not None and options[section.path] is not None:
+            variants = section.more_variants(cast("dict[str, Any]", options[section.path]), variants)
     return Recipe(
         name=data["name"],
         file=display,
-        model=ModelSpec(model["factory"], model.get("kwargs") or {}, model.get("weights"), dtype, tuple(sorted(set(sources)))),
+        model=ModelSpec(model["factory"], model.get("kwargs") or {}, model.get("weights"), dtype,
+                        tuple(sorted(set(sources))), model.get("attention")),
         inputs=tuple(inputs),
         dims=dims,
         outputs=tuple(data["outputs"]),
@@ -425,7 +430,7 @@ def _build(data: dict[str, Any], display: str, lines: dict[FieldPath, int], proj
         package=cast("PackageOptions | None", options[("package",)]),
         samples=tuple(data.get("samples") or ()),
         lines={field_name(p): line for p, line in lines.items() if p},
-        variants={b: tuple(v) for b, v in (data.get("variants") or {}).items() if v},
+        variants=variants,
         runtime={b: dict(v) for b, v in (data.get("runtime") or {}).items() if v},
         triton=cast("TritonOptions | None", options[("triton",)]),
     )

@@ -1,6 +1,7 @@
 """The recipe's JSON Schema, assembled: the core (``schema/recipe.core.json``: name, model, inputs, dims, outputs,
-backends, variants, runtime, samples) with every stage package's section (``infbuild.section``) at its path. The
-shipped ``schema/recipe.schema.json`` is this, written out for editors and validators; a test checks it is current.
+backends, variants, runtime, samples) with every stage package's section (``infbuild.section``) at its path, and
+each backend's ``variants`` as its stages register them. The shipped ``schema/recipe.schema.json`` is this, written
+out for editors and validators; a test checks it is current.
 
     python -m infbuild.recipe_schema --check    # exit 1 when the shipped file is not the assembled schema
     python -m infbuild.recipe_schema --write    # write it
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import stage as registry
 from .section import sections
 
 SCHEMA_DIR = Path(__file__).with_name("schema")
@@ -28,6 +30,8 @@ def assemble() -> dict[str, Any]:
         if section.path[-1] in where.setdefault("properties", {}):
             raise ValueError(f"recipe section {'.'.join(section.path)} is also in {CORE.name}")
         where["properties"][section.path[-1]] = section.schema
+    for backend, spec in schema["properties"]["variants"]["properties"].items():  # every registered variant, in order
+        spec["items"]["enum"] = [s.variant for s in registry.stages() if s.backend == backend and s.variant]
     return schema
 
 

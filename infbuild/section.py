@@ -33,6 +33,8 @@ class Section(Generic[Options]):
     check: Callable[[dict[str, Any], dict[str, Any], Add], None] | None = None  # (the section, the whole recipe, add)
     complete: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None  # (section, recipe): defaults
     # applied, where they depend on more than the section (default: the defaults under the recipe's values)
+    more_variants: Callable[[dict[str, Any], dict[str, tuple[str, ...]]], dict[str, tuple[str, ...]]] | None = None
+    # (its options, the recipe's variants per backend) -> the variants with those its options add
 
     def of(self, recipe: Recipe) -> Options:
         """This section of a loaded recipe, typed (defaults applied)."""

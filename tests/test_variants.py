@@ -43,8 +43,12 @@ def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Projec
     p = variants_built
     report = json.loads((p.stage("m", cpu_target, "verify") / "report.json").read_text())
     wanted = ["onnxruntime", "aoti", "onnxruntime:optimized", "onnxruntime:int8_dynamic", "onnxruntime:int8_static",
+              "onnxruntime:onnxscript_fused+int8_dynamic", "onnxruntime:onnxscript_fused+int8_static",
               "aoti:bf16", "aoti:fp16"]
-    assert report["backends"] == wanted
+    assert report["backends"] == wanted  # each int8 variant is also tried after onnxscript's fusion (int8_after)
+    for chain in ("onnxruntime:onnxscript_fused+int8_dynamic", "onnxruntime:onnxscript_fused+int8_static"):
+        # an MLP has nothing to fuse: the fusion link is declined, and with it the chains that start with it
+        assert report["results"][chain]["status"].startswith("not built: its link onnx_onnxscript_fused was declined")
     for name in ("onnxruntime:optimized", "onnxruntime:int8_dynamic", "onnxruntime:int8_static"):
         stage = registry.artifacts()[name]
         folder = p.stage("m", cpu_target, stage.name)
@@ -64,7 +68,8 @@ def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Projec
     else:
         assert report["results"]["aoti:fp16"] == {"passed": None, "status": "not buildable here"}
     bench = json.loads((p.stage("m", cpu_target, "bench") / "report.json").read_text())
-    unbuilt = {name for name, ok in (("aoti:bf16", BF16_CPU), ("aoti:fp16", FP16_CPU)) if not ok}
+    unbuilt = {name for name, ok in (("aoti:bf16", BF16_CPU), ("aoti:fp16", FP16_CPU)) if not ok} | \
+        {"onnxruntime:onnxscript_fused+int8_dynamic", "onnxruntime:onnxscript_fused+int8_static"}  # declined
     assert set(wanted) - unbuilt <= set(bench["results"])
     markdown = (p.stage("m", cpu_target, "bench") / "report.md").read_text()
     assert "| onnxruntime:int8_static |" in markdown and "error (rel L2)" in markdown
@@ -124,7 +129,8 @@ def test_changing_one_variants_options_rebuilds_only_it_and_its_consumers(tmp_pa
     build(p, INFBUILD_CACHE="off")
     p.add_recipe("m.yaml", _recipe() + "stages: {onnx_variants: {calibration: entropy}}\n")
     result = build(p, INFBUILD_CACHE="off")
-    assert result.stages_ran() == {"onnx_int8_static:m", "verify:m", "bench:m"}
+    # the calibrated link, in both chains that end with it (declined again here: nothing of the MLP fuses)
+    assert result.stages_ran() == {"onnx_int8_static:m", "onnx_onnxscript_fused+int8_static:m", "verify:m", "bench:m"}
 
 
 def test_variants_are_planned_where_the_target_can_run_them(tmp_path: Path) -> None:

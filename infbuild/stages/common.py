@@ -9,7 +9,8 @@ from ..recipe import Recipe
 def model_fields(recipe: Recipe) -> dict[str, Any]:
     """What defines the model and its I/O: factory, kwargs, dtype, inputs, dims, outputs."""
     d = recipe.to_dict()
-    return {"model": {k: d["model"][k] for k in ("factory", "kwargs", "dtype")}, "inputs": d["inputs"],
+    model = {k: d["model"][k] for k in ("factory", "kwargs", "dtype", "attention") if k in d["model"]}
+    return {"model": model, "inputs": d["inputs"],
             "dims": d["dims"], "outputs": d["outputs"]}
 
 

@@ -86,6 +86,19 @@ def build_model(recipe: Recipe, root: Path, device: str = "cpu") -> torch.nn.Mod
         IMPORTED_BY_MODEL.update(set(sys.modules) - before)
 
 
+def _choose_attention(model: torch.nn.Module, attention: str, factory: str) -> None:
+    """A Hugging Face model's attention implementation, as ``model.attention`` chooses (``set_attn_implementation``)."""
+    choose = getattr(model, "set_attn_implementation", None)
+    if not callable(choose):
+        raise FieldError("model.attention", f"'{factory}' returned a {type(model).__name__}, not a Hugging Face model "
+                         "whose attention implementation can be chosen (it has no set_attn_implementation)")
+    try:
+        choose(attention)
+    except Exception as exc:  # transformers refuses an implementation the model does not support
+        raise FieldError("model.attention", f"{type(model).__name__} cannot use {attention} attention: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
 def _build(recipe: Recipe, root: Path, device: str) -> torch.nn.Module:
     factory = import_factory(recipe.model.factory, root)
     try:
@@ -96,6 +109,8 @@ def _build(recipe: Recipe, root: Path, device: str) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise FieldError("model.factory", f"'{recipe.model.factory}' returned a {type(model).__name__}, "
                          "not a torch.nn.Module")
+    if recipe.model.attention:
+        _choose_attention(model, recipe.model.attention, recipe.model.factory)
     if recipe.model.weights:
         state = _state_dict(root / recipe.model.weights)
         result = model.load_state_dict(state, strict=False)

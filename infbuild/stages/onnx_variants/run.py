@@ -1,4 +1,5 @@
-"""Build one onnxruntime variant from the ``onnx`` stage's model.onnx (in the worker)."""
+"""Build one onnxruntime variant (one link of a chain) from the model.onnx of the stage before it: the ``onnx``
+stage's export or the chain one link shorter (in the worker)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import numpy as np
 
 from ...errors import StageFailed
 from ..request import Job
-from . import SECTION
+from . import SECTION, source_stage
 
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -35,6 +36,33 @@ def _fused(source: Path, dest: Path, model_type: str, level: str) -> dict[str, A
                                      opt_level={"basic": 1, "extended": 2, "all": 99}[level])
     model.save_model_to_file(str(dest))
     return {k: int(v) for k, v in (model.get_fused_operator_statistics() or {}).items() if v}
+
+
+class NothingToFuse(Exception):
+    """A fusion link that would leave the graph as it was (declined: it would duplicate another artifact)."""
+
+
+def _onnxscript_fused(source: Path, dest: Path) -> dict[str, Any]:
+    """onnxscript's fusions for onnxruntime on the dynamo export (what Olive's OnnxScriptFusion pass runs)."""
+    from onnxscript import ir
+    from onnxscript.rewriter import ort_fusions
+
+    model, counts = ort_fusions.optimize_for_ort(ir.load(str(source)))
+    if not any(counts.values()):  # the chain would only repeat the variants of the graph before it
+        raise NothingToFuse("onnxscript's rewriter found nothing to fuse in this graph")
+    external = source.with_name(source.name + ".data").exists()
+    ir.save(model, str(dest), external_data=dest.name + ".data" if external else None)
+    return {k: int(v) for k, v in counts.items() if v}
+
+
+def _loadable(model: Path) -> None:
+    """A graph transform's result must load in onnxruntime (a rewrite can leave a graph it refuses: then the
+    variant is declined here, with onnxruntime's reason, not failed in verify)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
 def _preprocessed(source: Path, scratch: Path) -> Path:
@@ -104,42 +132,49 @@ def _fp16(source: Path, dest: Path) -> None:
 
 def run(job: Job) -> None:
     variant = job.stage.removeprefix("onnx_")
+    link, before = variant.split("+")[-1], source_stage(variant)
     options = SECTION.of(job.recipe)
-    source, dest = job.upstream["onnx"] / "model.onnx", job.out / "model.onnx"
+    source, dest = job.upstream[before] / "model.onnx", job.out / "model.onnx"
+    info: dict[str, Any] = {"variant": variant, **({"chain": variant.split("+"), "source": before}
+                                                   if before != "onnx" else {})}
+    if not source.is_file():  # the link before could not be built for this graph: neither can the chain
+        _declined(job, info, f"its link {before} was declined: {_declined_reason(job.upstream[before])}")
+        return
     scratch = job.out / ".scratch"
     scratch.mkdir()
     started = time.perf_counter()
-    print(f"[{job.stage}] {job.recipe.name}: building the {variant} variant of {source.name}", flush=True)
-    info: dict[str, Any] = {"variant": variant}
+    print(f"[{job.stage}] {job.recipe.name}: building the {link} link of {variant} from {before}'s {source.name}",
+          flush=True)
     home = Path.cwd()
     # onnxruntime's tools write scratch files into the working directory (a model-sized <uuid>.data and
     # sym_shape_infer_temp.onnx when pre-processing fails): here, that is the staging folder's scratch, removed below.
     os.chdir(scratch)
     try:
-        if variant == "optimized":
+        if link == "optimized":
             _optimized(source, dest, options["optimization_level"])
             info["optimization_level"] = options["optimization_level"]
-        elif variant == "fused":
+        elif link == "fused":
             info["fused"] = _fused(source, dest, options["fusion_model_type"], options["optimization_level"])
             info["model_type"] = options["fusion_model_type"]
-        elif variant in ("int8_dynamic", "int8_static"):
-            info.update(_int8(source, dest, scratch, variant == "int8_static", options["per_channel"],
+        elif link == "onnxscript_fused":
+            info["fused"] = _onnxscript_fused(source, dest)
+        elif link in ("int8_dynamic", "int8_static"):
+            info.update(_int8(source, dest, scratch, link == "int8_static", options["per_channel"],
                               options["calibration"], job.upstream.get("reference")))
-        elif variant == "fp16":
+        elif link == "fp16":
             _fp16(source, dest)
         else:
             raise StageFailed(f"unknown onnxruntime variant {variant!r}")
+        if link in ("fused", "onnxscript_fused"):
+            _loadable(dest)
     except StageFailed:
         raise
     except Exception as exc:  # onnxruntime's tools raise their own exception types
         # A variant is an offer: a conversion onnxruntime's tools cannot do for this graph is recorded (verify and
         # bench report it) instead of failing the recipe's build.
-        info["failed"] = f"{type(exc).__name__}: {str(exc).strip()[:1500]}"
         for leftover in (dest, dest.with_name(dest.name + ".data")):
             leftover.unlink(missing_ok=True)
-        print(f"[{job.stage}] {job.recipe.name}: onnxruntime could not build the {variant} variant "
-              f"({info['failed'][:300]}); recorded, the recipe's other artifacts go on", flush=True)
-        (job.out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _declined(job, info, f"{type(exc).__name__}: {str(exc).strip()[:1500]}")
         return
     finally:
         os.chdir(home)
@@ -148,6 +183,23 @@ def run(job: Job) -> None:
 
     info.update(onnxruntime=onnxruntime.__version__, bytes=dest.stat().st_size,
                 source_bytes=source.stat().st_size, seconds=round(time.perf_counter() - started, 3))
-    (job.out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"[{job.stage}] wrote {dest.name}: {info['bytes']} bytes (export: {info['source_bytes']}) in "
+    _write_info(job.out, info)
+    print(f"[{job.stage}] wrote {dest.name}: {info['bytes']} bytes ({before}: {info['source_bytes']}) in "
           f"{info['seconds']:.1f}s", flush=True)
+
+
+def _declined(job: Job, info: dict[str, Any], why: str) -> None:
+    info["failed"] = why
+    print(f"[{job.stage}] {job.recipe.name}: onnxruntime could not build the {info['variant']} variant "
+          f"({why[:300]}); recorded, the recipe's other artifacts go on", flush=True)
+    _write_info(job.out, info)
+
+
+def _declined_reason(folder: Path) -> str:
+    from . import OnnxVariant
+
+    return OnnxVariant.declined_in(folder) or "no model.onnx"
+
+
+def _write_info(out: Path, info: dict[str, Any]) -> None:
+    (out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
