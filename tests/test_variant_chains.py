@@ -81,6 +81,9 @@ def test_chains_build_verify_and_rebuild_only_the_link_that_changed(tmp_path: Pa
     assert chain["chain"] == ["onnxscript_fused", "int8_dynamic"] and chain["source"] == "onnx_onnxscript_fused"
     fused = json.loads((p.stage("bert", cpu_target, "onnx_onnxscript_fused") / "variant.json").read_text())["fused"]
     assert fused.get("attention", 0) + fused.get("mha1", 0) + fused.get("mha2", 0) > 0, fused  # attention fused
+    import onnx  # the fused attention is quantized too: its packed weights are initializers the quantizer reads
+    quantized = onnx.load(str(p.stage("bert", cpu_target, "onnx_onnxscript_fused+int8_dynamic") / "model.onnx"))
+    assert "QAttention" in {node.op_type for node in quantized.graph.node}
     program = json.loads((p.stage("bert", "portable", "export") / "program.json").read_text())
 
     # a quantizer option: the int8 link of every chain rebuilds, the fusion links stay

@@ -132,7 +132,7 @@ for _links in chains():
     _doc = DOCS[_last][1] if len(_links) == 1 else f"{_last} of the {source_stage(_variant)} stage's graph: " \
         + DOCS[_last][1]
     register(OnnxVariant(
-        _stage_of(_links), 2, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
+        _stage_of(_links), 3 if _last == "onnxscript_fused" else 2, "cuda" if _precision == "fp16" else "device", _doc, OUTPUTS,
         tools=("onnx", "onnxruntime", "onnxruntime-gpu", *(("onnxscript",) if _last == "onnxscript_fused" else ())),
         fields=_fields(_variant),
         needs=(source_stage(_variant), "reference") if _last == "int8_static" else (source_stage(_variant),),

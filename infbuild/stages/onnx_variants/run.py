@@ -50,9 +50,26 @@ def _onnxscript_fused(source: Path, dest: Path) -> dict[str, Any]:
     model, counts = ort_fusions.optimize_for_ort(ir.load(str(source)))
     if not any(counts.values()):  # the chain would only repeat the variants of the graph before it
         raise NothingToFuse("onnxscript's rewriter found nothing to fuse in this graph")
+    _packed_attention(model)
     external = source.with_name(source.name + ".data").exists()
     ir.save(model, str(dest), external_data=dest.name + ".data" if external else None)
     return {k: int(v) for k, v in counts.items() if v}
+
+
+def _packed_attention(model: Any) -> None:
+    """Leave each fused ``Attention`` in the form onnxruntime's int8 quantizer turns into ``QAttention``: its
+    packed Q/K/V weight and bias as initializers (onnxscript leaves them as a ``Concat`` of the three, which the
+    quantizer skips, so the attention's matrix products stay fp32) and no ``qkv_hidden_sizes`` where the three
+    are equal (the quantizer refuses the attribute; equal sizes are what ``Attention`` assumes without it).
+    The fp32 graph computes the same: the folded constants are what onnxruntime would fold at load."""
+    from onnxscript import optimizer
+
+    optimizer.fold_constants(model, input_size_limit=1 << 30, output_size_limit=1 << 30)
+    optimizer.remove_unused_nodes(model)
+    for node in model.graph:
+        sizes = node.attributes.get("qkv_hidden_sizes") if node.op_type == "Attention" else None
+        if sizes is not None and len(set(sizes.as_ints())) == 1:
+            del node.attributes["qkv_hidden_sizes"]
 
 
 def _loadable(model: Path) -> None:
