@@ -2,8 +2,9 @@
 
 The fastest verified artifact at the bench's primary shape, but only on a difference the measurements support:
 when its p50's 95 % confidence interval overlaps a runner-up's, the two are tied there and the tie is broken by a
-stated rule — the geometric mean of the p50 over every benchmarked shape (TIE_WITHIN apart), then the set-up time
-(load and first calls), then the recipe's order. ``preference`` says which rule decided.
+stated rule — the geometric mean of the p50 over every benchmarked shape (TIE_WITHIN apart), then accuracy (the
+smallest relative L2 error verify measured, where another's is over ACCURACY_WITHIN times it; errors below
+EXACT count as exact), then the set-up time (load and first calls), then the recipe's order. ``preference`` says which rule decided.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 TIE_WITHIN = 0.02  # geometric means of the p50 closer than this are tied too
+ACCURACY_WITHIN = 1.5  # relative L2 errors closer than this factor are tied
+EXACT = 1e-4  # a relative L2 error below this is float32 rounding: every such artifact is as accurate
 
 
 def _interval(result: Mapping[str, Any]) -> tuple[float, float]:
@@ -57,11 +60,21 @@ def preference(verify: Mapping[str, Any], bench: Mapping[str, Any] | None, order
     if len(close) == 1:
         return fastest, (f"{what}; fastest over all benchmarked shapes ({', '.join(labels)}: geometric mean "
                          f"{means[fastest]:.4g} ms)")
+    tail = "and over all shapes"
+    errors = {b: (verify.get(b) or {}).get("rel_l2_err") for b in close}
+    if all(isinstance(e, (int, float)) for e in errors.values()):
+        floor = {b: max(float(e), EXACT) for b, e in errors.items()}  # type: ignore[arg-type]
+        least = min(floor.values())
+        accurate = [b for b in close if floor[b] <= least * ACCURACY_WITHIN]
+        if len(accurate) == 1 < len(close):
+            return accurate[0], f"{what} {tail}; the most accurate (rel L2 {errors[accurate[0]]:.3g})"
+        if len(accurate) < len(close):
+            close, tail = accurate, f"{tail} and in accuracy (rel L2 within {ACCURACY_WITHIN}x of {least:.3g})"
     setup = (bench or {}).get("setup_s") or {}
     if all(isinstance(setup.get(b), (int, float)) for b in close):
         quickest = min(close, key=lambda b: (setup[b], order.index(b)))
-        return quickest, f"{what} and over all shapes; the quickest to set up ({setup[quickest]:.2f} s)"
-    return close[0], f"{what} and over all shapes; the first of them in the recipe's order"
+        return quickest, f"{what} {tail}; the quickest to set up ({setup[quickest]:.2f} s)"
+    return close[0], f"{what} {tail}; the first of them in the recipe's order"
 
 
 def choose_preferred(verify: Mapping[str, Any], bench: Mapping[str, Any] | None, order: Sequence[str]) -> str | None:

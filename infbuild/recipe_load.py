@@ -354,6 +354,9 @@ def _check_dims(dims: dict[str, Any], add: Add) -> None:
             continue
         if lo > hi:
             add(("dims", dim_name), f"min ({lo}) > max ({hi})")
+        elif lo == hi:  # torch.export refuses such a Dim; a fixed size is written in the shapes
+            add(("dims", dim_name), f"min equals max ({lo}): a named dim ranges; for a fixed size write {lo} "
+                "in the inputs' shapes instead of the name")
         elif not lo <= opt <= hi:
             add(("dims", dim_name, "opt"), f"opt ({opt}) must lie within min..max ({lo}..{hi})")
 

@@ -207,6 +207,37 @@ def test_runtime_validates_inputs(examples_built: tuple[Project, DoitRun], input
         model(**inputs)
 
 
+def test_the_remembered_shapes_fast_path_still_refuses_bad_inputs(examples_built: tuple[Project, DoitRun]) -> None:
+    """Shape checks run once per set of input shapes; every later call at those shapes is still checked for its
+    names, its dtype (part of what is remembered) and NaN/inf, and a strided view is made contiguous."""
+    from infbuild.runtime import load
+
+    proj, _ = examples_built
+    model = load(proj.artifacts, "mlp", backend="onnxruntime")
+    good = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)
+    want = model(x=good)["y"]
+    np.testing.assert_array_equal(model(x=good)["y"], want)  # the remembered path gives the same answer
+    for poison in (np.nan, np.inf, -np.inf):
+        bad = good.copy()
+        bad[1, 3] = poison
+        with pytest.raises(InputError, match="holds NaN or infinite values"):
+            model(x=bad)
+    with pytest.raises(InputError, match="dtype float64, expected float32"):
+        model(x=good.astype(np.float64))
+    with pytest.raises(InputError, match="missing x; unknown y"):
+        model(y=good)
+    strided = np.repeat(good, 2, axis=1)[:, ::2]
+    assert not strided.flags.c_contiguous
+    np.testing.assert_array_equal(model(x=strided)["y"], want)
+    lenient = load(proj.artifacts, "mlp", backend="onnxruntime", check_finite=False)
+    lenient(x=np.full((2, 10), np.nan, np.float32))
+    model.SHAPES_REMEMBERED = 2  # past the limit every new set of shapes is checked on every call
+    for batch in (1, 3, 4, 5):
+        model(x=np.ones((batch, 10), np.float32))
+    with pytest.raises(InputError, match="outside 1..1024"):
+        model(x=np.ones((2000, 10), np.float32))
+
+
 def test_infbuild_run_cli(examples_built: tuple[Project, DoitRun], tmp_path: Path) -> None:
     proj, _ = examples_built
     inputs, expected = reference(proj, "mlp", "opt")
@@ -260,6 +291,20 @@ def test_preferred_needs_a_difference_the_measurements_support_and_says_which_ru
     assert preference(verify, _timed({"aoti": 1.0, "onnxruntime": 1.005}), order)[0] == "onnxruntime"  # recipe order
     old = {"primary_shape": "opt", "results": {"aoti": {"opt": {"p50_ms": 1.0}}, "onnxruntime": {"opt": {"p50_ms": 1.01}}}}
     assert preference(verify, old, order)[0] == "aoti"  # a report without intervals: as before
+
+    # BERT on an AMX CPU: bf16 and int8 tied in speed; the more accurate one is preferred, whatever it takes to set up
+    errs = {"aoti:bf16": 0.0055, "onnxruntime:int8_dynamic": 0.0145, "onnxruntime": 2.7e-7, "aoti": 1.6e-7}
+    scored = {b: {"passed": True, "rel_l2_err": e} for b, e in errs.items()}
+    both = _timed({"onnxruntime:int8_dynamic": 1.0, "aoti:bf16": 1.001},
+                  setup={"onnxruntime:int8_dynamic": 0.1, "aoti:bf16": 2.0})
+    assert preference(scored, both, list(errs)) == (
+        "aoti:bf16", "tied at opt with aoti:bf16 (95 % intervals of the p50 overlap) and over all shapes; the most "
+        "accurate (rel L2 0.0055)")
+    # float32 rounding is no difference: two fp32 artifacts tie in accuracy and set-up time decides
+    assert preference(scored, _timed({"aoti": 1.0, "onnxruntime": 1.005}, setup={"aoti": 2.6, "onnxruntime": 0.3}),
+                      order)[0] == "onnxruntime"
+    close = {**scored, "aoti:bf16": {"passed": True, "rel_l2_err": 0.012}}  # within 1.5x: tied, set-up decides
+    assert preference(close, both, list(errs))[0] == "onnxruntime:int8_dynamic"
 
 
 def test_a_slow_model_is_timed_within_the_budget_warm_up_included() -> None:

@@ -22,6 +22,8 @@ CASES = {
     "missing_required": (mlp_recipe().replace("  factory: examples.models:mlp\n", "  weights: null\n"), 2,
                          "model.factory", "missing required field"),
     "min_gt_max": (mlp_recipe(opt=4, max=4).replace("min: 1,", "min: 8,"), 8, "dims.batch", "min (8) > max (4)"),
+    "min_eq_max": (mlp_recipe(opt=4, max=4).replace("min: 1,", "min: 4,"), 8, "dims.batch",
+                   "min equals max (4): a named dim ranges; for a fixed size write 4 in the inputs' shapes"),
     "opt_outside": (mlp_recipe(opt=100, max=64), 8, "dims.batch.opt", "opt (100) must lie within min..max (1..64)"),
     "undeclared_dim": (mlp_recipe().replace("[batch, 10]", "[batch, feat]"), 6, "inputs.x.shape[1]",
                        "dim 'feat' is not declared"),

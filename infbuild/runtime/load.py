@@ -76,7 +76,15 @@ def _mismatch(target: str, built: dict[str, Any] | None, host: dict[str, Any]) -
 
 
 class Model:
-    """A loaded artifact: call with keyword arrays named after the recipe's inputs; get {output: array}."""
+    """A loaded artifact: call with keyword arrays named after the recipe's inputs; get {output: array}.
+
+    Every call is checked (names, dtypes, ranks, each dim against the recipe's min..max and bound consistently,
+    NaN/inf) at a cost of microseconds: the shape checks run once per distinct set of input shapes and dtypes
+    (remembered, up to ``SHAPES_REMEMBERED``), the finiteness check is one float64 sum per float input (NaN and
+    infinities survive a sum; finite float32/float16 values cannot overflow it), and numpy arrays pass through
+    without a copy (a strided one is made contiguous by the runner)."""
+
+    SHAPES_REMEMBERED = 256
 
     def __init__(self, recipe: str, target: str, backend: str, io: dict[str, Any], runner: Runner,
                  check_finite: bool = True) -> None:
@@ -86,28 +94,58 @@ class Model:
         self.outputs: list[str] = io["outputs"]
         self.runner = runner
         self.check_finite = check_finite
+        self._names = self.inputs.keys()
+        self._floats = [n for n, spec in self.inputs.items() if np.dtype(NUMPY_DTYPES[spec["dtype"]]).kind == "f"]
+        self._checked: set[tuple[Any, ...]] = set()  # (shape, dtype, type) of each input, in call order, seen valid
 
     def __repr__(self) -> str:
         return f"<infbuild Model {self.recipe} {self.backend} on {self.target}>"
 
     def validate(self, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The inputs as numpy arrays the runner takes, or an InputError naming what is wrong."""
+        try:  # numpy arrays at shapes and dtypes seen valid before: only NaN/inf is left to check
+            key = tuple([(value.shape, value.dtype, type(value)) for value in given.values()]) \
+                if given.keys() == self._names else None
+        except AttributeError:
+            key = None
+        if key in self._checked:
+            arrays = given if isinstance(given, dict) else dict(given)
+        else:
+            arrays = self._checked_arrays(given)
+            if key is not None and len(self._checked) < self.SHAPES_REMEMBERED and \
+                    all(type(value) is np.ndarray for value in given.values()):
+                self._checked.add(key)
+        if self.check_finite:
+            for name in self._floats:
+                if not np.isfinite(arrays[name].sum(dtype=np.float64)):
+                    raise InputError(f"{self.recipe}: input {name} holds NaN or infinite values "
+                                     "(load(..., check_finite=False) to allow them)")
+        return arrays
+
+    def _checked_arrays(self, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if given.keys() != self._names:
+            self._names_problem(given)
+        arrays = {name: _as_array(self.recipe, name, given[name]) for name in self._names}
+        self._check_shapes(arrays)
+        return {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+
+    def _names_problem(self, given: Mapping[str, Any]) -> None:
         missing = [n for n in self.inputs if n not in given]
         unknown = [n for n in given if n not in self.inputs]
-        if missing or unknown:
-            raise InputError(f"{self.recipe}: inputs must be {', '.join(self.inputs)}"
-                             + (f"; missing {', '.join(missing)}" if missing else "")
-                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
-        arrays: dict[str, np.ndarray] = {}
+        raise InputError(f"{self.recipe}: inputs must be {', '.join(self.inputs)}"
+                         + (f"; missing {', '.join(missing)}" if missing else "")
+                         + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+
+    def _check_shapes(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Each input's dtype and rank, its fixed axes, its named dims within min..max and equal wherever a name
+        recurs (the slow path: once per new set of shapes)."""
         bound: dict[str, tuple[int, str]] = {}
         for name, spec in self.inputs.items():
-            array = _as_array(self.recipe, name, given[name])
+            array = arrays[name]
             expected = np.dtype(NUMPY_DTYPES[spec["dtype"]])
             if array.dtype != expected:
                 raise InputError(f"{self.recipe}: input {name} has dtype {array.dtype}, expected {expected} "
                                  f"(recipe dtype {spec['dtype']})")
-            if self.check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise InputError(f"{self.recipe}: input {name} holds NaN or infinite values "
-                                 "(load(..., check_finite=False) to allow them)")
             shape = spec["shape"]
             if array.ndim != len(shape):
                 raise InputError(f"{self.recipe}: input {name} has rank {array.ndim} {list(array.shape)}, "
@@ -124,8 +162,6 @@ class Model:
                 if want in bound and bound[want][0] != size:
                     raise InputError(f"{self.recipe}: dim {want} is {size} in {name} but {bound[want][0]} in {bound[want][1]}")
                 bound[want] = (size, name)
-            arrays[name] = np.ascontiguousarray(array)
-        return arrays
 
     def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
         return self.runner(self.validate(inputs))

@@ -1,0 +1,97 @@
+"""What calling through ``infbuild.runtime.load`` costs per call: the loaded Model (names, dtypes, shapes against
+the recipe's dims, NaN/inf checked on every call) against its own runner called on inputs prepared once (the
+model's call and nothing else), interleaved call by call in one run at 1 thread; and the checks alone.
+
+    python benchmarks/load_overhead.py [--models gpt2_tiny,bert_small] [--calls 4000] [--keep DIR]
+
+Models: those of benchmarks/olive_models.py (Hugging Face GPT-2 and BERT from configs), each as its fp32 ONNX model
+and its dynamic int8 variant in onnxruntime and its AOTInductor package. Target: overhead <= 2 % on GPT-2 tiny.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from olive_models import MODELS, feed, recipe
+
+from common import cpu, example_project
+
+ARTIFACTS = ("onnxruntime:int8_dynamic", "onnxruntime", "aoti")
+
+
+def build(names: list[str], root: Path) -> Path:
+    project = root / "project"
+    if not project.exists():
+        example_project(project, [])
+    for name in names:
+        data = {**recipe(name), "backends": ["onnxruntime", "aoti"], "variants": {"onnxruntime": ["int8_dynamic"]},
+                "stages": {"onnx_variants": {"int8_after": []}}, "bench": {"enabled": False}}
+        (project / "recipes" / f"{name}.json").write_text(json.dumps(data, indent=2))
+    print(f"building {', '.join(names)} in {project} ...", flush=True)
+    env = {**{k: v for k, v in os.environ.items() if k != "INFBUILD_CACHE"}, "INFBUILD_CACHE": "off"}
+    subprocess.run([sys.executable, "-m", "doit", "build"], cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
+    return project / "artifacts"
+
+
+def paired(a: Callable[[], Any], b: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """p50 (µs) of each, their calls alternating one by one (drift and noise land on both alike)."""
+    ta, tb = [], []
+    for fn in (a, b) * 20:
+        fn()
+    clock = time.perf_counter
+    for _ in range(calls):
+        start = clock()
+        a()
+        middle = clock()
+        b()
+        ta.append(middle - start)
+        tb.append(clock() - middle)
+    return statistics.median(ta) * 1e6, statistics.median(tb) * 1e6
+
+
+def checks_only(fn: Callable[[], Any], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="gpt2_tiny,bert_small")
+    parser.add_argument("--calls", type=int, default=4000)
+    parser.add_argument("--keep", type=Path, help="build in this folder (kept; a second run reuses the build)")
+    args = parser.parse_args()
+    names = args.models.split(",")
+    with tempfile.TemporaryDirectory(prefix="infbuild-load-") as tmp:
+        artifacts = build(names, args.keep or Path(tmp))
+        from infbuild.runtime import load
+
+        rows = []
+        for name in names:
+            inputs = feed(name)
+            for artifact in ARTIFACTS:
+                model = load(artifacts, name, backend=artifact, threads=1)
+                raw = model.runner.prepare(model.validate(inputs))
+                direct, through = paired(raw, lambda m=model, i=inputs: m(**i), args.calls)
+                checks = checks_only(lambda m=model, i=inputs: m.validate(i), args.calls)
+                rows.append((name, artifact, direct, through, checks))
+                print(f"  {name} {artifact}: {direct:.1f} / {through:.1f} µs", flush=True)
+    print(f"\non {cpu()}, 1 thread, p50 of {args.calls} calls each, alternating call by call")
+    print("| model | artifact | runner alone µs | through load() µs | overhead µs | overhead % | input checks alone µs |\n"
+          "|---|---|---:|---:|---:|---:|---:|")
+    for name, artifact, direct, through, checks in rows:
+        print(f"| {name} ({MODELS[name]['batch']}x{MODELS[name]['seq']}) | {artifact} | {direct:.1f} | {through:.1f} | "
+              f"{through - direct:.1f} | {100 * (through - direct) / direct:.1f} | {checks:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
