@@ -66,7 +66,7 @@ def _tensor(torch: Any, value: np.ndarray, dtype: Any) -> Any:
 
 
 def _array(torch: Any, tensor: Any) -> np.ndarray:
-    return tensor.numpy() if tensor.device.type == "cpu" and tensor.dtype != torch.bfloat16 else to_numpy(tensor)
+    return tensor.numpy() if not tensor.is_cuda and tensor.dtype != torch.bfloat16 else to_numpy(tensor)
 
 
 def _direct_call(model: Any, names: list[str]) -> Callable[[dict[str, Any]], Any] | None:
@@ -86,6 +86,8 @@ def _direct_call(model: Any, names: list[str]) -> Callable[[dict[str, Any]], Any
     if sorted(order) != sorted(names):
         return None
     run, unflatten = loader.boxed_run, pytree.tree_unflatten
+    if out_spec.type in (tuple, list) and all(child.is_leaf() for child in out_spec.children()):
+        return lambda tensors: run([tensors[name] for name in order])  # the flat outputs are the tuple's items
     return lambda tensors: unflatten(run([tensors[name] for name in order]), out_spec)
 
 
