@@ -165,9 +165,7 @@ def output_tensors(reference: Path, meta: Mapping[str, Any], outputs: tuple[str,
 
 def input_tensors(recipe: Any, dtype: Callable[[str], str], names: list[str] | None = None) -> list[Tensor]:
     """The recipe's inputs (those of ``names`` where the artifact's graph keeps fewer), -1 for dynamic dims."""
-    return [Tensor(i.name, dtype(i.name), tuple(s if isinstance(s, int) else
-                                                 (recipe.dims[s].min if recipe.dims[s].min == recipe.dims[s].max else -1)
-                                                 for s in i.shape))
+    return [Tensor(i.name, dtype(i.name), tuple(s if isinstance(s, int) else -1 for s in i.shape))  # a dim ranges
             for i in recipe.inputs if names is None or i.name in names]
 
 
