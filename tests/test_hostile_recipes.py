@@ -254,7 +254,7 @@ def test_integer_ranges_at_the_dtype_bounds_are_accepted(project: Project) -> No
 def test_sample_inputs_refuse_a_bad_range_as_a_field_error(project: Project) -> None:
     """Defence in depth: a Recipe that never went through validate still fails as a located FieldError."""
     from infbuild.errors import FieldError
-    from infbuild.stages.model import sample_inputs
+    from infbuild.stages.samples import sample_inputs
 
     project.add_recipe("a.yaml", mlp_recipe())
     (recipe,) = load_recipes(load_project(project.root))

@@ -187,7 +187,7 @@ def test_a_deleted_recipe_leaves_the_manifest(tmp_path: Path) -> None:
 def test_constant_integer_inputs_come_from_values(tmp_path: Path) -> None:
     from infbuild.project import load_project
     from infbuild.recipe_load import load_recipes
-    from infbuild.stages.model import sample_inputs
+    from infbuild.stages.samples import sample_inputs
 
     p = Project(tmp_path / "proj")
     p.add_recipe("bert.yaml", BERT.format(dtype="float32", bench=""))

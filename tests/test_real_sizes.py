@@ -82,7 +82,7 @@ def test_an_onnx_graph_that_fixes_a_dynamic_dim_is_refused_by_the_onnx_stage(tmp
         run(Job("onnx", recipe, p.root, out=out, upstream={}, device="cpu", target="portable", tools={}))
     assert (refused.value.field, refused.value.message) == (
         "dims.batch", "the ONNX export fixed x axis 0 (batch) to 2: it would not accept 1..4; make the model keep "
-        "batch dynamic, or declare it static (min = opt = max = 2)")
+        "batch dynamic, or make it static (write 2 for batch in the inputs' shapes)")
 
 
 SLOW_FACTORY = '''\

@@ -131,3 +131,32 @@ def test_attention_on_a_model_that_cannot_choose_it_names_the_field(tmp_path: Pa
     done = p.doit("build")
     assert done.returncode != 0
     assert "model.attention" in done.output and "set_attn_implementation" in done.output, done.output[-2000:]
+
+
+@pytest.mark.slow
+def test_static_int8_calibrates_on_generated_batches_and_leaves_the_costliest_nodes_in_float(
+        tmp_path: Path, cpu_target: str) -> None:
+    """int8_static calibrates on the reference inputs plus generated batches, measures its error on held-out
+    batches and, above the target, leaves in float the nodes whose quantization costs the most: never worse than
+    quantizing everything, and exactly that with the target off."""
+    pytest.importorskip("transformers")
+    p = Project.with_recipes(tmp_path / "p", {"bert.yaml": _bert("int8_static", "stages: {onnx_variants: {int8_after: []}}\n")})
+    build(p, INFBUILD_CACHE="off")
+    info = json.loads((p.stage("bert", cpu_target, "onnx_int8_static") / "variant.json").read_text())
+    assert info["generated_samples"] == 8 and info["reference_samples"] >= 1
+    assert info["samples"] == info["generated_samples"] + info["reference_samples"]
+    assert 0 < info["error"] <= info["error_all_quantized"] and info["error_target"] == 0.02
+    if info["error_all_quantized"] > 0.02:  # the sensitivity pass ran: it names the nodes it left in float
+        assert info["sensitivity"]["candidates"] > 0
+        assert len(info["excluded"]) <= info["sensitivity"]["candidates"] // 4
+        assert (info["error"] < info["error_all_quantized"]) == bool(info["excluded"])
+    results = json.loads((p.stage("bert", cpu_target, "verify") / "report.json").read_text())["results"]
+    assert results["onnxruntime:int8_static"]["passed"] is True
+
+    p.add_recipe("bert.yaml", _bert("int8_static", "stages: {onnx_variants: {int8_after: [], static_error_target: null, "
+                                                   "calibration_batches: 0}}\n"))
+    again = build(p, INFBUILD_CACHE="off")
+    assert again.stages_ran() == {"onnx_int8_static:bert", "verify:bert"}  # its link's options: nothing else
+    off = json.loads((p.stage("bert", cpu_target, "onnx_int8_static") / "variant.json").read_text())
+    assert off["excluded"] == [] and off["generated_samples"] == 0 and "sensitivity" not in off
+    assert off["error"] == off["error_all_quantized"]

@@ -13,7 +13,8 @@ import torch
 
 from ..errors import FieldError
 from ..recipe import Recipe
-from .model import build_model, sample_inputs, shape_labels, to_torch, user_samples
+from .model import build_model, shape_labels, to_torch, user_samples
+from .samples import sample_inputs
 
 
 def main() -> int:

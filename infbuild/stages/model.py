@@ -8,7 +8,6 @@ import inspect
 import re
 import sys
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -236,7 +235,7 @@ def specialised_dim(recipe: Recipe, message: str) -> FieldError | None:
     fixed = f" to {value}" if value else ""
     return FieldError(f"dims.{named.name}", f"the model's code fixes {named.name}{fixed} when exported (torch.export "
                       f"specialised it), so no artifact would accept {named.min}..{named.max}: make the model keep it "
-                      f"dynamic, or declare it static (min = opt = max{' = ' + value if value else ''})")
+                      f"dynamic, or make it static (write {value or 'its size'} for {named.name} in the inputs' shapes)")
 
 
 def check_dynamic_axes(recipe: Recipe, exported: dict[str, list[Any]], what: str) -> None:
@@ -250,38 +249,8 @@ def check_dynamic_axes(recipe: Recipe, exported: dict[str, list[Any]], what: str
             if isinstance(want, str) and recipe.dims[want].min < recipe.dims[want].max and isinstance(got, int):
                 d = recipe.dims[want]
                 raise FieldError(f"dims.{want}", f"the {what} fixed {spec.name} axis {axis} ({want}) to {got}: it would "
-                                 f"not accept {d.min}..{d.max}; make the model keep {want} dynamic, or declare it "
-                                 f"static (min = opt = max = {got})")
-
-
-def sample_inputs(recipe: Recipe, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
-    """Deterministic random inputs (never zeros) within each input's low..high."""
-    out: dict[str, np.ndarray] = {}
-    for spec in recipe.inputs:
-        salt = zlib.crc32(f"{spec.name}:{shapes[spec.name]}".encode())
-        rng = np.random.default_rng([seed, salt])
-        try:
-            if spec.values:
-                drawn = rng.choice(np.asarray(spec.values, dtype=np.float64), size=shapes[spec.name])
-                out[spec.name] = np.ascontiguousarray(drawn.astype(NUMPY_DTYPES[spec.dtype]))
-            else:
-                out[spec.name] = _sample(rng, spec.dtype, spec.low, spec.high, shapes[spec.name])
-        except (ValueError, OverflowError) as exc:  # validate refuses such ranges; a hand-made Recipe may not
-            raise FieldError(f"inputs.{spec.name}", f"cannot draw samples in {spec.low}..{spec.high} as "
-                             f"{spec.dtype}: {exc}") from None
-    return out
-
-
-def _sample(rng: np.random.Generator, dtype: str, low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
-    """One input's random values: bool coin flips, integers in [low, high), floats in [low, high)."""
-    value: np.ndarray
-    if dtype == "bool":
-        value = rng.random(shape) < 0.5
-    elif dtype in ("int64", "int32"):
-        value = rng.integers(int(low), int(high), size=shape)
-    else:
-        value = rng.uniform(low, high, size=shape)
-    return np.ascontiguousarray(value.astype(NUMPY_DTYPES[dtype]))
+                                 f"not accept {d.min}..{d.max}; make the model keep {want} dynamic, or make it "
+                                 f"static (write {got} for {want} in the inputs' shapes)")
 
 
 def to_torch(recipe: Recipe, arrays: dict[str, np.ndarray], device: str = "cpu") -> dict[str, torch.Tensor]:

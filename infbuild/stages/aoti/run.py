@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import build_model, export_program, reduced_precision, sample_inputs, saved_program, to_torch, trace_shapes
+from ..model import build_model, export_program, reduced_precision, saved_program, to_torch, trace_shapes
 from ..request import Job
+from ..samples import sample_inputs
 from . import SECTION
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.

@@ -22,8 +22,9 @@ from ...recipe import Recipe
 from ...reports import BenchReport, VerifyReport
 from ...runtime.backends import load_backend
 from ...stage import artifacts
-from ..model import build_model, sample_inputs, to_torch, user_samples
+from ..model import build_model, to_torch, user_samples
 from ..request import Job
+from ..samples import sample_inputs
 
 BASELINES = ("eager", "torch_compile")
 MIN_SAMPLES = 6  # timed calls per backend at the primary shape (over all rounds) even past bench.max_seconds

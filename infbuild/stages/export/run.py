@@ -7,8 +7,9 @@ import time
 
 import torch
 
-from ..model import PROGRAM_FILE, build_model, export_program, sample_inputs, to_torch, trace_shapes
+from ..model import PROGRAM_FILE, build_model, export_program, to_torch, trace_shapes
 from ..request import Job
+from ..samples import sample_inputs
 from .program import program_digest
 
 

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from ...errors import StageFailed
-from ..model import build_model, check_dynamic_axes, dynamic_shapes, sample_inputs, saved_program, specialised_dim, to_torch, trace_shapes
+from ..model import build_model, check_dynamic_axes, dynamic_shapes, saved_program, specialised_dim, to_torch, trace_shapes
 from ..request import Job
+from ..samples import sample_inputs
 from . import SECTION
 
 

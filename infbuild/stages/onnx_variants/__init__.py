@@ -55,8 +55,8 @@ class OnnxVariant(Stage):
 
 
 OWN_OPTIONS = {"optimized": ["optimization_level"], "fused": ["fusion_model_type", "optimization_level"],
-               "onnxscript_fused": [], "int8_dynamic": ["per_channel"], "int8_static": ["per_channel", "calibration"],
-               "fp16": []}
+               "onnxscript_fused": [], "int8_dynamic": ["per_channel"],
+               "int8_static": ["per_channel", "calibration", "calibration_batches", "static_error_target"], "fp16": []}
 PORTABLE = ("fused", "onnxscript_fused", "int8_dynamic")  # links whose output depends on nothing of the host
 
 
@@ -76,6 +76,8 @@ class OnnxVariantOptions(TypedDict):
     fusion_model_type: str
     per_channel: bool
     calibration: Literal["minmax", "entropy", "percentile"]
+    calibration_batches: int
+    static_error_target: float | None
     int8_after: list[str]
 
 
@@ -90,7 +92,8 @@ def _more_variants(options: dict[str, Any], variants: dict[str, tuple[str, ...]]
 SECTION: Section[OnnxVariantOptions] = declare(Section(
     path=("stages", "onnx_variants"), schema_file=Path(__file__).with_name("section.schema.json"),
     defaults={"optimization_level": "all", "fusion_model_type": "bert", "per_channel": False,
-              "calibration": "minmax", "int8_after": ["onnxscript_fused"]},
+              "calibration": "minmax", "calibration_batches": 8, "static_error_target": 0.02,
+              "int8_after": ["onnxscript_fused"]},
     more_variants=_more_variants))
 OUTPUTS = Outputs(("variant.json",), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
 DOCS = {

@@ -7,9 +7,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
+from typing import Any
 
 from ...errors import StageFailed
 from ..request import Job
@@ -95,49 +93,16 @@ def _preprocessed(source: Path, scratch: Path) -> Path:
     return dest
 
 
-def _shapes(sample: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    return {name: value.shape for name, value in sample.items()}
-
-
-class _Calibration:
-    """The recipe's reference inputs (every shape and the user's samples) as a calibration data reader."""
-
-    def __init__(self, reference: Path, input_names: list[str], same_shapes: bool) -> None:
-        """``same_shapes``: only samples shaped like the opt one (histogram calibrators stack their outputs)."""
-        self.samples: list[dict[str, np.ndarray]] = []
-        for npz in sorted(reference.glob("*.npz"), key=lambda path: (path.name != "opt.npz", path.name)):
-            with np.load(npz) as data:
-                feed = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
-            sample = {name: feed[name] for name in input_names if name in feed}
-            if same_shapes and self.samples and _shapes(sample) != _shapes(self.samples[0]):
-                continue
-            self.samples.append(sample)
-        self.feeds: Iterator[dict[str, np.ndarray]] = iter(self.samples)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.feeds, None)
-
-    def rewind(self) -> None:
-        self.feeds = iter(self.samples)
-
-
-def _int8(source: Path, dest: Path, scratch: Path, static: bool, per_channel: bool, calibration: str,
-          reference: Path | None) -> dict[str, Any]:
-    from onnxruntime import InferenceSession
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+def _int8(source: Path, dest: Path, scratch: Path, static: bool, job: Job, options: Any) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     prepared = _preprocessed(source, scratch)
     if not static:
-        quantize_dynamic(str(prepared), str(dest), weight_type=QuantType.QInt8, per_channel=per_channel)
+        quantize_dynamic(str(prepared), str(dest), weight_type=QuantType.QInt8, per_channel=options["per_channel"])
         return {"weights": "int8", "activations": "dynamic uint8"}
-    assert reference is not None
-    names = [i.name for i in InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()]
-    reader = _Calibration(reference, names, same_shapes=calibration != "minmax")
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[calibration]
-    quantize_static(str(prepared), str(dest), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method)
-    return {"weights": "int8", "activations": "uint8", "calibration": calibration, "samples": len(reader.samples)}
+    from .calibrate import quantize_static_within
+
+    return quantize_static_within(prepared, dest, scratch, job.recipe, job.upstream["reference"], options)
 
 
 def _fp16(source: Path, dest: Path) -> None:
@@ -176,8 +141,7 @@ def run(job: Job) -> None:
         elif link == "onnxscript_fused":
             info["fused"] = _onnxscript_fused(source, dest)
         elif link in ("int8_dynamic", "int8_static"):
-            info.update(_int8(source, dest, scratch, link == "int8_static", options["per_channel"],
-                              options["calibration"], job.upstream.get("reference")))
+            info.update(_int8(source, dest, scratch, link == "int8_static", job, options))
         elif link == "fp16":
             _fp16(source, dest)
         else:

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model import build_model, output_list, sample_inputs, shape_labels, to_numpy, to_torch, user_samples
+from ..model import build_model, output_list, shape_labels, to_numpy, to_torch, user_samples
 from ..request import Job
+from ..samples import sample_inputs
 from . import SECTION
 
 
