@@ -226,6 +226,9 @@ def test_the_remembered_shapes_fast_path_still_refuses_bad_inputs(examples_built
         model(x=good.astype(np.float64))
     with pytest.raises(InputError, match="missing x; unknown y"):
         model(y=good)
+    odd = type("Odd", (), {"shape": [2, 10], "dtype": np.float32})()  # array-like attributes, unhashable shape
+    with pytest.raises(InputError, match="not a numeric array"):
+        model(x=odd)
     strided = np.repeat(good, 2, axis=1)[:, ::2]
     assert not strided.flags.c_contiguous
     np.testing.assert_array_equal(model(x=strided)["y"], want)

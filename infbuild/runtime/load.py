@@ -106,9 +106,10 @@ class Model:
         try:  # numpy arrays at shapes and dtypes seen valid before: only NaN/inf is left to check
             key = tuple([(value.shape, value.dtype, type(value)) for value in given.values()]) \
                 if given.keys() == self._names else None
-        except AttributeError:
-            key = None
-        if key in self._checked:
+            seen = key in self._checked
+        except (AttributeError, TypeError):  # not arrays (lists, tensors, objects with odd shapes): the slow path
+            key, seen = None, False
+        if seen:
             arrays = given if isinstance(given, dict) else dict(given)
         else:
             arrays = self._checked_arrays(given)
