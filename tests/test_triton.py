@@ -114,8 +114,8 @@ def test_second_build_runs_nothing(proj: Project) -> None:
 def test_a_triton_option_rebuilds_only_the_repository(proj: Project, cpu_target: str) -> None:
     proj.add_recipe("seq.yaml", seq_recipe(onnxruntime="python"))
     assert build(proj).stages_ran() == {"triton:seq"}
-    for name in ("seq", "seq_aoti"):
-        assert parse_config(repository(proj, cpu_target) / name / "config.pbtxt").backend == "python"
+    for folder in sorted(repository(proj, cpu_target).iterdir()):  # the preferred artifact and the other
+        assert parse_config(folder / "config.pbtxt").backend == "python"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def served(proj: Project, cpu_target: str, tmp_path_factory: pytest.TempPathFact
     proj.add_recipe("seq.yaml", seq_recipe(onnxruntime="python"))
     build(proj)
     with server.start(repository(proj, cpu_target), tmp_path_factory.mktemp("tritonserver")) as running:
-        running.wait_ready(["seq", "seq_aoti"])
+        running.wait_ready(sorted(p.name for p in repository(proj, cpu_target).iterdir()))
         yield running
 
 
@@ -144,38 +144,40 @@ def infer(module: Any, client: Any, model: str, x: np.ndarray, datatype: str = "
     return client.infer(model, [tensor]).as_numpy("y")
 
 
-def test_served_models_answer_like_the_eager_reference(proj: Project, served: Any) -> None:
+def test_served_models_answer_like_the_eager_reference(proj: Project, served: Any, cpu_target: str) -> None:
     for label in ("min", "opt", "max"):
         with np.load(proj.stage("seq", "portable", "reference") / f"{label}.npz") as sample:
             x, expected = sample["input.x"], sample["output.y"]
         for module, client in clients(served):  # HTTP and gRPC
-            for model in ("seq", "seq_aoti"):
+            for model in sorted(p.name for p in repository(proj, cpu_target).iterdir()):
                 np.testing.assert_allclose(infer(module, client, model, x), expected, rtol=1e-3, atol=1e-4)
 
 
-def test_dynamic_batcher_joins_concurrent_requests(served: Any) -> None:
+def test_dynamic_batcher_joins_concurrent_requests(proj: Project, served: Any, cpu_target: str) -> None:
     import tritonclient.http as http
 
+    aoti = aoti_model(proj, cpu_target)
     client = http.InferenceServerClient(served.http_url, concurrency=6)
-    before = client.get_inference_statistics("seq_aoti")["model_stats"][0]
+    before = client.get_inference_statistics(aoti)["model_stats"][0]
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((1, 12, 32)).astype(np.float32) for _ in range(6)]
     pending = []
     for x in xs:  # six requests in flight at once (the client's own concurrency, not threads: it is not thread-safe)
         tensor = http.InferInput("x", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
-        pending.append(client.async_infer("seq_aoti", [tensor]))
+        pending.append(client.async_infer(aoti, [tensor]))
     answers = [request.get_result().as_numpy("y") for request in pending]
-    alone = [infer(http, client, "seq_aoti", x) for x in xs]
+    alone = [infer(http, client, aoti, x) for x in xs]
     for joined, single in zip(answers, alone):
         np.testing.assert_allclose(joined, single, rtol=1e-4, atol=1e-5)  # each request gets its own rows back
-    after = client.get_inference_statistics("seq_aoti")["model_stats"][0]
+    after = client.get_inference_statistics(aoti)["model_stats"][0]
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == 12 and executions < 12, (inferences, executions)  # some of the 6 concurrent ones ran together
 
 
-def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(served: Any) -> None:
+def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(proj: Project, served: Any, cpu_target: str) -> None:
+    aoti = aoti_model(proj, cpu_target)
     from tritonclient.utils import InferenceServerException
 
     for module, client in clients(served):
@@ -185,36 +187,37 @@ def test_bad_requests_get_tritons_error_and_the_server_keeps_serving(served: Any
                  (np.zeros((1, 8, 31), np.float32), "FP32", "unexpected shape")]  # a fixed dim of another size
         for x, datatype, message in cases:
             with pytest.raises(InferenceServerException) as info:
-                infer(module, client, "seq_aoti", x, datatype)
+                infer(module, client, aoti, x, datatype)
             assert message in str(info.value)
-        assert infer(module, client, "seq_aoti", np.zeros((1, 8, 32), np.float32)).shape == (1, 8, 32)
+        assert infer(module, client, aoti, np.zeros((1, 8, 32), np.float32)).shape == (1, 8, 32)
 
 
 def test_model_refuses_to_load_on_another_target(proj: Project, served: Any, cpu_target: str,
                                                  tmp_path: Path) -> None:
     from infbuild.triton import server
 
+    aoti = aoti_model(proj, cpu_target)
     other = "avx2" if not cpu_target.endswith("-avx2") else "avx512"
     simulated = json.dumps({"cpu": {"isa": other}})
-    with server.start(repository(proj, cpu_target), tmp_path, models=["seq_aoti"],
+    with server.start(repository(proj, cpu_target), tmp_path, models=[aoti],
                       env={"INFBUILD_FINGERPRINT": simulated}) as running:
         deadline = time.time() + 90  # until the model has refused (the server logs it), not a fixed wait
         while time.time() < deadline and "refusing artifacts built for" not in running.log() \
                 and running.process.poll() is None:
             time.sleep(0.25)
-        assert not running.model_ready("seq_aoti")
+        assert not running.model_ready(aoti)
         log = running.log()
     assert f"refusing artifacts built for {cpu_target}" in log and f"this host is cpu-x86_64-{other}" in log
 
 
 def test_serve_refuses_a_tampered_repository(proj: Project, cpu_target: str) -> None:
-    config = repository(proj, cpu_target) / "seq_aoti" / "config.pbtxt"
+    config = repository(proj, cpu_target) / aoti_model(proj, cpu_target) / "config.pbtxt"
     original = config.read_bytes()
     config.write_bytes(original.replace(b"max_batch_size: 8", b"max_batch_size: 64"))
     try:
         done = proj.infbuild("serve", "seq")
         assert done.returncode != 0
-        assert "refusing to serve" in done.stderr and "seq_aoti/config.pbtxt" in done.stderr
+        assert "refusing to serve" in done.stderr and f"{config.parent.name}/config.pbtxt" in done.stderr
     finally:
         config.write_bytes(original)
 
