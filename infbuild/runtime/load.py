@@ -128,7 +128,7 @@ class Model:
             self._names_problem(given)
         arrays = {name: _as_array(self.recipe, name, given[name]) for name in self._names}
         self._check_shapes(arrays)
-        return {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+        return arrays
 
     def _names_problem(self, given: Mapping[str, Any]) -> None:
         missing = [n for n in self.inputs if n not in given]

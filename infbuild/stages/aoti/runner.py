@@ -36,20 +36,18 @@ class AotiRunner:
         self._direct = _direct_call(self.model, list(input_dtypes))
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        if self.device == "cpu":  # numpy arrays become tensors without a copy (a cast where the dtypes differ)
-            tensors = {name: _tensor(torch, value, self.dtypes[name]) for name, value in inputs.items()}
-        else:
-            tensors = self._tensors(inputs)
+        torch, tensors = self.torch, self._tensors(inputs)
         with torch.inference_mode():
             result = self._direct(tensors) if self._direct else self.model(**tensors)
         values = [result] if isinstance(result, torch.Tensor) else list(result)
-        return {name: _array(torch, t) for name, t in zip(self.outputs, values)}
+        return {name: to_numpy(t) for name, t in zip(self.outputs, values)}
 
     def _tensors(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        torch = self.torch
-        return {name: torch.from_numpy(np.ascontiguousarray(value)).to(self.device, self.dtypes[name])
-                for name, value in inputs.items()}
+        """The inputs as tensors on the package's device: on the CPU without a copy (a cast where dtypes differ)."""
+        torch, device = self.torch, self.device
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
+        return {name: t if t.dtype == self.dtypes[name] and device == "cpu" else t.to(device, self.dtypes[name])
+                for name, t in tensors.items()}
 
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         torch, tensors, run = self.torch, self._tensors(inputs), self._direct or (lambda t: self.model(**t))
@@ -58,15 +56,6 @@ class AotiRunner:
             with torch.inference_mode():
                 return run(tensors)
         return call
-
-
-def _tensor(torch: Any, value: np.ndarray, dtype: Any) -> Any:
-    tensor = torch.from_numpy(value if value.flags.c_contiguous else np.ascontiguousarray(value))
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
-
-
-def _array(torch: Any, tensor: Any) -> np.ndarray:
-    return tensor.numpy() if not tensor.is_cuda and tensor.dtype != torch.bfloat16 else to_numpy(tensor)
 
 
 def _direct_call(model: Any, names: list[str]) -> Callable[[dict[str, Any]], Any] | None:

@@ -70,11 +70,11 @@ class HeldOut:
 
     def __init__(self, recipe: Recipe, fp32: Path, names: list[str]) -> None:
         self.batches = _opt_batches(recipe, names, HELD_OUT_SEED, HELD_OUT)
-        session = _session(fp32)
+        session = cpu_session(fp32)
         self.want = [session.run(None, batch) for batch in self.batches]
 
     def error(self, model: Path) -> float:
-        session = _session(model)
+        session = cpu_session(model)
         worst = 0.0
         for batch, want in zip(self.batches, self.want):
             for got, ref in zip(session.run(None, batch), want):
@@ -84,7 +84,8 @@ class HeldOut:
         return worst
 
 
-def _session(model: Path) -> Any:
+def cpu_session(model: Path) -> Any:
+    """An onnxruntime CPU session, quiet (it raises when the graph is one onnxruntime refuses)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -99,7 +100,7 @@ def quantize_static_within(prepared: Path, dest: Path, scratch: Path, recipe: Re
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibration, target = options["calibration"], options["static_error_target"]
-    names = [i.name for i in _session(prepared).get_inputs()]
+    names = [i.name for i in cpu_session(prepared).get_inputs()]
     samples, from_reference = calibration_samples(recipe, reference, names, calibration != "minmax",
                                                   int(options["calibration_batches"]))
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

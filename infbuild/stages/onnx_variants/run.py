@@ -73,11 +73,9 @@ def _packed_attention(model: Any) -> None:
 def _loadable(model: Path) -> None:
     """A graph transform's result must load in onnxruntime (a rewrite can leave a graph it refuses: then the
     variant is declined here, with onnxruntime's reason, not failed in verify)."""
-    import onnxruntime as ort
+    from .calibrate import cpu_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    cpu_session(model)
 
 
 def _preprocessed(source: Path, scratch: Path) -> Path:
