@@ -121,6 +121,10 @@ class Stage:
         """How its tools' versions enter its key (default: exactly)."""
         return dict(versions)
 
+    def recorded_parameters(self, folder: Path) -> int:
+        """The model's parameter count as this built stage recorded it (0: it records none), for memory estimates."""
+        return 0
+
     def stale(self, stamp: Stamp) -> str | None:
         """A reason beyond its key that a stamped build of it must be redone (None: up to date)."""
         return None

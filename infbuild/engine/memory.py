@@ -6,7 +6,6 @@ died leaves nothing reserved."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 from contextlib import contextmanager
@@ -45,12 +44,7 @@ def expected_mb(p: PlannedStage, root: Path, siblings: dict[str, PlannedStage]) 
         weights = (root / p.recipe.model.weights).stat().st_size
     else:
         for sibling in siblings.values():
-            if sibling.stage.covers_model:
-                try:
-                    program = json.loads((sibling.folder / "program.json").read_text(encoding="utf-8"))
-                    weights = int(program.get("parameters", 0)) * 4
-                except (OSError, ValueError, TypeError):
-                    pass
+            weights = max(weights, 4 * sibling.stage.recorded_parameters(sibling.folder))
     return BASE_MB + 3 * weights // (1 << 20)
 
 

@@ -18,6 +18,7 @@ from ..errors import FieldError, StageFailed
 from ..recipe import Recipe
 from ..recipe_load import not_factory_module
 from ..runtime.backends import NUMPY_DTYPES
+from .export.info import SAVED
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
                 "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
@@ -282,18 +283,15 @@ def export_program(recipe: Recipe, model: torch.nn.Module, example: dict[str, to
     return program
 
 
-PROGRAM_FILE = "program.pt2"  # the export stage's program (torch.export.save), read by the fp32 CPU model stages
-
-
 def saved_program(upstream: Mapping[str, Path]) -> torch.export.ExportedProgram | None:
     """The export stage's program, when the stage reads one (its files were rehashed before the worker started):
     the model stages compile what was exported once instead of building and exporting the model again."""
     folder = upstream.get("export")
-    if folder is None or not (folder / PROGRAM_FILE).is_file():
+    if folder is None or not (folder / SAVED).is_file():
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.export.load(folder / PROGRAM_FILE)
+        return torch.export.load(folder / SAVED)
 
 
 def exported_input_dims(program: torch.export.ExportedProgram) -> dict[str, list[Any]]:

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -141,28 +140,6 @@ def write(out: Path, models: list[Served]) -> None:
                 shutil.copyfile(source, path)
 
 
-def read_reference(reference: Path) -> dict[str, Any]:
-    """The reference stage's ``reference.json``: each sample's input and output shapes."""
-    meta: dict[str, Any] = json.loads((reference / "reference.json").read_text(encoding="utf-8"))
-    return meta
-
-
-def output_tensors(reference: Path, meta: Mapping[str, Any], outputs: tuple[str, ...]) -> list[Tensor]:
-    """Outputs' dtypes (from the opt sample) and shapes, -1 where they differ between the reference samples."""
-    import numpy as np
-
-    with np.load(reference / "opt.npz") as opt:
-        dtypes = {n: str(opt[f"output.{n}"].dtype) for n in outputs}
-    tensors = []
-    for name in outputs:
-        shapes = [tuple(entry["outputs"][name]) for entry in meta["shapes"].values()]
-        rank = len(shapes[0])
-        dims = tuple(shapes[0][axis] if all(len(s) == rank and s[axis] == shapes[0][axis] for s in shapes) else -1
-                     for axis in range(rank))
-        tensors.append(Tensor(name, dtypes[name], dims))
-    return tensors
-
-
 def input_tensors(recipe: Any, dtype: Callable[[str], str], names: list[str] | None = None) -> list[Tensor]:
     """The recipe's inputs (those of ``names`` where the artifact's graph keeps fewer), -1 for dynamic dims."""
     return [Tensor(i.name, dtype(i.name), tuple(s if isinstance(s, int) else -1 for s in i.shape))  # a dim ranges
@@ -180,13 +157,6 @@ def onnx_io(model: Path) -> tuple[dict[str, str], dict[str, str]]:
         return ONNX_TYPES.get(value.type.tensor_type.elem_type, "float32")
 
     return ({v.name: kind(v) for v in graph.input if v.name not in initializers}, {v.name: kind(v) for v in graph.output})
-
-
-def reference_batches(recipe: Any, meta: Mapping[str, Any]) -> list[tuple[int, dict[str, tuple[int, ...]]]]:
-    """(batch size, output shapes) at each reference sample (to check that the outputs batch)."""
-    first = recipe.inputs[0].name
-    return [(entry["inputs"][first][0], {n: tuple(s) for n, s in entry["outputs"].items()})
-            for entry in meta["shapes"].values() if entry["inputs"].get(first)]
 
 
 def python_parameters(recipe: str, target: str, artifact: str, python_env: str | None) -> dict[str, str]:

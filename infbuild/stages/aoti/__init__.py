@@ -1,7 +1,6 @@
 """aoti: an AOTInductor package (model.pt2) compiled for this target's CPU or GPU."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -10,6 +9,7 @@ from ...recipe import Recipe
 from ...section import Section, declare
 from ...stage import Placement, Stage, register
 from ..common import export_fields
+from .info import INFO, AotiInfo
 
 if TYPE_CHECKING:
     from ...host import Host
@@ -18,10 +18,8 @@ if TYPE_CHECKING:
 class AotiStage(Stage):
     def artifact_device(self, folder: Path, default: str) -> str:
         """aoti.json records the device the package was compiled for."""
-        try:
-            return str(json.loads((folder / "aoti.json").read_text(encoding="utf-8"))["device"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return default
+        info = AotiInfo.read(folder)
+        return info.device if info else default
 
     def placement(self, recipe: Recipe, host: Host) -> Placement:
         from ...host import NO_GPU
@@ -47,5 +45,5 @@ SECTION: Section[AotiOptions] = declare(Section(path=("stages", "aoti"), schema_
 
 STAGE = register(AotiStage(
     "aoti", 3, "device", "compile an AOTInductor package (model.pt2) for this target",
-    Outputs(("model.pt2", "aoti.json")), tools=("torch",),
+    Outputs(("model.pt2", INFO)), tools=("torch",),
     fields=lambda r: {**export_fields(r), "options": SECTION.of(r)}, needs=("export",), reads_model=True, backend="aoti"))

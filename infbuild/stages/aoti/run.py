@@ -1,7 +1,6 @@
 """aoti stage: torch.export + AOTInductor into a model.pt2 package for this target (cpu or cuda)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -16,6 +15,7 @@ from ..model import build_model, export_program, reduced_precision, saved_progra
 from ..request import Job
 from ..samples import sample_inputs
 from . import SECTION
+from .info import AotiInfo
 
 # Inputs are validated by infbuild's runtime; without this AOTI's own optional check rejects a lower bound of 1.
 DEFAULT_INDUCTOR_CONFIGS = {"aot_inductor.check_lowerbound": False}
@@ -74,8 +74,6 @@ def build(job: Job, dtype: torch.dtype | None = None) -> None:
             compile_and_package(program, path, configs, out / ".aoti-build")
     except Exception as exc:
         raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
-    info = {"device": device, "torch": torch.__version__, "inductor_configs": configs,
-            **({"compute_dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}),
-            "cpu_isa_env": os.environ.get("AOTI_CPU_ISA")}
-    (out / "aoti.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    AotiInfo(device, torch.__version__, configs, str(dtype).removeprefix("torch.") if dtype is not None else None,
+             os.environ.get("AOTI_CPU_ISA")).write(out)
     print(f"[aoti] wrote {path.name} ({path.stat().st_size} bytes) in {time.perf_counter() - started:.1f}s", flush=True)

@@ -83,12 +83,12 @@ def _direct_call(model: Any, names: list[str]) -> Callable[[dict[str, Any]], Any
 def _refuse_other_torch(folder: Path, running: str) -> None:
     """An AOTInductor package runs only with the torch release that compiled it (aoti.json records it): another one
     (a serving image's, an upgraded environment's) is refused with both versions, before anything is loaded."""
-    import json
+    from .info import AotiInfo
 
-    try:
-        built = str(json.loads((folder / "aoti.json").read_text(encoding="utf-8"))["torch"])
-    except (OSError, ValueError, KeyError, TypeError):
+    info = AotiInfo.read(folder)
+    if info is None:
         return  # the stamp already vouches for aoti.json; an older package without the field is loaded as before
+    built = info.torch
     if built.split("+")[0] != running.split("+")[0]:
         raise ArtifactError(f"the AOTInductor package {folder / 'model.pt2'} was compiled with torch {built}; this "
                             f"process has torch {running}: rebuild it with this torch (doit build)")

@@ -9,6 +9,7 @@ from ...recipe import Recipe
 from ...stage import Placement, register
 from ..aoti import SECTION as AOTI
 from ..aoti import AotiStage
+from ..aoti.info import INFO
 from ..common import export_fields
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _fields(precision: str) -> Callable[[Recipe], dict[str, Any]]:
 for _precision in ("bf16", "fp16"):
     register(AotiVariant(
         f"aoti_{_precision}", 1, "device", f"compile an AOTInductor package computing in {_precision} (fp32 in and out)",
-        Outputs(("model.pt2", "aoti.json")), tools=("torch",),
+        Outputs(("model.pt2", INFO)), tools=("torch",),
         fields=_fields(_precision),
         needs=("export",), reads_model=True, backend="aoti", variant=_precision, precision=_precision, module="aoti_variants",
         runner_of="aoti"))

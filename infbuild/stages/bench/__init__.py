@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ...folder import Outputs
 from ...options import BenchOptions
 from ...recipe import Recipe
-from ...reports import BenchReport, VerifyReport
+from ...reports import REPORT, BenchReport, VerifyReport
 from ...section import Add, Section, declare, obj
 from ...stage import Stage, UpstreamMissing, register
 from ...stamp import Stamp
@@ -81,7 +81,7 @@ SECTION: Section[BenchOptions] = declare(Section(path=("bench",), schema_file=Pa
 
 STAGE = register(BenchStage(
     "bench", 4, "device", "time verified artifacts and eager/torch.compile baselines; pick the fastest (preferred)",
-    Outputs(("report.json", "report.md", "latency.png", "pareto.png")),
+    Outputs((REPORT, "report.md", "latency.png", "pareto.png")),
     tools=("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),
     fields=lambda r: {"bench": r.bench, "backends": list(r.backends), **model_fields(r), **variant_fields(r)},
     needs=("export", "verify"),

@@ -4,21 +4,23 @@ digest instead of the model's source text: a comment or docstring edit re-export
 as Bazel does for an action whose output is unchanged)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ...folder import Outputs
 from ...stage import Stage, register
 from ...stamp import Stamp
 from ..common import export_fields
-
-PROGRAM = "program.json"
-SAVED = "program.pt2"  # torch.export.save of the same program (its bytes are not what dependents key on)
+from .info import PROGRAM, SAVED, parameter_count
 
 
 class ExportStage(Stage):
     def dependent_view(self, stamp: Stamp) -> dict[str, Any]:
         """Its dependents read what the program is (program.json is deterministic), not why it was exported."""
         return {"program": stamp.files.get(PROGRAM, {}).get("sha256")}
+
+    def recorded_parameters(self, folder: Path) -> int:
+        return parameter_count(folder)
 
 
 STAGE = register(ExportStage(

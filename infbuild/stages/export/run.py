@@ -2,14 +2,14 @@
 stages compile) and its digest (program.json, what their keys read)."""
 from __future__ import annotations
 
-import json
 import time
 
 import torch
 
-from ..model import PROGRAM_FILE, build_model, export_program, to_torch, trace_shapes
+from ..model import build_model, export_program, to_torch, trace_shapes
 from ..request import Job
 from ..samples import sample_inputs
+from .info import SAVED, ProgramInfo
 from .program import program_digest
 
 
@@ -20,8 +20,7 @@ def run(job: Job) -> None:
     started = time.perf_counter()
     program = export_program(recipe, model, example)
     digest = program_digest(program)
-    torch.export.save(program, out / PROGRAM_FILE)
-    (out / "program.json").write_text(json.dumps({**digest, "torch": torch.__version__}, indent=2, sort_keys=True)
-                                      + "\n", encoding="utf-8")
+    torch.export.save(program, out / SAVED)
+    ProgramInfo(**digest, torch=torch.__version__).write(out)
     print(f"[export] {recipe.name}: program {digest['digest'][:12]} ({digest['nodes']} nodes, {digest['parameters']} "
           f"parameters) in {time.perf_counter() - started:.1f}s", flush=True)

@@ -8,6 +8,7 @@ from ...folder import Outputs
 from ...section import Section, declare
 from ...stage import Stage, register
 from ..common import export_fields
+from .info import INFO
 
 
 class OnnxOptions(TypedDict):
@@ -21,6 +22,6 @@ SECTION: Section[OnnxOptions] = declare(Section(path=("stages", "onnx"), schema_
 
 STAGE = register(Stage(  # also planned for the stages that need it (TensorRT)
     "onnx", 4, "portable", "export the model to ONNX (torch.onnx.export, dynamo) with the recipe's named dims",
-    Outputs(("model.onnx", "export.json"), ("model.onnx.data", "model.graph.onnx")),
+    Outputs(("model.onnx", INFO), ("model.onnx.data", "model.graph.onnx")),
     tools=("torch", "onnx", "onnxscript"), fields=lambda r: {**export_fields(r), "options": SECTION.of(r)},
     needs=("export",), reads_model=True, backend="onnxruntime"))

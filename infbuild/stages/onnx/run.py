@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ from ..model import build_model, check_dynamic_axes, dynamic_shapes, saved_progr
 from ..request import Job
 from ..samples import sample_inputs
 from . import SECTION
+from .info import ExportInfo
 
 
 def _without_weights(proto: Any) -> Any:
@@ -132,16 +132,13 @@ def run(job: Job) -> None:
     if note:
         print(f"[onnx] note: {note}", flush=True)
     graph = _without_weights(proto)
-    report = {
-        "opset_requested": options["opset"], "opset": opset, "external_data": external,
-        "external_data_requested": options["external_data"],
-        "inputs": {v.name: dims_of(v) for v in proto.graph.input},
-        "outputs": {v.name: dims_of(v) for v in proto.graph.output},
-        "nodes": len(proto.graph.node), "initializers": len(proto.graph.initializer),
-        "torch": torch.__version__, "onnx": onnx.__version__,
-        "graph_sha256": hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest(),
-    }
-    (out / "export.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    ExportInfo(opset_requested=options["opset"], opset=opset, external_data=external,
+               external_data_requested=options["external_data"],
+               inputs={v.name: dims_of(v) for v in proto.graph.input},
+               outputs={v.name: dims_of(v) for v in proto.graph.output},
+               nodes=len(proto.graph.node), initializers=len(proto.graph.initializer),
+               torch=torch.__version__, onnx=onnx.__version__,
+               graph_sha256=hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()).write(out)
     if options["graph_only"]:
         onnx.save(graph, str(out / "model.graph.onnx"))
     print(f"[onnx] wrote {path.name} ({path.stat().st_size} bytes, opset {opset}, {len(proto.graph.node)} nodes) "

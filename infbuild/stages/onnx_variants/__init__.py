@@ -5,7 +5,6 @@ own, reading the model.onnx of the chain one link shorter, so chains share the l
 reuse the ``onnx`` stage's export; the onnx backend's runner runs them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -13,6 +12,7 @@ from ...folder import Outputs
 from ...recipe import Recipe
 from ...section import Section, declare
 from ...stage import Placement, Stage, register
+from .info import INFO, declined_in
 
 if TYPE_CHECKING:
     from ...host import Host
@@ -26,15 +26,7 @@ class OnnxVariant(Stage):
 
     def declined(self, folder: Path) -> str | None:
         """Why onnxruntime's tools could not build this variant of this graph (recorded in variant.json)."""
-        return self.declined_in(folder)
-
-    @staticmethod
-    def declined_in(folder: Path) -> str | None:
-        try:
-            failed = json.loads((folder / "variant.json").read_text(encoding="utf-8")).get("failed")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return str(failed) if failed else None
+        return declined_in(folder)
 
     def hardware(self, recipe: Recipe, fingerprint: Any, device: str) -> dict[str, Any]:
         """A graph transform (fusion, dynamic int8 quantisation) depends on nothing of the host; an offline-optimised
@@ -95,7 +87,7 @@ SECTION: Section[OnnxVariantOptions] = declare(Section(
               "calibration": "minmax", "calibration_batches": 8, "static_error_target": 0.02,
               "int8_after": ["onnxscript_fused"]},
     more_variants=_more_variants))
-OUTPUTS = Outputs(("variant.json",), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
+OUTPUTS = Outputs((INFO,), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
 DOCS = {
     "optimized": ("fp32", "the ONNX graph optimised offline by onnxruntime (SessionOptions.optimized_model_filepath)"),
     "fused": ("fp32", "transformer fusion (onnxruntime.transformers.optimizer): attention, layer norm, GELU fused"),

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from ...recipe import Recipe
+from ..reference.layout import sample_inputs_in
 from ..samples import sample_inputs
 
 CALIBRATION_SEED = 10_000
@@ -53,9 +54,7 @@ def calibration_samples(recipe: Recipe, reference: Path, names: list[str], same_
     """(the samples, how many of them come from the reference stage). ``same_shapes``: only samples shaped like
     the opt one (histogram calibrators stack their outputs)."""
     samples: list[dict[str, np.ndarray]] = []
-    for npz in sorted(reference.glob("*.npz"), key=lambda path: (path.name != "opt.npz", path.name)):
-        with np.load(npz) as data:
-            feed = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
+    for feed in sample_inputs_in(reference):
         sample = {name: feed[name] for name in names if name in feed}
         if same_shapes and samples and _shapes(sample) != _shapes(samples[0]):
             continue

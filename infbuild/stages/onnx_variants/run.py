@@ -2,16 +2,17 @@
 stage's export or the chain one link shorter (in the worker)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ...errors import StageFailed
 from ..request import Job
 from . import SECTION, source_stage
+from .info import VariantInfo, declined_in
 
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -115,8 +116,9 @@ def run(job: Job) -> None:
     link, before = variant.split("+")[-1], source_stage(variant)
     options = SECTION.of(job.recipe)
     source, dest = job.upstream[before] / "model.onnx", job.out / "model.onnx"
-    info: dict[str, Any] = {"variant": variant, **({"chain": variant.split("+"), "source": before}
-                                                   if before != "onnx" else {})}
+    chained = before != "onnx"
+    info = VariantInfo(variant, chain=variant.split("+") if chained else None, source=before if chained else None)
+    details = info.details
     if not source.is_file():  # the link before could not be built for this graph: neither can the chain
         _declined(job, info, f"its link {before} was declined: {_declined_reason(job.upstream[before])}")
         return
@@ -132,14 +134,14 @@ def run(job: Job) -> None:
     try:
         if link == "optimized":
             _optimized(source, dest, options["optimization_level"])
-            info["optimization_level"] = options["optimization_level"]
+            details["optimization_level"] = options["optimization_level"]
         elif link == "fused":
-            info["fused"] = _fused(source, dest, options["fusion_model_type"], options["optimization_level"])
-            info["model_type"] = options["fusion_model_type"]
+            details["fused"] = _fused(source, dest, options["fusion_model_type"], options["optimization_level"])
+            details["model_type"] = options["fusion_model_type"]
         elif link == "onnxscript_fused":
-            info["fused"] = _onnxscript_fused(source, dest)
+            details["fused"] = _onnxscript_fused(source, dest)
         elif link in ("int8_dynamic", "int8_static"):
-            info.update(_int8(source, dest, scratch, link == "int8_static", job, options))
+            details.update(_int8(source, dest, scratch, link == "int8_static", job, options))
         elif link == "fp16":
             _fp16(source, dest)
         else:
@@ -160,25 +162,18 @@ def run(job: Job) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     import onnxruntime
 
-    info.update(onnxruntime=onnxruntime.__version__, bytes=dest.stat().st_size,
-                source_bytes=source.stat().st_size, seconds=round(time.perf_counter() - started, 3))
-    _write_info(job.out, info)
-    print(f"[{job.stage}] wrote {dest.name}: {info['bytes']} bytes ({before}: {info['source_bytes']}) in "
-          f"{info['seconds']:.1f}s", flush=True)
+    info = replace(info, onnxruntime=onnxruntime.__version__, bytes=dest.stat().st_size,
+                   source_bytes=source.stat().st_size, seconds=round(time.perf_counter() - started, 3))
+    info.write(job.out)
+    print(f"[{job.stage}] wrote {dest.name}: {info.bytes} bytes ({before}: {info.source_bytes}) in "
+          f"{info.seconds:.1f}s", flush=True)
 
 
-def _declined(job: Job, info: dict[str, Any], why: str) -> None:
-    info["failed"] = why
-    print(f"[{job.stage}] {job.recipe.name}: onnxruntime could not build the {info['variant']} variant "
+def _declined(job: Job, info: VariantInfo, why: str) -> None:
+    print(f"[{job.stage}] {job.recipe.name}: onnxruntime could not build the {info.variant} variant "
           f"({why[:300]}); recorded, the recipe's other artifacts go on", flush=True)
-    _write_info(job.out, info)
+    replace(info, failed=why).write(job.out)
 
 
 def _declined_reason(folder: Path) -> str:
-    from . import OnnxVariant
-
-    return OnnxVariant.declined_in(folder) or "no model.onnx"
-
-
-def _write_info(out: Path, info: dict[str, Any]) -> None:
-    (out / "variant.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return declined_in(folder) or "no model.onnx"

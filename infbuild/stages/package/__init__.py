@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
-from ...jsonio import read_mapping
 from ...options import PackageOptions
 from ...recipe import Recipe
 from ...section import Add, Section, declare, obj
@@ -13,6 +12,7 @@ from ...stage import Placement, Stage, files_view, register
 from ...stamp import Stamp
 from ..common import io_fields
 from ..verify import variant_fields, verified_artifacts
+from .image_info import IMAGE, ImageInfo
 
 if TYPE_CHECKING:
     from ...host import Host
@@ -48,8 +48,8 @@ class PackageStage(Stage):
         return selection(recipe.to_dict(), {name: folder for name, (folder, _) in upstream.items()})
 
     def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
-        image = read_mapping(folder / "image.json")
-        target_entry["image"] = {k: image.get(k) for k in ("reference", "digest", "builder", "size", "pushed")}
+        image = ImageInfo.read(folder)
+        target_entry["image"] = image.index() if image else dict.fromkeys(("reference", "digest", "builder", "size", "pushed"))
 
 
 DEFAULTS: dict[str, Any] = {  # the package options but image and version (required in the recipe)
@@ -97,7 +97,7 @@ SECTION: Section[PackageOptions] = declare(Section(path=("package",), schema_fil
 
 STAGE = register(PackageStage(
     "package", 2, "device", "package the target's artifacts into a container image <image>:<version>-<target>",
-    Outputs(("image.json",), ("Dockerfile", "oci/*", "provenance.sigstore.json")), tools=("docker",),
+    Outputs((IMAGE,), ("Dockerfile", "oci/*", "provenance.sigstore.json")), tools=("docker",),
     fields=lambda r: {"package": {k: v for k, v in (r.package or {}).items()  # serve: files is the default of old
                                   if k != "registry" and (k, v) != ("serve", "files")},
                       "backends": list(r.backends), **io_fields(r), **variant_fields(r)},

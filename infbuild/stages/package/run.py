@@ -13,6 +13,7 @@ from ...signing import image as signed_image
 from ...stamp import read_stamp
 from ..request import Job
 from ..triton import REPOSITORY
+from .image_info import ImageInfo
 
 PROVENANCE_FILE = "provenance.sigstore.json"
 
@@ -69,7 +70,8 @@ def run(job: Job) -> None:
             _ship(job, image, info, fingerprint=fingerprint, started=started)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    (out / "image.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    named = ("reference", "builder", "pushed", "digest", "size")
+    ImageInfo(**{k: info[k] for k in named}, details={k: v for k, v in info.items() if k not in named}).write(out)
     print(f"[package] {reference}: {info['digest']} ({info['size']} bytes)", flush=True)
 
 

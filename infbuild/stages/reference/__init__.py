@@ -9,6 +9,7 @@ from ...section import Section, declare
 from ...stage import Stage, register
 from ...stamp import Stamp
 from ..common import model_fields
+from .layout import META, OPT
 
 
 class ReferenceStage(Stage):
@@ -27,6 +28,6 @@ SECTION: Section[ReferenceOptions] = declare(Section(
 
 STAGE = register(ReferenceStage(
     "reference", 1, "portable", "capture sample inputs and eager PyTorch outputs at the min/opt/max shapes",
-    Outputs(("reference.json", "opt.npz"), ("*.npz",)), tools=("torch",),
+    Outputs((META, OPT), ("*.npz",)), tools=("torch",),
     fields=lambda r: {**model_fields(r), "options": SECTION.of(r)}, needs=("export",),
     reads_model=True))

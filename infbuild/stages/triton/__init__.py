@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...folder import Outputs
-from ...jsonio import read_mapping
 from ...options import TritonOptions
 from ...recipe import BACKENDS, Recipe, leading_dim
 from ...section import Add, Section, declare, obj
@@ -14,11 +13,11 @@ from ...stage import Stage, files_view, register
 from ...stamp import Stamp
 from ..common import io_fields
 from ..verify import verified_artifacts
+from .summary import SUMMARY, TritonSummary
 
 if TYPE_CHECKING:
     from ...stage import PlannedStage
 
-SUMMARY = "triton.json"
 REPOSITORY = "repository"
 
 
@@ -50,9 +49,9 @@ class TritonStage(Stage):
         return {"served": chosen, "reference": files_view(upstream["reference"][1]), **({"fleet": fleet} if fleet else {})}
 
     def index(self, folder: Path, stamp: Stamp, recipe_entry: dict[str, Any], target_entry: dict[str, Any]) -> None:
-        summary = read_mapping(folder / SUMMARY)
+        summary = TritonSummary.read(folder)
         target_entry["triton"] = {"repository": f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}/{REPOSITORY}",
-                                  "models": summary.get("models") or {}}
+                                  "models": summary.models if summary else {}}
 
 
 DEFAULTS: dict[str, Any] = {"artifacts": "preferred", "onnxruntime": "native", "dynamic_batching": True,

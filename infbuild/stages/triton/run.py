@@ -2,7 +2,6 @@
 ``triton.json``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,17 @@ from ...triton.repository import (
     input_tensors,
     model_names,
     onnx_io,
-    output_tensors,
     pick_engines,
     python_parameters,
-    read_reference,
-    reference_batches,
     require,
     served_by,
     tensorrt_model,
     write,
 )
+from ..reference.layout import Reference
 from ..request import Job
-from . import REPOSITORY, SUMMARY
+from . import REPOSITORY
+from .summary import TritonSummary
 
 
 def run(job: Job) -> None:
@@ -41,16 +39,14 @@ def run(job: Job) -> None:
     options, data = recipe.triton, recipe.to_dict()
     chosen = contents.selection(data, upstream, include=options["artifacts"])
     require(chosen, recipe.name, target)
-    meta = read_reference(upstream["reference"])
-    outputs = output_tensors(upstream["reference"], meta, recipe.outputs)
-    batch = batching(options, recipe.batch_dim(), reference_batches(recipe, meta))
+    reference = Reference.read(upstream["reference"])
+    outputs = output_tensors(reference, recipe.outputs)
+    batch = batching(options, recipe.batch_dim(), reference_batches(recipe, reference))
     names = model_names(options.get("name") or recipe.name, list(chosen["artifacts"]), chosen["preferred"])
     models = [_model(job, names[artifact], artifact, art, chosen, outputs, batch)
               for artifact, art in chosen["artifacts"].items()]
     write(out / REPOSITORY, models)
-    summary = {"preferred": chosen["preferred"], "target": target, "version": options["version"],
-               "models": {m.name: m.summary() for m in models}}
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    TritonSummary(chosen["preferred"], target, options["version"], {m.name: m.summary() for m in models}).write(out)
     for model in models:
         print(f"[triton] {recipe.name}: model {model.name} serves {model.artifact} ({model.platform}, "
               f"max_batch_size {model.config.batching.max_batch_size})", flush=True)
@@ -121,3 +117,23 @@ def _engines(job: Job, name: str, artifact: str, art: dict[str, Any], outputs: l
     inputs = input_tensors(recipe, {i.name: i.dtype for i in recipe.inputs}.__getitem__)
     return tensorrt_model(name, artifact, engines, own=cc, inputs=inputs, outputs=outputs, batch=batch,
                           instances=recipe.triton["instances"], version=str(recipe.triton["version"]))
+
+
+def output_tensors(reference: Reference, outputs: tuple[str, ...]) -> list[Tensor]:
+    """Outputs' dtypes (from the opt sample) and shapes, -1 where they differ between the reference samples."""
+    dtypes = reference.output_dtypes(outputs)
+    tensors = []
+    for name in outputs:
+        shapes = [tuple(entry.outputs[name]) for entry in reference.shapes.values()]
+        rank = len(shapes[0])
+        dims = tuple(shapes[0][axis] if all(len(s) == rank and s[axis] == shapes[0][axis] for s in shapes) else -1
+                     for axis in range(rank))
+        tensors.append(Tensor(name, dtypes[name], dims))
+    return tensors
+
+
+def reference_batches(recipe: Any, reference: Reference) -> list[tuple[int, dict[str, tuple[int, ...]]]]:
+    """(batch size, output shapes) at each reference sample (to check that the outputs batch)."""
+    first = recipe.inputs[0].name
+    return [(entry.inputs[first][0], {n: tuple(s) for n, s in entry.outputs.items()})
+            for entry in reference.shapes.values() if entry.inputs.get(first)]

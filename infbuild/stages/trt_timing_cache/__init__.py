@@ -1,7 +1,6 @@
 """trt_timing_cache: this GPU's TensorRT timing cache, filled by one trtexec build (planned for trt_engine)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -9,6 +8,7 @@ from ...folder import Outputs
 from ...recipe import Recipe
 from ...stage import UpstreamMissing, register
 from ...stamp import Stamp
+from ..onnx.info import INFO, graph_digest
 from ..tensorrt import TensorrtStage, trt_fields
 
 
@@ -22,10 +22,10 @@ class TimingCacheStage(TensorrtStage):
 
 
 def _graph_digest(onnx_folder: Path) -> str:
-    try:
-        return str(json.loads((onnx_folder / "export.json").read_text(encoding="utf-8"))["graph_sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UpstreamMissing(f"onnx (no graph digest in export.json: {exc})") from None
+    digest = graph_digest(onnx_folder)
+    if digest is None:
+        raise UpstreamMissing(f"onnx (no graph digest in {onnx_folder / INFO})")
+    return digest
 
 
 STAGE = register(TimingCacheStage(

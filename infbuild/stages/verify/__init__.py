@@ -8,7 +8,7 @@ from ... import stage as registry
 from ...folder import Outputs
 from ...options import VerifyOptions
 from ...recipe import Recipe
-from ...reports import VerifyReport
+from ...reports import REPORT, VerifyReport
 from ...section import Section, declare
 from ...stage import Stage, register
 from ...stamp import Stamp
@@ -84,7 +84,7 @@ SECTION: Section[VerifyOptions] = declare(Section(path=("verify",), schema_file=
 
 STAGE = register(VerifyStage(
     "verify", 2, "device", "run every artifact on the reference inputs and compare with eager PyTorch",
-    Outputs(("report.json", "report.md"), ("failures.txt",)),
+    Outputs((REPORT, "report.md"), ("failures.txt",)),
     tools=("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt"),
     fields=lambda r: {"verify": r.verify, "backends": list(r.backends), "outputs": io_fields(r)["outputs"],
                       **variant_fields(r)},

@@ -1,7 +1,6 @@
 """verify stage: run every artifact on the reference inputs and compare with eager PyTorch's outputs."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from ...recipe import Recipe
 from ...reports import VerifyReport
 from ...runtime.backends import load_backend, unavailable_reason
 from ...stage import artifacts
+from ..reference.layout import Reference
 from ..request import Job
 from . import budget
 
@@ -93,8 +93,8 @@ def _unsupported(message: str) -> bool:
     return any(marker in message for marker in UNSUPPORTED)
 
 
-def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, reference: Path,
-                   meta: dict[str, Any], budget: dict[str, float] | None = None) -> tuple[dict[str, Any], list[str]]:
+def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, reference: Reference,
+                   budget: dict[str, float] | None = None) -> tuple[dict[str, Any], list[str]]:
     """One artifact against every reference sample: (its report entry, its failure lines)."""
     dtypes = {i.name: i.dtype for i in recipe.inputs}
     try:
@@ -105,11 +105,11 @@ def verify_backend(recipe: Recipe, backend: str, folder: Path, device: str, refe
     entry: dict[str, Any] = {"passed": True, "max_abs_err": 0.0, "max_rel_err": 0.0, "shapes": {},
                              "runner": runner.detail}
     failures = []
-    for label in meta["shapes"]:
-        result = check_shape(recipe, runner, *_reference_sample(reference, label), budget=budget)
+    for label, shapes in reference.shapes.items():
+        result = check_shape(recipe, runner, *reference.sample(label), budget=budget)
         if not result["passed"] and _unsupported(result.get("error", "")):
             return _unsupported_entry(recipe, backend, result["error"]), []
-        result["inputs"] = meta["shapes"][label]["inputs"]
+        result["inputs"] = shapes.inputs
         _record(entry, label, result)
         print(f"[verify] {recipe.name} {backend} @ {label}: {_summary(result)}", flush=True)
         if not result["passed"]:
@@ -124,14 +124,6 @@ def _load_failure(recipe: Recipe, backend: str, exc: ArtifactError) -> tuple[dic
         return _unsupported_entry(recipe, backend, str(exc)), []
     return {"passed": False, "error": str(exc), "max_abs_err": float("inf"), "max_rel_err": float("inf")}, \
         [f"{backend}: {exc}"]
-
-
-def _reference_sample(reference: Path, label: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One reference sample's (inputs, expected outputs)."""
-    with np.load(reference / f"{label}.npz") as data:
-        inputs = {k[len("input."):]: data[k] for k in data.files if k.startswith("input.")}
-        expected = {k[len("output."):]: data[k] for k in data.files if k.startswith("output.")}
-    return inputs, expected
 
 
 def _record(entry: dict[str, Any], label: str, result: dict[str, Any]) -> None:
@@ -191,17 +183,17 @@ def markdown(recipe: Recipe, results: dict[str, Any]) -> str:
 
 
 def run(job: Job) -> list[str]:
-    meta = json.loads((job.upstream["reference"] / "reference.json").read_text(encoding="utf-8"))
+    reference = Reference.read(job.upstream["reference"])
     results: dict[str, Any] = {}
     failures: list[str] = []
     for artifact in job.recipe.artifacts():
-        results[artifact], failed = _verify(job, artifact, meta)
+        results[artifact], failed = _verify(job, artifact, reference)
         failures += failed
     _write_reports(job.recipe, job.out, results, failures)
     return failures
 
 
-def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _verify(job: Job, backend: str, reference: Reference) -> tuple[dict[str, Any], list[str]]:
     """One artifact's (report entry, failure lines); one that cannot be verified here is recorded as such."""
     stage = artifacts()[backend]
     if stage.name in job.failed:
@@ -220,8 +212,7 @@ def _verify(job: Job, backend: str, meta: dict[str, Any]) -> tuple[dict[str, Any
         print(f"[verify] {job.recipe.name} {backend}: not verifiable here ({unavailable})", flush=True)
         return {"passed": None, "status": f"not verifiable here: {unavailable}"}, []
     limits = budget(job.recipe, stage.precision) if stage.precision != "fp32" else None
-    entry, failures = verify_backend(job.recipe, backend, job.upstream[stage.name], job.device, job.upstream["reference"],
-                                     meta, limits)
+    entry, failures = verify_backend(job.recipe, backend, job.upstream[stage.name], job.device, reference, limits)
     _summarize_errors(entry)
     if stage.variant is None:
         return entry, failures
