@@ -2,24 +2,22 @@
 has one owner here, with its writer and its reader; nobody else opens them."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from . import jsonio
 
 REPORT = "report.json"
 
 
 def _read(folder: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((folder / REPORT).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
+    data = jsonio.read_or_none(folder / REPORT)
     return data if isinstance(data, dict) else None
 
 
 def _write(folder: Path, data: dict[str, Any]) -> None:
-    (folder / REPORT).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    jsonio.write_atomic(folder / REPORT, data, durable=False)
 
 
 @dataclass(frozen=True)

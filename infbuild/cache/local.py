@@ -4,15 +4,15 @@ hold stamps. Restores link blobs into the stage folder where the file system all
 first entry written for a key stays (later writers adopt it); gc takes an exclusive lock, writers a shared one."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from ..filelock import flocked
 from .entry import BadEntry, Wanted, check_stamp, read_entry_json
 from .links import LINK_TYPES, check_file, place
 
@@ -27,15 +27,8 @@ class LocalCache:
         self.placed: dict[str, str] = {}  # file -> the link type the last restore used for it
         self.name = f"local:{path}"
 
-    @contextmanager
-    def _lock(self, exclusive: bool) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self, exclusive: bool) -> AbstractContextManager[None]:
+        return flocked(self.path / ".lock", shared=not exclusive)
 
     def _blob(self, sha: str) -> Path:
         return self.path / "blobs" / sha[:2] / sha

@@ -5,7 +5,6 @@ still runs, alone. Reservations live in ``artifacts/.infbuild/memory.json`` unde
 died leaves nothing reserved."""
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..console import say
+from ..filelock import flocked
 from ..jsonio import read_mapping, write_atomic
 from ..stage import PlannedStage
 from ..stamp import read_stamp
@@ -97,10 +97,5 @@ def reserved(artifacts: Path, task: str, wanted: int, budget: int, waiting: Call
 
 @contextmanager
 def _locked(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path.with_suffix(".lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            table = read_mapping(path)
-            yield table
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with flocked(path.with_suffix(".lock")):
+        yield read_mapping(path)

@@ -29,7 +29,7 @@ from ..verified import signature_problem
 if TYPE_CHECKING:
     from ..signing.dsse import PublicKey
 from ..runner import Runner
-from .backends import NUMPY_DTYPES, load_backend
+from .backends import NUMPY_DTYPES, load_backend, to_numpy
 
 
 def _summary(fp: dict[str, Any] | None, target: str) -> str:
@@ -171,8 +171,7 @@ class Model:
 def _as_array(recipe: str, name: str, value: Any) -> np.ndarray:
     """An input as a numpy array (torch tensors included); a ragged or non-numeric value is an InputError."""
     if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()
+        value = to_numpy(value)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:

@@ -403,8 +403,3 @@ def flat_outputs(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
 def output_list(result: Any, recipe: Recipe) -> list[torch.Tensor]:
     """The model's outputs in the recipe's order (``result`` of a FlatOutputs model, or anything a model returns)."""
     return list(select_outputs(result, tuple(recipe.outputs)))
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..model import build_model, output_list, shape_labels, to_numpy, to_torch, user_samples
+from ...runtime.backends import to_numpy
+from ..model import build_model, output_list, shape_labels, to_torch, user_samples
 from ..request import Job
 from ..samples import sample_inputs
 from . import SECTION
