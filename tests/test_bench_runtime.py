@@ -224,6 +224,11 @@ def test_the_remembered_shapes_fast_path_still_refuses_bad_inputs(examples_built
             model(x=bad)
     with pytest.raises(InputError, match="dtype float64, expected float32"):
         model(x=good.astype(np.float64))
+    with pytest.raises(InputError, match="dtype >f4, expected float32"):  # same shape, other byte order
+        model(x=good.astype(">f4"))
+    import torch
+
+    np.testing.assert_array_equal(model(x=torch.from_numpy(good))["y"], want)  # a tensor of a remembered shape
     with pytest.raises(InputError, match="missing x; unknown y"):
         model(y=good)
     odd = type("Odd", (), {"shape": [2, 10], "dtype": np.float32})()  # array-like attributes, unhashable shape

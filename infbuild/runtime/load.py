@@ -7,6 +7,7 @@ loudly.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sys
 import warnings
@@ -95,27 +96,38 @@ class Model:
         self.runner = runner
         self.check_finite = check_finite
         self._names = self.inputs.keys()
-        self._floats = [n for n, spec in self.inputs.items() if np.dtype(NUMPY_DTYPES[spec["dtype"]]).kind == "f"]
-        self._checked: set[tuple[Any, ...]] = set()  # (shape, dtype, type) of each input, in call order, seen valid
+        self._dtypes = {name: np.dtype(NUMPY_DTYPES[spec["dtype"]]) for name, spec in self.inputs.items()}
+        self._floats = [n for n, dtype in self._dtypes.items() if dtype.kind == "f"]
+        # Per order the caller names the inputs in: the (shape, dtype) of each, seen valid in that order (numpy
+        # arrays only; up to SHAPES_REMEMBERED in all). A tensor's dtype never equals numpy's: it is checked anew.
+        self._seen: dict[tuple[str, ...], set[tuple[tuple[tuple[int, ...], np.dtype[Any]], ...]]] = {}
+        self._remembered = 0
 
     def __repr__(self) -> str:
         return f"<infbuild Model {self.recipe} {self.backend} on {self.target}>"
 
+    def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
+        return self.runner(self.validate(inputs))
+
     def validate(self, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The inputs as numpy arrays the runner takes, or an InputError naming what is wrong."""
-        try:  # numpy arrays at shapes and dtypes seen valid before: only NaN/inf is left to check
-            key = tuple([(value.shape, value.dtype, type(value)) for value in given.values()]) \
-                if given.keys() == self._names else None
-            seen = key in self._checked
-        except (AttributeError, TypeError):  # not arrays (lists, tensors, objects with odd shapes): the slow path
-            key, seen = None, False
+        # The fast path, in as few steps as possible (after a model call the interpreter runs from cold caches:
+        # each step costs several times what it does in a loop): numpy arrays named in the recipe's order, of its
+        # dtypes, at shapes seen valid before: only NaN/inf is left to check.
+        known = self._seen.get(tuple(given))
+        try:  # one C-level map, no Python frame: (shape, dtype) of each input
+            seen = known is not None and tuple(map(_SHAPE_DTYPE, given.values())) in known
+        except (AttributeError, TypeError):  # not arrays (lists, objects without a hashable shape): the slow path
+            seen = False
         if seen:
             arrays = given if isinstance(given, dict) else dict(given)
         else:
             arrays = self._checked_arrays(given)
-            if key is not None and len(self._checked) < self.SHAPES_REMEMBERED and \
-                    all(type(value) is np.ndarray for value in given.values()):
-                self._checked.add(key)
+            if self._remembered < self.SHAPES_REMEMBERED and all(isinstance(v, np.ndarray) for v in given.values()):
+                seen_here = self._seen.setdefault(tuple(given), set())
+                key = tuple(map(_SHAPE_DTYPE, (arrays[name] for name in given)))  # in the caller's order
+                self._remembered += key not in seen_here
+                seen_here.add(key)
         if self.check_finite:
             for name in self._floats:
                 if not np.isfinite(arrays[name].sum(dtype=np.float64)):
@@ -164,8 +176,6 @@ class Model:
                     raise InputError(f"{self.recipe}: dim {want} is {size} in {name} but {bound[want][0]} in {bound[want][1]}")
                 bound[want] = (size, name)
 
-    def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
-        return self.runner(self.validate(inputs))
 
 
 def _as_array(recipe: str, name: str, value: Any) -> np.ndarray:
@@ -180,6 +190,8 @@ def _as_array(recipe: str, name: str, value: Any) -> np.ndarray:
         raise InputError(f"{recipe}: input {name} is not a numeric array (ragged nesting or mixed types)")
     return array
 
+
+_SHAPE_DTYPE = operator.attrgetter("shape", "dtype")
 
 REPAIR = "rewrite it from the stamps with: doit build (or infbuild verify-artifacts --fix)"
 
