@@ -16,10 +16,10 @@ from typing import Any, Collection
 from . import stage as registry
 from .filelock import flocked
 from .jsonio import read_or_none, write_atomic
+from .manifest_index import MANIFEST
 from .preferred import preference
 from .stamp import read_stamp
 
-MANIFEST = "manifest.json"
 SCHEMA_VERSION = 2
 """2: artifacts may be variants (``onnxruntime:int8_dynamic``) in ``verify``, ``bench`` and ``preferred``, and each
 target lists its ``artifacts`` (stage, backend, variant, precision). 1: backends only."""

@@ -5,13 +5,14 @@ whether it still describes its folder (labels, outputs, sizes, digests) lives he
 """
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, field, fields
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .folder import STAMP, Outputs, unsafe_name
 from .hashing import sha256_file
 from .jsonio import read_or_none
+from .records import from_flat
 
 FileMeta = dict[str, Any]  # {"sha256": hex, "size": bytes}
 
@@ -35,9 +36,8 @@ class Stamp:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Stamp:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in data.items() if k in known},
-                   extra={k: v for k, v in data.items() if k not in known})
+        stamp: Stamp = from_flat(cls, data, "extra")
+        return stamp
 
     def to_json(self) -> dict[str, Any]:
         """The contract's JSON object (optional fields only when set)."""

@@ -2,6 +2,7 @@
 one interface over onnxruntime, AOTInductor packages and TensorRT engines."""
 from ..runner import Runner
 from .backends import load_backend
-from .load import Model, load
+from .load import load
+from .model import Model
 
 __all__ = ["Model", "Runner", "load", "load_backend"]

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InfbuildError
-from .load import Model, load
+from .load import load
+from .model import Model
 
 
 def _pb() -> Any:

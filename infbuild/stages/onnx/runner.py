@@ -61,10 +61,11 @@ def _session_call(session: Any) -> Callable[[list[str], Mapping[str, np.ndarray]
     wrapper adds a graph-capture check for WebGPU, a missing-input check, an OrtValue ownership check and a
     provider fallback: about 7 µs a call, 2 % of a GPT-2 tiny). Other providers, or a binding without ``_sess``,
     get the public call."""
-    binding = getattr(session, "_sess", None)
+    binding: Any = getattr(session, "_sess", None)
+    run: Callable[[list[str], Mapping[str, np.ndarray], Any], list[np.ndarray]] = session.run
     if session.get_providers() == ["CPUExecutionProvider"] and callable(getattr(binding, "run", None)):
-        return binding.run  # type: ignore[union-attr,no-any-return]
-    return session.run  # type: ignore[no-any-return]
+        run = binding.run
+    return run
 
 
 def load(folder: Path, outputs: tuple[str, ...], input_dtypes: Mapping[str, str], device: str,

@@ -3,11 +3,12 @@ operator counts, quantization and calibration with their measured error) or why 
 and the model's size before and after. Its one reader and writer."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ... import jsonio
+from ...records import from_flat, to_flat
 
 INFO = "variant.json"
 
@@ -25,18 +26,12 @@ class VariantInfo:
     details: dict[str, Any] = field(default_factory=dict)  # what the link records ("fused", "calibration", ...)
 
     def write(self, folder: Path) -> None:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "details"}
-        jsonio.write_atomic(folder / INFO, {**self.details, **{k: v for k, v in data.items() if v is not None}},
-                            durable=False)
+        jsonio.write_atomic(folder / INFO, to_flat(self, "details", drop_none=True), durable=False)
 
     @classmethod
     def read(cls, folder: Path) -> VariantInfo | None:
         data = jsonio.read_mapping(folder / INFO)
-        if not isinstance(data.get("variant"), str):
-            return None
-        known = {f.name for f in fields(cls)} - {"details"}
-        return cls(**{k: v for k, v in data.items() if k in known},
-                   details={k: v for k, v in data.items() if k not in known})
+        return from_flat(cls, data, "details") if isinstance(data.get("variant"), str) else None
 
 
 def declined_in(folder: Path) -> str | None:

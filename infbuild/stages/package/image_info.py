@@ -3,11 +3,12 @@ and shipped (pushed, signed, the OCI layout's layer), what it holds. Its one rea
 ``image`` entry is read from it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ... import jsonio
+from ...records import from_flat, to_flat
 
 IMAGE = "image.json"
 
@@ -22,17 +23,12 @@ class ImageInfo:
     details: dict[str, Any] = field(default_factory=dict)  # base, labels, files, signatures, layers, ...
 
     def write(self, folder: Path) -> None:
-        named = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "details"}
-        jsonio.write_atomic(folder / IMAGE, {**self.details, **named}, durable=False)
+        jsonio.write_atomic(folder / IMAGE, to_flat(self, "details"), durable=False)
 
     @classmethod
     def read(cls, folder: Path) -> ImageInfo | None:
         data = jsonio.read_mapping(folder / IMAGE)
-        if not isinstance(data.get("reference"), str):
-            return None
-        known = {f.name for f in fields(cls)} - {"details"}
-        return cls(**{k: v for k, v in data.items() if k in known},
-                   details={k: v for k, v in data.items() if k not in known})
+        return from_flat(cls, data, "details") if isinstance(data.get("reference"), str) else None
 
     def index(self) -> dict[str, Any]:
         """What the manifest's ``image`` entry says of it."""
