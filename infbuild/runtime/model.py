@@ -11,6 +11,8 @@ from ..errors import InputError
 from ..runner import Runner
 from .backends import NUMPY_DTYPES, to_numpy
 
+_SHAPE_DTYPE = operator.attrgetter("shape", "dtype")  # one C-level call per input on the fast path
+
 
 class Model:
     """A loaded artifact: call with keyword arrays named after the recipe's inputs; get {output: array}.
@@ -48,8 +50,8 @@ class Model:
     def validate(self, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The inputs as numpy arrays the runner takes, or an InputError naming what is wrong."""
         # The fast path, in as few steps as possible (after a model call the interpreter runs from cold caches:
-        # each step costs several times what it does in a loop): numpy arrays named in the recipe's order, of its
-        # dtypes, at shapes seen valid before: only NaN/inf is left to check.
+        # each step costs several times what it does in a loop): numpy arrays, named in an order seen before, at
+        # shapes and dtypes seen valid in that order: only NaN/inf is left to check.
         known = self._seen.get(tuple(given))
         try:  # one C-level map, no Python frame: (shape, dtype) of each input
             seen = known is not None and tuple(map(_SHAPE_DTYPE, given.values())) in known
@@ -90,8 +92,7 @@ class Model:
         recurs (the slow path: once per new set of shapes)."""
         bound: dict[str, tuple[int, str]] = {}
         for name, spec in self.inputs.items():
-            array = arrays[name]
-            expected = np.dtype(NUMPY_DTYPES[spec["dtype"]])
+            array, expected = arrays[name], self._dtypes[name]
             if array.dtype != expected:
                 raise InputError(f"{self.recipe}: input {name} has dtype {array.dtype}, expected {expected} "
                                  f"(recipe dtype {spec['dtype']})")
@@ -113,7 +114,6 @@ class Model:
                 bound[want] = (size, name)
 
 
-
 def _as_array(recipe: str, name: str, value: Any) -> np.ndarray:
     """An input as a numpy array (torch tensors included); a ragged or non-numeric value is an InputError."""
     if hasattr(value, "detach"):  # a torch tensor
@@ -125,6 +125,3 @@ def _as_array(recipe: str, name: str, value: Any) -> np.ndarray:
     if array.dtype == object:
         raise InputError(f"{recipe}: input {name} is not a numeric array (ragged nesting or mixed types)")
     return array
-
-
-_SHAPE_DTYPE = operator.attrgetter("shape", "dtype")

@@ -3,7 +3,7 @@ keys read) and ``program.pt2`` (``torch.export.save`` of the same program, what 
 The one reader and writer of program.json; torch-free (the planner reads it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,7 @@ class ProgramInfo:
     torch: str
 
     def write(self, folder: Path) -> None:
-        jsonio.write_atomic(folder / PROGRAM, {"digest": self.digest, "graph": self.graph, "weights": self.weights,
-                                               "nodes": self.nodes, "parameters": self.parameters, "torch": self.torch},
-                            durable=False)
+        jsonio.write_atomic(folder / PROGRAM, asdict(self), durable=False)
 
     @classmethod
     def read(cls, folder: Path) -> ProgramInfo | None:
