@@ -234,6 +234,9 @@ def test_the_remembered_shapes_fast_path_still_refuses_bad_inputs(examples_built
     odd = type("Odd", (), {"shape": [2, 10], "dtype": np.float32})()  # array-like attributes, unhashable shape
     with pytest.raises(InputError, match="not a numeric array"):
         model(x=odd)
+    lookalike = type("Lookalike", (), {"shape": (2, 10), "dtype": np.dtype(np.float32)})()  # a remembered shape
+    with pytest.raises(InputError, match="not a numeric array"):
+        model(x=lookalike)
     strided = np.repeat(good, 2, axis=1)[:, ::2]
     assert not strided.flags.c_contiguous
     np.testing.assert_array_equal(model(x=strided)["y"], want)

@@ -390,6 +390,20 @@ def test_a_key_changes_with_what_its_stage_reads_and_nothing_else(root: Path, ch
     assert {n for n in before if key_of(root, after, n) != keys[n]} == changes
 
 
+def test_how_a_reduced_precision_variant_computes_is_in_its_key_alone(root: Path) -> None:
+    """stages.aoti_variants.mode (autocast or the whole model cast) rebuilds the bf16/fp16 packages, not the fp32 one."""
+    fp = fingerprint()
+    fp["cpu"]["flags"] = [*fp["cpu"]["flags"], "avx512_bf16", "amx_bf16", "avx512_fp16"]
+    with_variants = {"backends": ["onnxruntime", "aoti"], "variants": {"aoti": ["bf16", "fp16"]}}
+    before = planned(root, recipe(root, with_variants), fp)
+    assert before["aoti_bf16"].not_buildable is None
+    stamp_buildable(root, {n: p for n, p in before.items() if n != "verify"}, fp)
+    keys = {n: key_of(root, before, n, fp) for n in before}
+    after = planned(root, recipe(root, {**with_variants, "stages.aoti_variants.mode": "cast"}), fp)
+    assert {n for n in before if key_of(root, after, n, fp) != keys[n]} == {"aoti_bf16", "aoti_fp16"}
+    assert inputs_of(root, before, "aoti_bf16", fp)["recipe"]["mode"] == "autocast"
+
+
 def test_portable_keys_do_not_read_the_host_and_device_keys_do(root: Path) -> None:
     avx2, avx512 = fingerprint(isa="avx2"), fingerprint(isa="avx512")
     a, b = planned(root, recipe(root), avx2), planned(root, recipe(root), avx512)

@@ -61,7 +61,8 @@ def test_each_variant_is_a_stage_built_verified_and_timed(variants_built: Projec
     if BF16_CPU:
         bf16 = report["results"]["aoti:bf16"]
         assert bf16["passed"] is True and 0 < bf16["rel_l2_err"] < 3e-2
-        assert json.loads((p.stage("m", cpu_target, "aoti_bf16") / "aoti.json").read_text())["compute_dtype"] == "bfloat16"
+        info = json.loads((p.stage("m", cpu_target, "aoti_bf16") / "aoti.json").read_text())
+        assert info["compute_dtype"] == "bfloat16" and info["precision_mode"] == "autocast"
     if FP16_CPU:
         fp16 = report["results"]["aoti:fp16"]
         assert fp16["passed"] is True and 0 < fp16["rel_l2_err"] < 1e-2 and fp16["budget"]["rel_l2"] == 1e-2

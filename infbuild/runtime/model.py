@@ -11,7 +11,9 @@ from ..errors import InputError
 from ..runner import Runner
 from .backends import NUMPY_DTYPES, to_numpy
 
-_SHAPE_DTYPE = operator.attrgetter("shape", "dtype")  # one C-level call per input on the fast path
+# One C-level call per input on the fast path; the class keeps array-like objects with an array's shape and dtype
+# (and ndarray subclasses) off it.
+_SHAPE_DTYPE = operator.attrgetter("shape", "dtype", "__class__")
 
 
 class Model:
@@ -36,42 +38,44 @@ class Model:
         self._names = self.inputs.keys()
         self._dtypes = {name: np.dtype(NUMPY_DTYPES[spec["dtype"]]) for name, spec in self.inputs.items()}
         self._floats = [n for n, dtype in self._dtypes.items() if dtype.kind == "f"]
-        # Per order the caller names the inputs in: the (shape, dtype) of each, seen valid in that order (numpy
-        # arrays only; up to SHAPES_REMEMBERED in all). A tensor's dtype never equals numpy's: it is checked anew.
-        self._seen: dict[tuple[str, ...], set[tuple[tuple[tuple[int, ...], np.dtype[Any]], ...]]] = {}
-        self._remembered = 0
+        # The (shape, dtype, numpy.ndarray) of each input in the recipe's order, seen valid (numpy arrays only; up to
+        # SHAPES_REMEMBERED). A tensor's dtype never equals numpy's: it is checked anew.
+        self._order = tuple(self.inputs)
+        self._seen: set[tuple[tuple[tuple[int, ...], np.dtype[Any], type], ...]] = set()
 
     def __repr__(self) -> str:
         return f"<infbuild Model {self.recipe} {self.backend} on {self.target}>"
 
     def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
+        # The fast path in as few steps as possible (after a model call the interpreter runs from cold caches: each
+        # step costs several times what it does in a loop): the recipe's names and no others, numpy arrays at shapes
+        # and dtypes seen valid (C-level maps, no Python frame), go to the runner as they are; only NaN/inf is left
+        # to check. ``inputs`` is a fresh dict (keyword arguments).
+        try:
+            seen = tuple(map(_SHAPE_DTYPE, map(inputs.__getitem__, self._order))) in self._seen
+        except (KeyError, AttributeError, TypeError):  # a name missing, not arrays, an unhashable shape
+            seen = False
+        if seen and len(inputs) == len(self._order):
+            if self._floats and self.check_finite:
+                self._check_finite(inputs)
+            return self.runner(inputs)
         return self.runner(self.validate(inputs))
 
     def validate(self, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """The inputs as numpy arrays the runner takes, or an InputError naming what is wrong."""
-        # The fast path, in as few steps as possible (after a model call the interpreter runs from cold caches:
-        # each step costs several times what it does in a loop): numpy arrays, named in an order seen before, at
-        # shapes and dtypes seen valid in that order: only NaN/inf is left to check.
-        known = self._seen.get(tuple(given))
-        try:  # one C-level map, no Python frame: (shape, dtype) of each input
-            seen = known is not None and tuple(map(_SHAPE_DTYPE, given.values())) in known
-        except (AttributeError, TypeError):  # not arrays (lists, objects without a hashable shape): the slow path
-            seen = False
-        if seen:
-            arrays = given if isinstance(given, dict) else dict(given)
-        else:
-            arrays = self._checked_arrays(given)
-            if self._remembered < self.SHAPES_REMEMBERED and all(isinstance(v, np.ndarray) for v in given.values()):
-                seen_here = self._seen.setdefault(tuple(given), set())
-                key = tuple(map(_SHAPE_DTYPE, (arrays[name] for name in given)))  # in the caller's order
-                self._remembered += key not in seen_here
-                seen_here.add(key)
+        """The inputs as numpy arrays the runner takes, or an InputError naming what is wrong (and, for numpy
+        arrays, their shapes and dtypes remembered for the fast path)."""
+        arrays = self._checked_arrays(given)
+        if len(self._seen) < self.SHAPES_REMEMBERED and all(isinstance(v, np.ndarray) for v in given.values()):
+            self._seen.add(tuple(map(_SHAPE_DTYPE, map(arrays.__getitem__, self._order))))
         if self.check_finite:
-            for name in self._floats:
-                if not np.isfinite(arrays[name].sum(dtype=np.float64)):
-                    raise InputError(f"{self.recipe}: input {name} holds NaN or infinite values "
-                                     "(load(..., check_finite=False) to allow them)")
+            self._check_finite(arrays)
         return arrays
+
+    def _check_finite(self, arrays: Mapping[str, np.ndarray]) -> None:
+        for name in self._floats:
+            if not np.isfinite(arrays[name].sum(dtype=np.float64)):
+                raise InputError(f"{self.recipe}: input {name} holds NaN or infinite values "
+                                 "(load(..., check_finite=False) to allow them)")
 
     def _checked_arrays(self, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if given.keys() != self._names:

@@ -362,25 +362,33 @@ class FlatOutputs(torch.nn.Module):
 
 
 class ReducedPrecision(torch.nn.Module):
-    """A built model computing in ``dtype`` (bfloat16, float16) behind the same interface: floating inputs are cast
-    to ``dtype`` on the way in, its flat outputs back to float32 on the way out (``reduced_precision``)."""
+    """A built model computing in ``dtype`` (bfloat16, float16) behind the same interface, float32 in and out.
+    ``autocast``: the model as it is, run under ``torch.autocast`` (matrix products and convolutions in ``dtype``;
+    normalisations, softmax, reductions and additions in float32, so the residual stream and the outputs are not
+    rounded to ``dtype``). ``cast``: the whole model cast to ``dtype``, floating inputs cast on the way in and its
+    flat outputs back to float32 on the way out (``reduced_precision``)."""
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, mode: str = "autocast", device: str = "cpu") -> None:
         super().__init__()
-        self.model = model.to(dtype)
-        self.dtype = dtype
+        self.model = model.to(dtype) if mode == "cast" else model
+        self.dtype, self.mode, self.device_type = dtype, mode, device.split(":")[0]
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
-        def cast(v: Any) -> Any:
-            return v.to(self.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        if self.mode == "autocast":
+            with torch.autocast(self.device_type, dtype=self.dtype):
+                result = self.model(*args, **kwargs)
+        else:
+            def cast(v: Any) -> Any:
+                return v.to(self.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
 
-        result = self.model(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+            result = self.model(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
         return tuple(v.float() if v.is_floating_point() else v for v in result)
 
 
-def reduced_precision(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+def reduced_precision(model: torch.nn.Module, dtype: torch.dtype, mode: str = "autocast",
+                      device: str = "cpu") -> torch.nn.Module:
     """``model`` (a built, flat-output model) in ReducedPrecision, keeping its forward() signature."""
-    return _with_signature(ReducedPrecision, model)(model, dtype).eval()
+    return _with_signature(ReducedPrecision, model)(model, dtype, mode, device).eval()
 
 
 def _with_signature(base: type[torch.nn.Module], model: torch.nn.Module) -> type[torch.nn.Module]:

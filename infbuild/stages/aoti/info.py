@@ -18,12 +18,15 @@ class AotiInfo:
     inductor_configs: dict[str, Any] = field(default_factory=dict)
     compute_dtype: str | None = None  # a reduced-precision variant's ("bfloat16"); absent for fp32
     cpu_isa_env: str | None = None  # AOTI_CPU_ISA at compile time, when set
+    precision_mode: str | None = None  # a reduced-precision variant's: "autocast" or "cast" (absent before it existed)
 
     def write(self, folder: Path) -> None:
         data: dict[str, Any] = {"device": self.device, "torch": self.torch, "inductor_configs": self.inductor_configs,
                                 "cpu_isa_env": self.cpu_isa_env}
         if self.compute_dtype is not None:
             data["compute_dtype"] = self.compute_dtype
+        if self.precision_mode is not None:
+            data["precision_mode"] = self.precision_mode
         jsonio.write_atomic(folder / INFO, data, durable=False)
 
     @classmethod
@@ -33,6 +36,7 @@ class AotiInfo:
         if not isinstance(data.get("device"), str) or not isinstance(data.get("torch"), str):
             return None
         configs = data.get("inductor_configs")
-        dtype, isa = data.get("compute_dtype"), data.get("cpu_isa_env")
+        dtype, isa, mode = data.get("compute_dtype"), data.get("cpu_isa_env"), data.get("precision_mode")
         return cls(data["device"], data["torch"], configs if isinstance(configs, dict) else {},
-                   dtype if isinstance(dtype, str) else None, isa if isinstance(isa, str) else None)
+                   dtype if isinstance(dtype, str) else None, isa if isinstance(isa, str) else None,
+                   mode if isinstance(mode, str) else None)

@@ -50,8 +50,9 @@ def run(job: Job) -> None:
     build(job)
 
 
-def build(job: Job, dtype: torch.dtype | None = None) -> None:
-    """Export and compile the model (computing in ``dtype``, with the recipe's input and output dtypes, when given)."""
+def build(job: Job, dtype: torch.dtype | None = None, mode: str = "autocast") -> None:
+    """Export and compile the model (computing in ``dtype``, with the recipe's input and output dtypes, when given:
+    under autocast or the whole model cast, ``mode``)."""
     recipe, root, out, device = job.recipe, job.root, job.out, job.device
     options = SECTION.of(recipe)
     configs = {**DEFAULT_INDUCTOR_CONFIGS, **({"max_autotune": True} if options["max_autotune"] else {}),
@@ -62,7 +63,7 @@ def build(job: Job, dtype: torch.dtype | None = None) -> None:
     if program is None:
         model = build_model(recipe, root, device=device)
         if dtype is not None:
-            model = reduced_precision(model, dtype)
+            model = reduced_precision(model, dtype, mode, device)
         example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0), device=device)
         print(f"[aoti] exporting {recipe.name} with torch.export", flush=True)
         program = export_program(recipe, model, example)
@@ -75,5 +76,5 @@ def build(job: Job, dtype: torch.dtype | None = None) -> None:
     except Exception as exc:
         raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
     AotiInfo(device, torch.__version__, configs, str(dtype).removeprefix("torch.") if dtype is not None else None,
-             os.environ.get("AOTI_CPU_ISA")).write(out)
+             os.environ.get("AOTI_CPU_ISA"), mode if dtype is not None else None).write(out)
     print(f"[aoti] wrote {path.name} ({path.stat().st_size} bytes) in {time.perf_counter() - started:.1f}s", flush=True)

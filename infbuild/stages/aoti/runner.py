@@ -39,15 +39,18 @@ class AotiRunner:
         torch, tensors = self.torch, self._tensors(inputs)
         with torch.inference_mode():
             result = self._direct(tensors) if self._direct else self.model(**tensors)
-        values = [result] if isinstance(result, torch.Tensor) else list(result)
+        values = (result,) if isinstance(result, torch.Tensor) else result
+        if self.device == "cpu":  # inference tensors on the CPU share their memory with numpy (bfloat16 aside)
+            return {name: t.numpy() if t.dtype != torch.bfloat16 else to_numpy(t) for name, t in zip(self.outputs, values)}
         return {name: to_numpy(t) for name, t in zip(self.outputs, values)}
 
     def _tensors(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The inputs as tensors on the package's device: on the CPU without a copy (a cast where dtypes differ)."""
-        torch, device = self.torch, self.device
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
-        return {name: t if t.dtype == self.dtypes[name] and device == "cpu" else t.to(device, self.dtypes[name])
-                for name, t in tensors.items()}
+        torch, device, dtypes, tensors = self.torch, self.device, self.dtypes, {}
+        for name, value in inputs.items():
+            t = torch.from_numpy(value if value.flags.c_contiguous else np.ascontiguousarray(value))
+            tensors[name] = t if t.dtype == dtypes[name] and device == "cpu" else t.to(device, dtypes[name])
+        return tensors
 
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         torch, tensors, run = self.torch, self._tensors(inputs), self._direct or (lambda t: self.model(**t))

@@ -5,7 +5,8 @@ import torch
 
 from ..aoti.run import build
 from ..request import Job
+from . import SECTION
 
 
 def run(job: Job) -> None:
-    build(job, {"aoti_bf16": torch.bfloat16, "aoti_fp16": torch.float16}[job.stage])
+    build(job, {"aoti_bf16": torch.bfloat16, "aoti_fp16": torch.float16}[job.stage], SECTION.of(job.recipe)["mode"])

@@ -38,14 +38,15 @@ class OnnxRuntimeRunner:
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
         self.detail = self.session.get_providers()[0]
         self._names = list(outputs)
+        self._feeds = self.input_types.keys()
         self._run = _session_call(self.session)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # onnxruntime takes numpy arrays as they are (a strided one is copied by its binding); a graph that dropped
         # an input the model ignores is fed the others
-        feeds = inputs if type(inputs) is dict and inputs.keys() == self.input_types.keys() else \
-            {name: value for name, value in inputs.items() if name in self.input_types}
-        return dict(zip(self.outputs, self._run(self._names, feeds, None)))
+        if type(inputs) is not dict or inputs.keys() != self._feeds:
+            inputs = {name: value for name, value in inputs.items() if name in self._feeds}
+        return dict(zip(self.outputs, self._run(self._names, inputs, None)))
 
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         """A zero-argument call on inputs converted once (what `bench` times): the same session call as a loaded
