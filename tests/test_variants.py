@@ -247,3 +247,37 @@ def test_session_settings_are_in_the_key_the_report_and_what_load_uses(tmp_path:
     assert seen["intra_op_threads"] == 2 and seen["execution_providers"][0] == "DnnlExecutionProvider"
     p.add_recipe("m.yaml", mlp_recipe(name="m", bench=SMALL_BENCH) + settings.replace("intra_op_threads: 2", "intra_op_threads: 1"))
     assert build(p, INFBUILD_CACHE="off").stages_ran() == {"verify:m", "bench:m"}  # settings: in verify's and bench's keys
+
+
+def test_autocast_keeps_the_residual_stream_and_the_outputs_in_float32() -> None:
+    """aoti:bf16 computes under torch.autocast by default: the weights stay float32, the matrix product runs in
+    bfloat16, the residual addition and the LayerNorm in float32, so the output is not rounded to bfloat16 (the whole
+    model cast, ``mode: cast``, rounds it: larger error); both export with torch.export as the stage does."""
+    import copy
+
+    import torch
+
+    from infbuild.stages.model import reduced_precision
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.norm = torch.nn.Linear(64, 64), torch.nn.LayerNorm(64)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+            return (self.norm(x + self.linear(x)) * 4,)
+
+    torch.manual_seed(0)
+    model, x = Block().eval(), torch.randn(8, 16, 64)
+    with torch.no_grad():
+        want = model(x)[0]
+        errors = {}
+        for mode in ("autocast", "cast"):
+            reduced = reduced_precision(copy.deepcopy(model), torch.bfloat16, mode)
+            got = reduced(x)[0]
+            assert got.dtype == torch.float32
+            assert reduced.model.linear.weight.dtype == (torch.float32 if mode == "autocast" else torch.bfloat16)
+            exported = torch.export.export(reduced, (x,), strict=False).module()
+            torch.testing.assert_close(exported(x)[0], got)
+            errors[mode] = float((got - want).abs().max())
+    assert 0 < errors["autocast"] < errors["cast"] / 2, errors
