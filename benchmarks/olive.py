@@ -12,7 +12,8 @@ candidates; p50 of each block, median over blocks) and compared with the eager m
 
 The table prints, per model, infbuild's preferred against Olive's fastest: both latencies, their ratio
 (infbuild / Olive: <= 1.00 means infbuild is at least as fast) and both errors (max abs and cosine of the first
-output against eager). An Olive workflow that fails prints its one-line reason and is left out.
+output against eager). A second table does the same for what bench prefers among the artifacts that compute in
+fp32 or int8 (what a CPU without bf16/fp16 instructions is given), timed in the same interleaved run. An Olive workflow that fails prints its one-line reason and is left out.
 """
 from __future__ import annotations
 
@@ -176,6 +177,11 @@ def compare(name: str, artifacts: Path, olive: dict[str, Path | str], blocks: in
     ours = load(artifacts, name, threads=1)
     candidates: dict[str, Callable[[], Any]] = {f"infbuild {preferred}": lambda: ours(**inputs)}
     outs = {f"infbuild {preferred}": ours(**inputs)[first]}
+    full = full_precision_preferred(manifest["targets"][target])
+    if full is not None and full != preferred:  # what a CPU without bf16/fp16 instructions would be given
+        other = load(artifacts, name, backend=full, threads=1)
+        candidates[f"infbuild {full}"] = lambda: other(**inputs)
+        outs[f"infbuild {full}"] = other(**inputs)[first]
     for label, path in olive.items():
         if isinstance(path, Path):
             try:
@@ -189,8 +195,19 @@ def compare(name: str, artifacts: Path, olive: dict[str, Path | str], blocks: in
     rows = [{"candidate": c, "p50_ms": p50[c], **errors(outs[c], want)} for c in candidates]
     olive_rows = [r for r in rows if r["candidate"].startswith("olive ")]
     best = min(olive_rows, key=lambda r: r["p50_ms"]) if olive_rows else None
-    return {"model": name, "target": target, "rows": rows, "infbuild": rows[0], "olive_best": best,
-            "olive_failed": {k: v for k, v in olive.items() if isinstance(v, str)}}
+    without = rows[1] if len(rows) > 1 and rows[1]["candidate"].startswith("infbuild ") else rows[0]
+    return {"model": name, "target": target, "rows": rows, "infbuild": rows[0], "infbuild_full_precision": without,
+            "olive_best": best, "olive_failed": {k: v for k, v in olive.items() if isinstance(v, str)}}
+
+
+def full_precision_preferred(target: dict[str, Any]) -> str | None:
+    """What bench would have preferred among the target's artifacts that compute in fp32 or int8: what a CPU without
+    bf16/fp16 instructions gets (there, those variants are not built). infbuild's own choice (preferred.py) over
+    the same verify and bench results."""
+    from infbuild.preferred import choose_preferred
+
+    order = [a for a, info in target.get("artifacts", {}).items() if info.get("precision") not in ("bf16", "fp16")]
+    return choose_preferred(target.get("verify") or {}, target.get("bench"), order) if order else None
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -260,6 +277,15 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(f"| {result['model']} | {ours['candidate'].removeprefix('infbuild ')} | {ours['p50_ms']:.3f} | "
               f"{best['candidate'].removeprefix('olive ')} | {best['p50_ms']:.3f} | {ours['p50_ms'] / best['p50_ms']:.2f} | "
               f"{ours['rel_l2']:.3g}, {ours['max_abs']:.3g} | {best['rel_l2']:.3g}, {best['max_abs']:.3g} |")
+    print("\nWithout bf16/fp16 (what bench prefers among the other artifacts: a CPU without AVX-512 BF16/AMX gets it), "
+          "timed in the same run:\n| model | infbuild | ms | Olive's fastest | ms | infbuild / Olive | infbuild rel L2, "
+          "max abs |\n|---|---|---:|---|---:|---:|---|")
+    for result in results:
+        ours, best = result["infbuild_full_precision"], result["olive_best"]
+        if best is not None:
+            print(f"| {result['model']} | {ours['candidate'].removeprefix('infbuild ')} | {ours['p50_ms']:.3f} | "
+                  f"{best['candidate'].removeprefix('olive ')} | {best['p50_ms']:.3f} | "
+                  f"{ours['p50_ms'] / best['p50_ms']:.2f} | {ours['rel_l2']:.3g}, {ours['max_abs']:.3g} |")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu(), "results": results}, indent=2, default=str))
     if args.plot:

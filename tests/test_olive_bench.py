@@ -44,3 +44,22 @@ def test_a_failed_olive_run_is_reported_by_its_error_line() -> None:
            "[2026-12-06 23:02:17,951] [INFO] [engine.py:476:_dump_run_history_internal] Please install tabulate\n")
     assert olive._reason(log, 1) == "IndexError: list index out of range"
     assert olive._reason("", 3) == "exit 3, no model written"
+
+
+def test_the_full_precision_choice_is_benchs_choice_without_bf16_and_fp16() -> None:
+    """The second table's infbuild row: what bench prefers once the bf16/fp16 variants are set aside (a CPU without
+    those instructions never builds them), by infbuild's own rule (fastest within budget)."""
+    def result(ms: float) -> dict:
+        return {"opt": {"p50_ms": ms, "p50_ci_ms": [ms * 0.99, ms * 1.01]}}
+
+    target = {
+        "artifacts": {"onnxruntime": {"precision": "fp32"}, "aoti:bf16": {"precision": "bf16"},
+                      "onnxruntime:int8_dynamic": {"precision": "int8"}, "onnxruntime:int8_static": {"precision": "int8"}},
+        "verify": {"onnxruntime": {"passed": True}, "aoti:bf16": {"passed": True},
+                   "onnxruntime:int8_dynamic": {"passed": True}, "onnxruntime:int8_static": {"passed": False}},
+        "bench": {"primary_shape": "opt", "results": {"onnxruntime": result(2.0), "aoti:bf16": result(1.0),
+                                                      "onnxruntime:int8_dynamic": result(1.5),
+                                                      "onnxruntime:int8_static": result(1.2)}},
+    }
+    assert olive.full_precision_preferred(target) == "onnxruntime:int8_dynamic"  # int8_static failed its budget
+    assert olive.full_precision_preferred({"artifacts": {"aoti:bf16": {"precision": "bf16"}}}) is None

@@ -85,15 +85,21 @@ def test_chains_build_verify_and_rebuild_only_the_link_that_changed(tmp_path: Pa
     quantized = onnx.load(str(p.stage("bert", cpu_target, "onnx_onnxscript_fused+int8_dynamic") / "model.onnx"))
     assert "QAttention" in {node.op_type for node in quantized.graph.node}
     program = json.loads((p.stage("bert", "portable", "export") / "program.json").read_text())
+    plain = p.stage("bert", cpu_target, "onnx_int8_dynamic")
+    assert json.loads((plain / "variant.json").read_text())["embeddings"] == "float32"
+    assert _quantized_lookups(plain / "model.onnx") == 0  # the embedding tables stay float: Gather reads them as they are
 
     # a quantizer option: the int8 link of every chain rebuilds, the fusion links stay
-    p.add_recipe("bert.yaml", _bert("fused, int8_dynamic, fused+int8_dynamic", "stages: {onnx_variants: {per_channel: true}}\n"))
+    p.add_recipe("bert.yaml", _bert("fused, int8_dynamic, fused+int8_dynamic",
+                                    "stages: {onnx_variants: {per_channel: true, quantize_embeddings: true}}\n"))
     again = build(p, INFBUILD_CACHE="off")
     assert again.stages_ran() == {"onnx_int8_dynamic:bert", "onnx_fused+int8_dynamic:bert",
                                   "onnx_onnxscript_fused+int8_dynamic:bert", "verify:bert"}
+    assert json.loads((plain / "variant.json").read_text())["embeddings"] == "int8"
+    assert _quantized_lookups(plain / "model.onnx") >= 1  # the word embedding at least, now int8 + DequantizeLinear
     # a fusion option: that link and the chain after it, not the other links
-    p.add_recipe("bert.yaml", _bert("fused, int8_dynamic, fused+int8_dynamic",
-                                    "stages: {onnx_variants: {per_channel: true, optimization_level: basic}}\n"))
+    p.add_recipe("bert.yaml", _bert("fused, int8_dynamic, fused+int8_dynamic", "stages: {onnx_variants: {per_channel: "
+                                    "true, quantize_embeddings: true, optimization_level: basic}}\n"))
     third = build(p, INFBUILD_CACHE="off")
     assert "onnx_fused:bert" in third.stages_ran()
     assert third.stages_ran() <= {"onnx_fused:bert", "onnx_fused+int8_dynamic:bert", "verify:bert"}
@@ -103,6 +109,15 @@ def test_chains_build_verify_and_rebuild_only_the_link_that_changed(tmp_path: Pa
     build(p, INFBUILD_CACHE="off")
     assert json.loads((p.stage("bert", "portable", "export") / "program.json").read_text())["digest"] \
         != program["digest"]
+
+
+def _quantized_lookups(model: Path) -> int:
+    """Gather nodes that look up an 8-bit table (quantize_dynamic's embedding quantization: a DequantizeLinear after)."""
+    import onnx
+
+    graph = onnx.load(str(model)).graph
+    eight_bit = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)}
+    return sum(1 for node in graph.node if node.op_type == "Gather" and node.input[0] in eight_bit)
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ class OnnxVariant(Stage):
 
 
 OWN_OPTIONS = {"optimized": ["optimization_level"], "fused": ["fusion_model_type", "optimization_level"],
-               "onnxscript_fused": [], "int8_dynamic": ["per_channel"],
+               "onnxscript_fused": [], "int8_dynamic": ["per_channel", "quantize_embeddings"],
                "int8_static": ["per_channel", "calibration", "calibration_batches", "static_error_target"], "fp16": []}
 PORTABLE = ("fused", "onnxscript_fused", "int8_dynamic")  # links whose output depends on nothing of the host
 
@@ -67,6 +67,7 @@ class OnnxVariantOptions(TypedDict):
     optimization_level: Literal["basic", "extended", "all"]
     fusion_model_type: str
     per_channel: bool
+    quantize_embeddings: bool
     calibration: Literal["minmax", "entropy", "percentile"]
     calibration_batches: int
     static_error_target: float | None
@@ -84,7 +85,7 @@ def _more_variants(options: dict[str, Any], variants: dict[str, tuple[str, ...]]
 SECTION: Section[OnnxVariantOptions] = declare(Section(
     path=("stages", "onnx_variants"), schema_file=Path(__file__).with_name("section.schema.json"),
     defaults={"optimization_level": "all", "fusion_model_type": "bert", "per_channel": False,
-              "calibration": "minmax", "calibration_batches": 8, "static_error_target": 0.02,
+              "quantize_embeddings": False, "calibration": "minmax", "calibration_batches": 8, "static_error_target": 0.02,
               "int8_after": ["onnxscript_fused"]},
     more_variants=_more_variants))
 OUTPUTS = Outputs((INFO,), ("model.onnx", "model.onnx.data"))  # no model.onnx: declined (variant.json)
