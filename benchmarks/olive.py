@@ -13,7 +13,8 @@ candidates; p50 of each block, median over blocks) and compared with the eager m
 The table prints, per model, infbuild's preferred against Olive's fastest: both latencies, their ratio
 (infbuild / Olive: <= 1.00 means infbuild is at least as fast) and both errors (max abs and cosine of the first
 output against eager). A second table does the same for what bench prefers among the artifacts that compute in
-fp32 or int8 (what a CPU without bf16/fp16 instructions is given), timed in the same interleaved run. An Olive workflow that fails prints its one-line reason and is left out.
+fp32 or int8 (what a CPU without bf16/fp16 instructions is given), timed in the same interleaved run.
+An Olive workflow that fails prints its one-line reason and is left out.
 """
 from __future__ import annotations
 
