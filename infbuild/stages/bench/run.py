@@ -94,7 +94,7 @@ def _plot(path: Path, labels: list[str], results: dict[str, dict[str, dict[str, 
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # labels near the edge stay inside the image
     plt.close(fig)
 
 
@@ -134,7 +134,7 @@ def _pareto(path: Path, primary: str, results: dict[str, dict[str, dict[str, flo
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # labels near the edge stay inside the image
     plt.close(fig)
 
 
