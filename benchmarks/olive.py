@@ -196,7 +196,8 @@ def compare(name: str, artifacts: Path, olive: dict[str, Path | str], blocks: in
     rows = [{"candidate": c, "p50_ms": p50[c], **errors(outs[c], want)} for c in candidates]
     olive_rows = [r for r in rows if r["candidate"].startswith("olive ")]
     best = min(olive_rows, key=lambda r: r["p50_ms"]) if olive_rows else None
-    without = rows[1] if len(rows) > 1 and rows[1]["candidate"].startswith("infbuild ") else rows[0]
+    by_name = {r["candidate"]: r for r in rows}
+    without = by_name.get(f"infbuild {full}", rows[0])  # the preferred itself where it needs no bf16/fp16
     return {"model": name, "target": target, "rows": rows, "infbuild": rows[0], "infbuild_full_precision": without,
             "olive_best": best, "olive_failed": {k: v for k, v in olive.items() if isinstance(v, str)}}
 

@@ -18,11 +18,15 @@ NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.flo
 
 
 def to_numpy(t: Any) -> np.ndarray:
-    """A torch tensor as a numpy array (bfloat16 as float32: numpy has no bfloat16)."""
-    import torch
+    """A torch tensor as a numpy array (bfloat16 as float32: numpy has no bfloat16). A CPU tensor that needs no
+    gradient shares its memory at once (a model's outputs, per call); any other is detached, moved and cast first."""
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError):  # bfloat16 or another device (TypeError), requires grad (RuntimeError)
+        import torch
 
-    t = t.detach().cpu()
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+        t = t.detach().cpu()
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def unavailable_reason(backend: str) -> str | None:

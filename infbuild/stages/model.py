@@ -368,7 +368,7 @@ class ReducedPrecision(torch.nn.Module):
     rounded to ``dtype``). ``cast``: the whole model cast to ``dtype``, floating inputs cast on the way in and its
     flat outputs back to float32 on the way out (``reduced_precision``)."""
 
-    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, mode: str = "autocast", device: str = "cpu") -> None:
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype, mode: str, device: str = "cpu") -> None:
         super().__init__()
         self.model = model.to(dtype) if mode == "cast" else model
         self.dtype, self.mode, self.device_type = dtype, mode, device.split(":")[0]
@@ -385,8 +385,7 @@ class ReducedPrecision(torch.nn.Module):
         return tuple(v.float() if v.is_floating_point() else v for v in result)
 
 
-def reduced_precision(model: torch.nn.Module, dtype: torch.dtype, mode: str = "autocast",
-                      device: str = "cpu") -> torch.nn.Module:
+def reduced_precision(model: torch.nn.Module, dtype: torch.dtype, mode: str, device: str = "cpu") -> torch.nn.Module:
     """``model`` (a built, flat-output model) in ReducedPrecision, keeping its forward() signature."""
     return _with_signature(ReducedPrecision, model)(model, dtype, mode, device).eval()
 

@@ -50,20 +50,20 @@ def run(job: Job) -> None:
     build(job)
 
 
-def build(job: Job, dtype: torch.dtype | None = None, mode: str = "autocast") -> None:
-    """Export and compile the model (computing in ``dtype``, with the recipe's input and output dtypes, when given:
-    under autocast or the whole model cast, ``mode``)."""
+def build(job: Job, reduced: tuple[torch.dtype, str] | None = None) -> None:
+    """Export and compile the model (``reduced``: computing in that dtype, under autocast or the whole model cast,
+    with the recipe's input and output dtypes)."""
     recipe, root, out, device = job.recipe, job.root, job.out, job.device
     options = SECTION.of(recipe)
     configs = {**DEFAULT_INDUCTOR_CONFIGS, **({"max_autotune": True} if options["max_autotune"] else {}),
                **options["inductor_configs"]}
     started = time.perf_counter()
     # fp32 on the CPU compiles the export stage's program; another dtype or device exports the model as it computes
-    program = saved_program(job.upstream) if dtype is None and device == "cpu" else None
+    program = saved_program(job.upstream) if reduced is None and device == "cpu" else None
     if program is None:
         model = build_model(recipe, root, device=device)
-        if dtype is not None:
-            model = reduced_precision(model, dtype, mode, device)
+        if reduced is not None:
+            model = reduced_precision(model, *reduced, device)
         example = to_torch(recipe, sample_inputs(recipe, trace_shapes(recipe), seed=0), device=device)
         print(f"[aoti] exporting {recipe.name} with torch.export", flush=True)
         program = export_program(recipe, model, example)
@@ -75,6 +75,7 @@ def build(job: Job, dtype: torch.dtype | None = None, mode: str = "autocast") ->
             compile_and_package(program, path, configs, out / ".aoti-build")
     except Exception as exc:
         raise StageFailed(f"AOTInductor compile failed: {type(exc).__name__}: {str(exc).strip()[:2000]}") from None
+    dtype, mode = reduced or (None, None)
     AotiInfo(device, torch.__version__, configs, str(dtype).removeprefix("torch.") if dtype is not None else None,
-             os.environ.get("AOTI_CPU_ISA"), mode if dtype is not None else None).write(out)
+             os.environ.get("AOTI_CPU_ISA"), mode).write(out)
     print(f"[aoti] wrote {path.name} ({path.stat().st_size} bytes) in {time.perf_counter() - started:.1f}s", flush=True)

@@ -40,8 +40,6 @@ class AotiRunner:
         with torch.inference_mode():
             result = self._direct(tensors) if self._direct else self.model(**tensors)
         values = (result,) if isinstance(result, torch.Tensor) else result
-        if self.device == "cpu":  # inference tensors on the CPU share their memory with numpy (bfloat16 aside)
-            return {name: t.numpy() if t.dtype != torch.bfloat16 else to_numpy(t) for name, t in zip(self.outputs, values)}
         return {name: to_numpy(t) for name, t in zip(self.outputs, values)}
 
     def _tensors(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:

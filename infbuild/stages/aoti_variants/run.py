@@ -9,4 +9,4 @@ from . import SECTION
 
 
 def run(job: Job) -> None:
-    build(job, {"aoti_bf16": torch.bfloat16, "aoti_fp16": torch.float16}[job.stage], SECTION.of(job.recipe)["mode"])
+    build(job, ({"aoti_bf16": torch.bfloat16, "aoti_fp16": torch.float16}[job.stage], SECTION.of(job.recipe)["mode"]))
